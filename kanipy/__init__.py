@@ -1,0 +1,3 @@
+"""kanipy: a daemonless container image builder."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+"""``python -m kanipy``."""
+
+from kanipy.cli import main
+
+main()

@@ -1,0 +1,96 @@
+"""The KanipyError tree: every failure a user can act on, with its exit code.
+
+Library code raises these; only ``kanipy.cli`` turns them into a message and an
+exit status. The message is written for the user: it says what went wrong and,
+where there is one, what to do about it.
+"""
+
+from __future__ import annotations
+
+
+class KanipyError(Exception):
+    """Base of every error kanipy reports to a user."""
+
+    exit_code = 70
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class BuildError(KanipyError):
+    """The build itself failed: a RUN exited non-zero, a COPY source is missing."""
+
+    exit_code = 1
+
+
+class UsageError(KanipyError):
+    """Bad flags or a bad image reference."""
+
+    exit_code = 2
+
+
+class InvalidReferenceError(UsageError):
+    """An image reference that does not parse; the message points at the bad part."""
+
+
+class DockerfileError(KanipyError):
+    """A Dockerfile that cannot be built; reported as ``FILE:LINE: message``."""
+
+    exit_code = 3
+
+    def __init__(self, message: str, line: int | None = None, filename: str = "Dockerfile"):
+        self.reason = message
+        self.line = line
+        self.filename = filename
+        where = f"{filename}:{line}" if line is not None else filename
+        super().__init__(f"{where}: {message}")
+
+
+class RegistryError(KanipyError):
+    """A registry could not be reached, refused us, or lacks what we asked for.
+
+    ``code`` carries the registry's own diagnostic code (``MANIFEST_UNKNOWN``,
+    ``DENIED``) when it sent one; ``status`` the HTTP status, if any.
+    """
+
+    exit_code = 4
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        registry: str | None = None,
+        status: int | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.registry = registry
+        self.status = status
+        self.code = code
+
+    @property
+    def temporary(self) -> bool:
+        """True when trying again later may succeed (429, 5xx, no status at all)."""
+        return self.status is None or self.status == 429 or self.status >= 500
+
+
+class AuthError(RegistryError):
+    """401/403 from a registry, or no usable credentials."""
+
+
+class NotFoundError(RegistryError):
+    """404: a repository, manifest or blob that does not exist."""
+
+
+class IntegrityError(KanipyError):
+    """Content did not match its digest or declared size."""
+
+    exit_code = 5
+
+
+class ConfinementError(BuildError):
+    """A path from an image or a context tried to leave the root directory."""

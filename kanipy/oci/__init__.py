@@ -1,0 +1,1 @@
+"""Pure data for container images: digests, descriptors, platforms, manifests, configs."""
