@@ -1,0 +1,105 @@
+"""BuildOptions: everything one ``kanipy build`` was asked to do, as plain values.
+
+The CLI fills it from Kaniko-named flags; the engine reads it. Values are
+already validated here (references parsed, platforms parsed, key=value pairs
+split), so a bad flag fails before any work starts, with exit 2.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kanipy.errors import UsageError
+from kanipy.oci.descriptor import Platform
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    dockerfile: str = "Dockerfile"
+    context: str = "."
+    context_sub_path: str | None = None
+    destinations: tuple[str, ...] = ()
+    build_args: tuple[tuple[str, str | None], ...] = ()
+    target: str | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    no_push: bool = False
+    dry_run: bool = False
+    # Transport (see kanipy.registry): Kaniko's flags, same meanings.
+    insecure: bool = False
+    insecure_pull: bool = False
+    insecure_registries: tuple[str, ...] = ()
+    skip_tls_verify: bool = False
+    skip_tls_verify_pull: bool = False
+    skip_tls_verify_registries: tuple[str, ...] = ()
+    registry_certificates: tuple[tuple[str, str], ...] = ()
+    registry_mirrors: tuple[str, ...] = ()
+    push_retry: int = 3
+    # Where kanipy keeps its files.
+    cache_dir: Path | None = None
+    kanipy_dir: Path | None = None
+    # Output image.
+    custom_platform: Platform | None = None
+    image_format: str | None = None  # "oci" | "docker" | None (follow the base image)
+    compression: str = "gzip"
+    compression_level: int | None = None
+    reproducible: bool = False
+    single_snapshot: bool = False
+    tar_path: Path | None = None
+    oci_layout_path: Path | None = None
+    digest_file: Path | None = None
+    image_name_with_digest_file: Path | None = None
+    image_name_tag_with_digest_file: Path | None = None
+    secrets: tuple[tuple[str, str, str], ...] = ()  # (id, "src"|"env", value)
+    env: dict[str, str] = field(default_factory=lambda: dict(os.environ), compare=False)
+
+    @property
+    def build_args_dict(self) -> dict[str, str | None]:
+        """--build-arg values; ``None`` means "take it from the environment" (``--build-arg K``)."""
+        return dict(self.build_args)
+
+    @property
+    def target_platform(self) -> Platform:
+        return self.custom_platform or host_platform()
+
+
+def host_platform() -> Platform:
+    machine = os.uname().machine
+    return Platform("linux", machine).normalized()
+
+
+def parse_key_value(
+    text: str, flag: str, *, value_optional: bool = False
+) -> tuple[str, str | None]:
+    """``KEY=VALUE`` from a flag; ``KEY`` alone allowed when ``value_optional``."""
+    key, sep, value = text.partition("=")
+    if not key:
+        raise UsageError(f"{flag} {text!r}: expected KEY=VALUE")
+    if not sep:
+        if value_optional:
+            return key, None
+        raise UsageError(f"{flag} {text!r}: expected KEY=VALUE")
+    return key, value
+
+
+def parse_secret(text: str) -> tuple[str, str, str]:
+    """``--secret id=NAME,src=FILE`` or ``id=NAME,env=VAR`` (BuildKit's syntax)."""
+    fields: dict[str, str] = {}
+    for part in text.split(","):
+        key, sep, value = part.partition("=")
+        if not sep:
+            raise UsageError(f"--secret {text!r}: expected id=NAME,src=FILE or id=NAME,env=VAR")
+        fields[key.strip().lower()] = value.strip()
+    secret_id = fields.pop("id", "")
+    if "source" in fields:
+        fields["src"] = fields.pop("source")
+    if not secret_id:
+        raise UsageError(f"--secret {text!r}: id=NAME is required")
+    if "src" in fields:
+        return secret_id, "src", fields["src"]
+    if "env" in fields:
+        return secret_id, "env", fields["env"]
+    # BuildKit: with neither, the secret comes from the environment variable of
+    # the same name.
+    return secret_id, "env", secret_id

@@ -1,0 +1,85 @@
+"""What a build reports while it runs: steps, their output, transfers.
+
+The engine calls a ``BuildReporter``; the CLI's implementation renders the
+events on stderr. The library itself never prints.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """One instruction of one stage, as shown to a user: ``[2/3] STEP 4/9: RUN make``."""
+
+    stage_number: int  # 1-based among the stages being built
+    stage_count: int
+    stage_name: str | None
+    step_number: int  # 1-based within the stage
+    step_count: int
+    text: str  # the instruction after expansion
+    line: int | None  # Dockerfile line
+
+    @property
+    def label(self) -> str:
+        return f"[{self.stage_number}/{self.stage_count}] STEP {self.step_number}/{self.step_count}"
+
+
+@dataclass(frozen=True)
+class StepSummary:
+    step: StepInfo
+    seconds: float
+    layer_size: int | None  # compressed bytes; None when the step added no layer
+
+
+@dataclass(frozen=True)
+class TransferEvent:
+    """Progress of one blob being pulled or pushed."""
+
+    action: str  # "pull" | "push" | "mount" | "exists"
+    digest: str
+    done: int
+    total: int | None
+
+
+class BuildReporter(Protocol):
+    def stage_started(self, number: int, count: int, name: str | None, base: str) -> None: ...
+
+    def step_started(self, step: StepInfo) -> None: ...
+
+    def step_output(self, step: StepInfo, line: bytes) -> None: ...
+
+    def step_finished(self, summary: StepSummary) -> None: ...
+
+    def transfer(self, event: TransferEvent) -> None: ...
+
+    def pushed(self, reference: str, digest: str) -> None: ...
+
+    def finished(self, summaries: list[StepSummary]) -> None: ...
+
+
+class NullReporter:
+    """Reports nothing; for library callers and tests that do not watch progress."""
+
+    def stage_started(self, number: int, count: int, name: str | None, base: str) -> None:
+        pass
+
+    def step_started(self, step: StepInfo) -> None:
+        pass
+
+    def step_output(self, step: StepInfo, line: bytes) -> None:
+        pass
+
+    def step_finished(self, summary: StepSummary) -> None:
+        pass
+
+    def transfer(self, event: TransferEvent) -> None:
+        pass
+
+    def pushed(self, reference: str, digest: str) -> None:
+        pass
+
+    def finished(self, summaries: list[StepSummary]) -> None:
+        pass
