@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "${APP_GREETING:-hi}, $1 (app @VERSION@)"
