@@ -132,7 +132,8 @@ def _decide_media_type(doc: dict[str, Any], given: str | None) -> str:
     """The document's own ``mediaType`` is hashed with it, so it wins over a header."""
     given = (given or "").split(";")[0].strip()
     own = doc.get("mediaType")
-    if doc.get("schemaVersion") == 1 or given in (mt.DOCKER_MANIFEST_V1, mt.DOCKER_MANIFEST_V1_SIGNED):
+    schema1 = (mt.DOCKER_MANIFEST_V1, mt.DOCKER_MANIFEST_V1_SIGNED)
+    if doc.get("schemaVersion") == 1 or given in schema1 or own in schema1:
         raise ManifestError(
             "the image uses Docker image manifest schema 1, which kanipy does not support "
             "(it was deprecated in 2017 and registries are dropping it); re-push the image "

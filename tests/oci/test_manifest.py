@@ -72,7 +72,8 @@ def test_digest_is_over_raw_bytes_not_a_reserialisation() -> None:
     ids=["schemaVersion-1", "schema1-content-type"],
 )
 def test_schema1_refused_with_advice(raw: bytes, header: str | None) -> None:
-    with pytest.raises(ManifestError, match="schema 1.*re-push the image in Docker schema 2 or OCI"):
+    advice = "schema 1.*re-push the image in Docker schema 2 or OCI"
+    with pytest.raises(ManifestError, match=advice):
         parse_manifest(raw, header)
 
 
