@@ -179,6 +179,40 @@ def store_image(
     return StoredImage(store, manifest)
 
 
+# Docker schema 2 media types and their OCI equivalents (OCI image spec,
+# "Compatibility Matrix"); config bytes are the same document in both.
+_DOCKER_TO_OCI = {
+    mt.DOCKER_MANIFEST: mt.OCI_MANIFEST,
+    mt.DOCKER_CONFIG: mt.OCI_CONFIG,
+    mt.DOCKER_LAYER_GZIP: mt.OCI_LAYER_GZIP,
+    mt.DOCKER_FOREIGN_LAYER_GZIP: mt.OCI_LAYER_NONDIST_GZIP,
+}
+
+
+def as_oci_image(image: StoredImage) -> StoredImage:
+    """``image`` with OCI media types: same config and layer blobs, a new manifest.
+
+    OCI tools (skopeo's ``oci:`` transport, umoci) only look at OCI manifests
+    in a layout. An image that is OCI already is returned as it is.
+    """
+    manifest = image.manifest()
+    if manifest.media_type == mt.OCI_MANIFEST:
+        return image
+
+    def convert(desc: Descriptor) -> Descriptor:
+        return Descriptor(
+            _DOCKER_TO_OCI.get(desc.media_type, desc.media_type), desc.digest, desc.size,
+            desc.annotations, desc.platform, desc.urls,
+        )
+
+    converted = build_manifest(
+        convert(manifest.config), [convert(d) for d in manifest.layers],
+        mt.OCI_MANIFEST, manifest.annotations,
+    )
+    image.store.put_bytes(converted.raw)
+    return StoredImage(image.store, converted)
+
+
 def _hash_stream(stream: BinaryIO, algorithm: str) -> tuple[Digest, int]:
     hasher = Digest(algorithm, "").new_hasher()
     size = 0

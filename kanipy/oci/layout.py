@@ -22,7 +22,7 @@ from kanipy.errors import UsageError
 from kanipy.oci import mediatypes as mt
 from kanipy.oci.blobstore import BlobStore
 from kanipy.oci.descriptor import Descriptor, Platform
-from kanipy.oci.image import StoredImage
+from kanipy.oci.image import StoredImage, as_oci_image
 from kanipy.oci.manifest import Index, Manifest, ManifestError, parse_manifest
 
 log = logging.getLogger(__name__)
@@ -61,15 +61,26 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 def write_layout(
-    path: str | os.PathLike[str], image: StoredImage, tags: Sequence[str] = ()
-) -> Path:
+    path: str | os.PathLike[str], image: StoredImage, tags: Sequence[str] = (),
+    *, oci_media_types: bool = True,
+) -> StoredImage:
     """Write ``image`` into the OCI layout at ``path`` (created if missing).
 
     Blobs are hardlinked from the image's store where possible, else copied.
     Each tag becomes an index.json entry annotated with its ref name; without
-    tags the image gets one unnamed entry. Returns the layout's path.
+    tags the image gets one unnamed entry. A Docker schema 2 image is written
+    with OCI media types (a new manifest digest over the same blobs) unless
+    ``oci_media_types`` is False, because skopeo and umoci skip Docker manifests
+    in a layout. Returns the image as it now stands in the layout.
     """
     root = Path(path)
+    if oci_media_types and image.manifest().media_type != mt.OCI_MANIFEST:
+        converted = as_oci_image(image)
+        log.info(
+            "OCI layout %s gets the OCI form of %s: manifest %s",
+            root, image.digest, converted.digest,
+        )
+        image = converted
     if root.exists() and not root.is_dir():
         raise LayoutError(f"{root} exists and is not a directory; an OCI layout is a directory")
     same_store = root.resolve() == image.store.root.resolve() if root.exists() else False
@@ -101,7 +112,7 @@ def write_layout(
         json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode(),
     )
     log.debug("wrote %s to OCI layout %s as %s", manifest.digest, root, list(tags))
-    return root
+    return StoredImage(target, manifest)
 
 
 def _open_store(root: Path) -> BlobStore:

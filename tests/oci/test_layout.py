@@ -31,19 +31,37 @@ def _index(root: Path) -> dict:
     return json.loads((root / "index.json").read_bytes())
 
 
-def test_skopeo_inspects_written_layout(tmp_path: Path, image: StoredImage) -> None:
+@pytest.mark.parametrize("image_format", ["oci", "docker"])
+def test_skopeo_inspects_written_layout(
+    tmp_path: Path, store: BlobStore, image_format: str
+) -> None:
     skopeo = require_tool("skopeo")
-    out = write_layout(tmp_path / "layout", image, ["v1"])
+    image = make_image(store, [{"a": b"1"}, {"b": b"2"}], image_format)
+    out = tmp_path / "layout"
+    written = write_layout(out, image, ["v1"])
     info = json.loads(_run(skopeo, "inspect", f"oci:{out}:v1"))
-    assert info["Digest"] == str(image.digest)
+    assert info["Digest"] == str(written.digest)
     assert info["Layers"] == [str(d.digest) for d in image.manifest().layers]
     assert info["Architecture"] == "amd64" and info["Os"] == "linux"
     assert not (out / "blobs" / ".tmp").exists()
+    # A Docker image is written in its OCI form: same blobs, OCI media types.
+    assert written.manifest().media_type == mt.OCI_MANIFEST
+    assert (written.digest == image.digest) is (image_format == "oci")
+    assert written.config_bytes() == image.config_bytes()
+    validate_image(written)
+
+
+def test_docker_media_types_kept_on_request(tmp_path: Path, store: BlobStore) -> None:
+    image = make_image(store, [{"a": b"1"}], "docker")
+    written = write_layout(tmp_path / "layout", image, ["d"], oci_media_types=False)
+    assert written.digest == image.digest
+    assert read_layout(tmp_path / "layout", "d").manifest().media_type == mt.DOCKER_MANIFEST
 
 
 def test_umoci_unpacks_written_layout(tmp_path: Path, image: StoredImage) -> None:
     umoci = require_tool("umoci")
-    layout = write_layout(tmp_path / "layout", image, ["app"])
+    layout = tmp_path / "layout"
+    write_layout(layout, image, ["app"])
     bundle = tmp_path / "bundle"
     rootless = [] if os.geteuid() == 0 else ["--rootless"]
     _run(umoci, "unpack", *rootless, "--image", f"{layout}:app", str(bundle))
@@ -90,7 +108,8 @@ def test_untagged_image_gets_one_entry(tmp_path: Path, image: StoredImage) -> No
 
 
 def test_blobs_are_hardlinked_from_the_store(tmp_path: Path, image: StoredImage) -> None:
-    layout = write_layout(tmp_path / "layout", image, ["v1"])
+    layout = tmp_path / "layout"
+    write_layout(layout, image, ["v1"])
     layer = image.manifest().layers[0].digest
     assert (layout / "blobs/sha256" / layer.hex).stat().st_ino == \
         image.store.path(layer).stat().st_ino
@@ -111,7 +130,8 @@ def test_read_index_entry_selects_platform(tmp_path: Path, store: BlobStore) -> 
         amd.manifest().descriptor(platform=Platform("linux", "amd64")),
         arm.manifest().descriptor(platform=Platform("linux", "arm64", "v8")),
     ])
-    layout = write_layout(tmp_path / "layout", amd)
+    layout = tmp_path / "layout"
+    write_layout(layout, amd)
     write_layout(layout, arm)
     BlobStore(layout).put_bytes(index.raw)
     doc = _index(layout)
@@ -131,7 +151,8 @@ def test_read_index_entry_selects_platform(tmp_path: Path, store: BlobStore) -> 
 def test_read_layout_errors_name_the_tags(
     tmp_path: Path, store: BlobStore, image: StoredImage, ref: str | None, message: str
 ) -> None:
-    layout = write_layout(tmp_path / "layout", image, ["v1"])
+    layout = tmp_path / "layout"
+    write_layout(layout, image, ["v1"])
     write_layout(layout, make_image(store, [{"z": b""}]), ["v2"])
     with pytest.raises(LayoutError, match=message) as err:
         read_layout(layout, ref)
