@@ -1,0 +1,281 @@
+"""Images and layers: read-only Protocols, an image kept in a BlobStore, its invariants.
+
+``Image`` and ``Layer`` follow go-containerregistry's interfaces: every accessor
+may do I/O and so may be lazy, and every ``open_*`` returns a fresh stream.
+``StoredImage`` is the one concrete image in this package: manifest, config
+and layers all live in a BlobStore. ``store_image`` assembles one from a config
+and layer descriptors; ``validate_image`` checks what must hold before an
+image is written anywhere.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+from collections.abc import Iterable
+from typing import BinaryIO, Protocol, cast
+
+import zstandard
+
+from kanipy.errors import IntegrityError
+from kanipy.oci import mediatypes as mt
+from kanipy.oci.blobstore import BlobStore
+from kanipy.oci.config import ImageConfig
+from kanipy.oci.descriptor import Descriptor
+from kanipy.oci.digest import Digest
+from kanipy.oci.manifest import Index, Manifest, ManifestError, build_manifest, parse_manifest
+
+log = logging.getLogger(__name__)
+
+_CHUNK = 1 << 20
+
+
+class Layer(Protocol):
+    """One layer: its compressed blob and the tar stream inside it."""
+
+    def descriptor(self) -> Descriptor:
+        """The manifest's entry for this layer: media type, digest, size."""
+        ...
+
+    def diff_id(self) -> Digest:
+        """The digest of the uncompressed tar, as listed in the config's rootfs."""
+        ...
+
+    def open_compressed(self) -> BinaryIO:
+        """A fresh stream of the blob as stored and pushed."""
+        ...
+
+    def open_uncompressed(self) -> BinaryIO:
+        """A fresh stream of the tar inside the blob."""
+        ...
+
+
+class Image(Protocol):
+    """One single-platform image: a manifest, its config, its layers."""
+
+    def manifest(self) -> Manifest: ...
+
+    def config(self) -> ImageConfig: ...
+
+    def config_bytes(self) -> bytes:
+        """The exact config bytes the manifest's config digest is over."""
+        ...
+
+    def layers(self) -> list[Layer]: ...
+
+
+def open_decompressed(stream: BinaryIO, media_type: str) -> BinaryIO:
+    """Wrap ``stream`` so reads give the tar inside a layer of ``media_type``."""
+    compression = mt.layer_compression(media_type)
+    if compression == "gzip":
+        return cast(BinaryIO, gzip.GzipFile(fileobj=stream, mode="rb"))
+    if compression == "zstd":
+        # read_across_frames: layers may hold several zstd frames (zstd:chunked).
+        return cast(
+            BinaryIO,
+            zstandard.ZstdDecompressor().stream_reader(
+                stream, read_across_frames=True, closefd=True
+            ),
+        )
+    return stream
+
+
+class StoredLayer:
+    """A layer whose blob is in a BlobStore."""
+
+    def __init__(self, store: BlobStore, descriptor: Descriptor, diff_id: Digest) -> None:
+        self.store = store
+        self._descriptor = descriptor
+        self._diff_id = diff_id
+
+    def descriptor(self) -> Descriptor:
+        return self._descriptor
+
+    def diff_id(self) -> Digest:
+        return self._diff_id
+
+    def open_compressed(self) -> BinaryIO:
+        return self.store.open(self._descriptor.digest)
+
+    def open_uncompressed(self) -> BinaryIO:
+        return open_decompressed(self.open_compressed(), self._descriptor.media_type)
+
+    def __repr__(self) -> str:
+        return f"StoredLayer({self._descriptor.digest.short})"
+
+
+class StoredImage:
+    """An image whose manifest, config and layer blobs are all in ``store``."""
+
+    def __init__(self, store: BlobStore, manifest: Manifest) -> None:
+        self.store = store
+        self._manifest = manifest
+        self._config: ImageConfig | None = None
+
+    @classmethod
+    def load(cls, store: BlobStore, digest: Digest, media_type: str | None = None) -> StoredImage:
+        """The image whose manifest blob is ``digest`` in ``store``."""
+        parsed = parse_manifest(store.read_bytes(digest), media_type)
+        if isinstance(parsed, Index):
+            raise ManifestError(
+                f"{digest} is an image index, not an image; select a platform first"
+            )
+        return cls(store, parsed)
+
+    @property
+    def digest(self) -> Digest:
+        return self._manifest.digest
+
+    def manifest(self) -> Manifest:
+        return self._manifest
+
+    def config_bytes(self) -> bytes:
+        return self.store.read_bytes(self._manifest.config.digest)
+
+    def config(self) -> ImageConfig:
+        if self._config is None:
+            self._config = ImageConfig.parse(self.config_bytes())
+        return self._config
+
+    def layers(self) -> list[Layer]:
+        diff_ids = self.config().diff_ids
+        if len(diff_ids) != len(self._manifest.layers):
+            raise IntegrityError(
+                f"image {self.digest}: {len(self._manifest.layers)} layers in the manifest "
+                f"but {len(diff_ids)} diff_ids in the config"
+            )
+        return [
+            StoredLayer(self.store, desc, diff_id)
+            for desc, diff_id in zip(self._manifest.layers, diff_ids, strict=True)
+        ]
+
+    def __repr__(self) -> str:
+        return f"StoredImage({self.digest})"
+
+
+def store_image(
+    store: BlobStore,
+    config: ImageConfig,
+    layers: Iterable[Descriptor],
+    image_format: str = "oci",
+    annotations: dict[str, str] | None = None,
+) -> StoredImage:
+    """Put ``config`` and a new manifest over ``layers`` (blobs already in ``store``).
+
+    ``image_format`` is ``"oci"`` or ``"docker"``; it picks the manifest and
+    config media types. Layer descriptors are used as given.
+    """
+    if image_format not in ("oci", "docker"):
+        raise ValueError(f"image_format must be 'oci' or 'docker', not {image_format!r}")
+    raw_config = config.to_bytes()
+    config_digest = store.put_bytes(raw_config)
+    config_type = mt.DOCKER_CONFIG if image_format == "docker" else mt.OCI_CONFIG
+    manifest_type = mt.DOCKER_MANIFEST if image_format == "docker" else mt.OCI_MANIFEST
+    manifest = build_manifest(
+        Descriptor(config_type, config_digest, len(raw_config)),
+        layers, manifest_type, annotations,
+    )
+    store.put_bytes(manifest.raw)
+    return StoredImage(store, manifest)
+
+
+# Docker schema 2 media types and their OCI equivalents (OCI image spec,
+# "Compatibility Matrix"); config bytes are the same document in both.
+_DOCKER_TO_OCI = {
+    mt.DOCKER_MANIFEST: mt.OCI_MANIFEST,
+    mt.DOCKER_CONFIG: mt.OCI_CONFIG,
+    mt.DOCKER_LAYER_GZIP: mt.OCI_LAYER_GZIP,
+    mt.DOCKER_FOREIGN_LAYER_GZIP: mt.OCI_LAYER_NONDIST_GZIP,
+}
+
+
+def as_oci_image(image: StoredImage) -> StoredImage:
+    """``image`` with OCI media types: same config and layer blobs, a new manifest.
+
+    OCI tools (skopeo's ``oci:`` transport, umoci) only look at OCI manifests
+    in a layout. An image that is OCI already is returned as it is.
+    """
+    manifest = image.manifest()
+    if manifest.media_type == mt.OCI_MANIFEST:
+        return image
+
+    def convert(desc: Descriptor) -> Descriptor:
+        return Descriptor(
+            _DOCKER_TO_OCI.get(desc.media_type, desc.media_type), desc.digest, desc.size,
+            desc.annotations, desc.platform, desc.urls,
+        )
+
+    converted = build_manifest(
+        convert(manifest.config), [convert(d) for d in manifest.layers],
+        mt.OCI_MANIFEST, manifest.annotations,
+    )
+    image.store.put_bytes(converted.raw)
+    return StoredImage(image.store, converted)
+
+
+def _hash_stream(stream: BinaryIO, algorithm: str) -> tuple[Digest, int]:
+    hasher = Digest(algorithm, "").new_hasher()
+    size = 0
+    with stream:
+        while chunk := stream.read(_CHUNK):
+            hasher.update(chunk)
+            size += len(chunk)
+    return Digest(algorithm, hasher.hexdigest()), size
+
+
+def validate_image(image: Image, *, check_diff_ids: bool = True) -> None:
+    """Check an image's invariants; raise IntegrityError listing every violation.
+
+    The manifest digest is over its raw bytes; the config blob matches the
+    manifest's digest and size; each layer blob matches its descriptor; the
+    config has one diff_id per layer and one non-empty history entry per layer
+    (when it has history at all). With ``check_diff_ids`` each layer is also
+    decompressed to check its diff_id, which reads every byte of the image.
+    """
+    problems: list[str] = []
+    manifest = image.manifest()
+    if Digest.of_bytes(manifest.raw, manifest.digest.algorithm) != manifest.digest:
+        problems.append("manifest digest is not the digest of its raw bytes")
+
+    raw_config = image.config_bytes()
+    want = manifest.config
+    got = Digest.of_bytes(raw_config, want.digest.algorithm)
+    if got != want.digest:
+        problems.append(f"config digest {got} differs from the manifest's {want.digest}")
+    if len(raw_config) != want.size:
+        problems.append(f"config size {len(raw_config)} differs from the manifest's {want.size}")
+
+    config = ImageConfig.parse(raw_config)
+    if len(config.diff_ids) != len(manifest.layers):
+        problems.append(
+            f"{len(manifest.layers)} layers in the manifest but "
+            f"{len(config.diff_ids)} diff_ids in the config"
+        )
+    history = config.history
+    if history:
+        non_empty = sum(1 for h in history if not h.empty_layer)
+        if non_empty != len(manifest.layers):
+            problems.append(
+                f"{len(manifest.layers)} layers but {non_empty} history entries "
+                "without empty_layer"
+            )
+
+    if not problems:
+        for i, layer in enumerate(image.layers()):
+            desc = layer.descriptor()
+            if desc != manifest.layers[i]:
+                problems.append(f"layer {i}: descriptor differs from the manifest's")
+            digest, size = _hash_stream(layer.open_compressed(), desc.digest.algorithm)
+            if digest != desc.digest:
+                problems.append(f"layer {i}: blob digest {digest}, manifest says {desc.digest}")
+            if size != desc.size:
+                problems.append(f"layer {i}: blob size {size}, manifest says {desc.size}")
+            if check_diff_ids and digest == desc.digest:
+                diff_id, _ = _hash_stream(layer.open_uncompressed(), layer.diff_id().algorithm)
+                if diff_id != layer.diff_id():
+                    problems.append(
+                        f"layer {i}: uncompressed digest {diff_id}, config says "
+                        f"{layer.diff_id()}"
+                    )
+    if problems:
+        raise IntegrityError(f"image {manifest.digest} is invalid: " + "; ".join(problems))
