@@ -317,7 +317,10 @@ class Copy(Instruction):
 
     def render(self) -> str:
         srcs = [f"<<{d.name}" for d in self.heredocs] + list(self.sources)
-        return " ".join([self.keyword, *self._flag_text(), *srcs, self.dest])
+        text = " ".join([self.keyword, *self._flag_text(), *srcs, self.dest])
+        for doc in self.heredocs:
+            text += "\n" + doc.content + doc.name
+        return text
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -63,7 +63,10 @@ class _Words:
 class _Scan:
     """One pass over one word; a fresh one per call keeps the lexer reentrant."""
 
-    def __init__(self, text: str, env: Mapping[str, str], escape: str) -> None:
+    def __init__(
+        self, text: str, env: Mapping[str, str], escape: str, heredoc: bool = False
+    ) -> None:
+        self.heredoc = heredoc
         self.text = text
         self.pos = 0
         self.env = env
@@ -89,6 +92,14 @@ class _Scan:
             if stop and ch == stop:
                 self.next()
                 return "".join(result), words.finish()
+            if self.heredoc and ch != "$":
+                # Heredoc bodies: quotes are literal; the escape only protects $ and itself,
+                # as in a shell here-document with an unquoted delimiter.
+                self.next()
+                if ch == self.escape and self.peek() in ("$", self.escape):
+                    ch = self.next()
+                result.append(ch)
+                continue
             if ch == "'":
                 tmp = self.single_quote()
                 result.append(tmp)
@@ -308,3 +319,7 @@ class ShellLexer:
     def process_words(self, word: str, env: Mapping[str, str]) -> list[str]:
         """Several words: unquoted whitespace (also from an unquoted ``$V``) splits them."""
         return _Scan(word, env, self.escape).process()[1]
+
+    def process_heredoc(self, content: str, env: Mapping[str, str]) -> str:
+        """A heredoc body with an unquoted delimiter: ``$`` forms expanded, quotes kept."""
+        return _Scan(content, env, self.escape, heredoc=True).process()[0]
