@@ -35,5 +35,6 @@ def format_plan(plan: BuildPlan, base_envs: Mapping[int, list[str]] | None = Non
             except DockerfileError as exc:
                 text = f"{ins.original}  # cannot expand yet: {exc.reason}"
             for i, part in enumerate(text.split("\n")):
-                lines.append(f"{head} {ins.line}: {part}" if i == 0 else f"{' ' * len(head)}   | {part}")
+                prefix = f"{head} {ins.line}:" if i == 0 else f"{' ' * len(head)}   |"
+                lines.append(f"{prefix} {part}")
     return "\n".join(lines) + "\n"

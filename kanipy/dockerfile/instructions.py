@@ -91,7 +91,7 @@ class Mount:
 
 @dataclass(frozen=True, kw_only=True)
 class From(Instruction):
-    """``FROM [--platform=P] image [AS name]``; ``name`` lower-cased (names are case-insensitive)."""
+    """``FROM [--platform=P] image [AS name]``; ``name`` lower-cased (case-insensitive)."""
 
     image: str
     name: str | None = None
@@ -212,8 +212,10 @@ class Arg(Instruction):
     pairs: tuple[tuple[str, str | None], ...]
 
     def render(self) -> str:
-        return "ARG " + " ".join(k if v is None else f"{k}={json.dumps(v) if _needs_quote(v) else v}"
-                                 for k, v in self.pairs)
+        return "ARG " + " ".join(
+            k if v is None else f"{k}={json.dumps(v) if _needs_quote(v) else v}"
+            for k, v in self.pairs
+        )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -37,7 +37,7 @@ class _Words:
 
     def add_char(self, ch: str) -> None:
         if ch.isspace():
-            if self.in_word and self.word:
+            if self.in_word and "".join(self.word):
                 self.words.append("".join(self.word))
                 self.word = []
                 self.in_word = False
@@ -53,7 +53,7 @@ class _Words:
             self.add_char(ch)
 
     def finish(self) -> list[str]:
-        if self.word:
+        if "".join(self.word):
             self.words.append("".join(self.word))
             self.word = []
             self.in_word = False

@@ -16,6 +16,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from kanipy.dockerfile.instructions import (
     Add,
@@ -354,7 +355,9 @@ def parse_json_array(rest: str) -> list[str] | None:
     if not isinstance(value, list):
         return None
     if not all(isinstance(item, str) for item in value):
-        raise SyntaxProblem("when using JSON array syntax, arrays must be comprised of strings only")
+        raise SyntaxProblem(
+            "when using JSON array syntax, arrays must be comprised of strings only"
+        )
     return value
 
 
@@ -606,11 +609,13 @@ def _build(keyword: str, logical: LogicalLine, escape: str, nested: bool) -> Ins
     flag_words, rest = extract_flags(rest_all)
     rest = rest.strip()
     flags = Flags(keyword, flag_words, _FLAG_SPECS.get(keyword, {}))
-    common = {"keyword": keyword, "line": line, "original": text}
+    common: dict[str, Any] = {"keyword": keyword, "line": line, "original": text}
     if keyword == "FROM":
         words = _list_plain(rest)
         if len(words) not in (1, 3) or (len(words) == 3 and words[1].lower() != "as"):
-            raise SyntaxProblem("FROM requires either one or three arguments (FROM image [AS name])")
+            raise SyntaxProblem(
+                "FROM requires either one or three arguments (FROM image [AS name])"
+            )
         name = words[2].lower() if len(words) == 3 else None
         if name is not None and "$" not in name and not _STAGE_NAME.match(name):
             raise SyntaxProblem(
@@ -622,7 +627,9 @@ def _build(keyword: str, logical: LogicalLine, escape: str, nested: bool) -> Ins
         heredocs = logical.heredocs
         mounts = tuple(parse_mount(spec) for spec in flags.strings("mount"))
         network = flags.string("network")
-        if network is not None and "$" not in network and network not in ("none", "host", "default"):
+        if network is not None and "$" not in network and network not in (
+            "none", "host", "default"
+        ):
             raise SyntaxProblem(f"unsupported --network={network} (none, host or default)")
         security = flags.string("security")
         if security is not None and security not in ("sandbox", "insecure"):
@@ -639,7 +646,9 @@ def _build(keyword: str, logical: LogicalLine, escape: str, nested: bool) -> Ins
     if keyword == "SHELL":
         args = parse_json_array(rest)
         if args is None:
-            raise SyntaxProblem('SHELL requires the arguments to be in JSON form: SHELL ["sh", "-c"]')
+            raise SyntaxProblem(
+                'SHELL requires the arguments to be in JSON form: SHELL ["sh", "-c"]'
+            )
         if not args:
             raise SyntaxProblem("SHELL requires at least one argument")
         return Shell(**common, args=tuple(args))
@@ -706,7 +715,7 @@ def _list_plain(rest: str) -> list[str]:
     return [w for w in _WHITESPACE.split(rest.strip()) if w]
 
 
-def _copy(keyword: str, common: dict[str, object], flags: Flags, rest: str,
+def _copy(keyword: str, common: dict[str, Any], flags: Flags, rest: str,
           heredocs: tuple[Heredoc, ...]) -> Copy:
     args = _list(rest)
     if len(args) < 2:
@@ -730,7 +739,7 @@ def _copy(keyword: str, common: dict[str, object], flags: Flags, rest: str,
     chmod = flags.string("chmod")
     if chmod is not None and "$" not in chmod:
         check_chmod(chmod)
-    fields: dict[str, object] = dict(
+    fields: dict[str, Any] = dict(
         common,
         sources=tuple(sources),
         dest=dest,
@@ -744,8 +753,8 @@ def _copy(keyword: str, common: dict[str, object], flags: Flags, rest: str,
         from_ = flags.string("from")
         if from_ is not None and not from_.strip():
             raise SyntaxProblem("COPY --from needs a stage name, index or image")
-        return Copy(**fields, from_=from_, parents=bool(flags.boolean("parents")))  # type: ignore[arg-type]
-    return Add(  # type: ignore[arg-type]
+        return Copy(**fields, from_=from_, parents=bool(flags.boolean("parents")))
+    return Add(
         **fields,
         checksum=flags.string("checksum"),
         keep_git_dir=bool(flags.boolean("keep-git-dir")),
@@ -753,7 +762,7 @@ def _copy(keyword: str, common: dict[str, object], flags: Flags, rest: str,
     )
 
 
-def _healthcheck(common: dict[str, object], flags: Flags, rest: str) -> Healthcheck:
+def _healthcheck(common: dict[str, Any], flags: Flags, rest: str) -> Healthcheck:
     parts = rest.split(None, 1)
     if not parts:
         raise SyntaxProblem("HEALTHCHECK requires an argument: CMD command or NONE")
@@ -763,14 +772,14 @@ def _healthcheck(common: dict[str, object], flags: Flags, rest: str) -> Healthch
             raise SyntaxProblem("HEALTHCHECK NONE takes no arguments")
         if flags.values:
             raise SyntaxProblem("HEALTHCHECK NONE takes no flags")
-        return Healthcheck(**common, test=("NONE",))  # type: ignore[arg-type]
+        return Healthcheck(**common, test=("NONE",))
     if kind != "CMD":
         raise SyntaxProblem(f"unknown type {parts[0]!r} in HEALTHCHECK (try CMD)")
     if len(parts) < 2 or not parts[1].strip():
         raise SyntaxProblem("missing command after HEALTHCHECK CMD")
     command = _command("HEALTHCHECK", parts[1])
     test = ("CMD", *command.args) if command.exec_form else ("CMD-SHELL", command.args[0])
-    durations: dict[str, int | None] = {}
+    durations: dict[str, Any] = {}
     for name in ("interval", "timeout", "start-period", "start-interval"):
         value = flags.string(name)
         durations[name.replace("-", "_")] = None if value is None else parse_duration(name, value)
@@ -783,7 +792,7 @@ def _healthcheck(common: dict[str, object], flags: Flags, rest: str) -> Healthch
             raise SyntaxProblem(f"invalid --retries={text}: expected a whole number") from None
         if retries < 0:
             raise SyntaxProblem(f"--retries cannot be negative ({retries})")
-    return Healthcheck(**common, test=test, retries=retries, **durations)  # type: ignore[arg-type]
+    return Healthcheck(**common, test=test, retries=retries, **durations)
 
 
 def build_instruction(logical: LogicalLine, escape: str, filename: str) -> Instruction:

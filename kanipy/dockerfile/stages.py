@@ -143,7 +143,7 @@ def plan_build(
             groups[-1][1].append(ins)
         elif isinstance(ins, Arg):
             env = meta_env()  # every default sees the state before this line
-            values = []
+            values: list[tuple[str, str | None]] = []
             for name, default in ins.pairs:
                 if name in build_args:
                     values.append((name, build_args[name]))
@@ -196,9 +196,9 @@ def plan_build(
         base: str | StageRef = ref if ref is not None else base_text
         if base_text == "scratch":
             base = "scratch"
-        name = next((n for n, i in names.items() if i == index), None)
+        stage_name = next((n for n, i in names.items() if i == index), None)
         all_stages.append(
-            Stage(index, name, base, base_text, platform, frm, list(body),
+            Stage(index, stage_name, base, base_text, platform, frm, list(body),
                   [ref.index] if ref is not None else [])
         )
 
