@@ -1,0 +1,325 @@
+"""Word expansion with BuildKit's rules: quotes, the escape character and ``$`` forms.
+
+This is the lexer Docker applies to the words of ADD, COPY, ENV, EXPOSE, FROM, LABEL,
+STOPSIGNAL, USER, VOLUME, WORKDIR and ARG defaults (Dockerfile reference, "Environment
+replacement"). Supported forms: ``$V``, ``${V}``, ``${V:-w}``, ``${V-w}``, ``${V:+w}``,
+``${V+w}``, ``${V:?msg}``, ``${V?msg}``, ``${V#p}``, ``${V##p}``, ``${V%s}``, ``${V%%s}``,
+``${V/p/r}`` and ``${V//p/r}``. Single quotes are literal; inside double quotes the escape
+character only escapes ``"``, ``$`` and itself; outside quotes it escapes any character.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+
+log = logging.getLogger(__name__)
+
+_SPECIAL_PARAMS = frozenset("@*#?-$!0")
+
+
+class ExpansionError(ValueError):
+    """A word that cannot be expanded: bad syntax, or ``${V:?msg}`` on an unset V.
+
+    Carries no line; the caller knows the instruction and turns it into a DockerfileError.
+    """
+
+
+class _Words:
+    """Splits the expanded text into words the way BuildKit's ``wordsStruct`` does:
+    whitespace that came from unquoted text (or an unquoted ``$V``) separates words."""
+
+    def __init__(self) -> None:
+        self.word: list[str] = []
+        self.words: list[str] = []
+        self.in_word = False
+
+    def add_char(self, ch: str) -> None:
+        if ch.isspace():
+            if self.in_word and "".join(self.word):
+                self.words.append("".join(self.word))
+                self.word = []
+                self.in_word = False
+        else:
+            self.add_raw(ch)
+
+    def add_raw(self, text: str) -> None:
+        self.word.append(text)
+        self.in_word = True
+
+    def add_string(self, text: str) -> None:
+        for ch in text:
+            self.add_char(ch)
+
+    def finish(self) -> list[str]:
+        if "".join(self.word):
+            self.words.append("".join(self.word))
+            self.word = []
+            self.in_word = False
+        return self.words
+
+
+class _Scan:
+    """One pass over one word; a fresh one per call keeps the lexer reentrant."""
+
+    def __init__(
+        self, text: str, env: Mapping[str, str], escape: str, heredoc: bool = False
+    ) -> None:
+        self.heredoc = heredoc
+        self.text = text
+        self.pos = 0
+        self.env = env
+        self.escape = escape
+
+    def peek(self) -> str:
+        return self.text[self.pos] if self.pos < len(self.text) else ""
+
+    def next(self) -> str:
+        if self.pos >= len(self.text):
+            return ""
+        ch = self.text[self.pos]
+        self.pos += 1
+        return ch
+
+    # --- the grammar -------------------------------------------------------------------
+
+    def process(self, stop: str = "", raw_escapes: bool = False) -> tuple[str, list[str]]:
+        result: list[str] = []
+        words = _Words()
+        while self.pos < len(self.text):
+            ch = self.peek()
+            if stop and ch == stop:
+                self.next()
+                return "".join(result), words.finish()
+            if self.heredoc and ch != "$":
+                # Heredoc bodies: quotes are literal; the escape only protects $ and itself,
+                # as in a shell here-document with an unquoted delimiter.
+                self.next()
+                if ch == self.escape and self.peek() in ("$", self.escape):
+                    ch = self.next()
+                result.append(ch)
+                continue
+            if ch == "'":
+                tmp = self.single_quote()
+                result.append(tmp)
+                words.add_raw(tmp)
+            elif ch == '"':
+                tmp = self.double_quote()
+                result.append(tmp)
+                words.add_raw(tmp)
+            elif ch == "$":
+                tmp = self.dollar()
+                result.append(tmp)
+                words.add_string(tmp)
+            else:
+                ch = self.next()
+                if ch == self.escape:
+                    if raw_escapes:
+                        # Patterns (${V#p}, ${V/p/r}) keep the escape so the matcher sees it.
+                        words.add_raw(ch)
+                        result.append(ch)
+                    ch = self.next()
+                    if not ch:  # an escape at the very end is dropped
+                        break
+                    words.add_raw(ch)
+                else:
+                    words.add_char(ch)
+                result.append(ch)
+        if stop:
+            raise ExpansionError(f"unexpected end of statement while looking for matching {stop}")
+        return "".join(result), words.finish()
+
+    def single_quote(self) -> str:
+        self.next()
+        out: list[str] = []
+        while True:
+            ch = self.next()
+            if not ch:
+                raise ExpansionError(
+                    "unexpected end of statement while looking for matching single-quote"
+                )
+            if ch == "'":
+                return "".join(out)
+            out.append(ch)
+
+    def double_quote(self) -> str:
+        self.next()
+        out: list[str] = []
+        while True:
+            ch = self.peek()
+            if not ch:
+                raise ExpansionError(
+                    "unexpected end of statement while looking for matching double-quote"
+                )
+            if ch == '"':
+                self.next()
+                return "".join(out)
+            if ch == "$":
+                out.append(self.dollar())
+                continue
+            ch = self.next()
+            if ch == self.escape:
+                nxt = self.peek()
+                if not nxt:
+                    continue
+                if nxt in ('"', "$", self.escape):
+                    ch = self.next()
+            out.append(ch)
+
+    def name(self) -> str:
+        """A variable name: letters, digits and _, or a run of digits, or one special char."""
+        start = self.pos
+        ch = self.peek()
+        if ch and ch.isdigit():
+            while self.peek() and self.peek().isdigit():
+                self.next()
+            return self.text[start : self.pos]
+        if ch and ch in _SPECIAL_PARAMS:
+            return self.next()
+        while True:
+            ch = self.peek()
+            if not ch or not (ch.isalnum() or ch == "_"):
+                break
+            self.next()
+        return self.text[start : self.pos]
+
+    def dollar(self) -> str:
+        self.next()  # the $
+        if self.peek() != "{":
+            name = self.name()
+            if not name:
+                return "$"
+            return self.env.get(name, "")
+        self.next()  # the {
+        ch = self.peek()
+        if not ch:
+            raise ExpansionError("syntax error: missing '}'")
+        if ch in "{}:":
+            raise ExpansionError("syntax error: bad substitution")
+        name = self.name()
+        op = self.next()
+        if op == "}":
+            return self.env.get(name, "")
+        if op == "/":
+            return self.replace(name)
+        null_is_unset = False
+        mods = op
+        if op == ":":
+            null_is_unset = True
+            op = self.next()
+            mods += op
+        if op not in ("+", "-", "?", "#", "%"):
+            if not op:
+                raise ExpansionError("syntax error: missing '}'")
+            raise ExpansionError(f"unsupported modifier ({mods}) in substitution")
+        raw = op in "#%"
+        if null_is_unset and raw:
+            raise ExpansionError(f"unsupported modifier ({mods}) in substitution")
+        try:
+            word, _ = self.process("}", raw_escapes=raw)
+        except ExpansionError:
+            if not self.peek():
+                raise ExpansionError("syntax error: missing '}'") from None
+            raise
+        is_set = name in self.env
+        value = self.env.get(name, "")
+        if op == "-":
+            return word if not is_set or (null_is_unset and value == "") else value
+        if op == "+":
+            return "" if not is_set or (null_is_unset and value == "") else word
+        if op == "?":
+            if not is_set:
+                raise ExpansionError(f"{name}: {word or 'is not allowed to be unset'}")
+            if null_is_unset and value == "":
+                raise ExpansionError(f"{name}: {word or 'is not allowed to be empty'}")
+            return value
+        greedy = word.startswith(op)
+        if greedy:
+            word = word[1:]
+        if op == "#":
+            return _trim_prefix(word, value, greedy, self.escape)
+        return _trim_suffix(word, value, greedy, self.escape)
+
+    def replace(self, name: str) -> str:
+        replace_all = self.peek() == "/"
+        if replace_all:
+            self.next()
+        pattern, _ = self.process("/", raw_escapes=True)
+        replacement, _ = self.process("}", raw_escapes=True)
+        value = self.env.get(name, "")
+        regex = re.compile(_pattern_to_regex(pattern, self.escape), re.DOTALL)
+        if replace_all:
+            return regex.sub(lambda _m: replacement, value)
+        match = regex.search(value)
+        if match is None:
+            return value
+        return value[: match.start()] + replacement + value[match.end() :]
+
+
+def _pattern_to_regex(pattern: str, escape: str) -> str:
+    """A shell pattern (``*``, ``?``, ``[...]``, escapes) as a Python regex fragment."""
+    out: list[str] = []
+    i = 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "*":
+            out.append(".*")
+        elif ch == "?":
+            out.append(".")
+        elif ch == escape and i + 1 < len(pattern):
+            i += 1
+            out.append(re.escape(pattern[i]))
+        elif ch == "[":
+            end = pattern.find("]", i + 2 if pattern[i + 1 : i + 2] in ("!", "^") else i + 1)
+            if end < 0:
+                out.append(re.escape(ch))
+            else:
+                body = pattern[i + 1 : end]
+                negate = body[:1] in ("!", "^")
+                if negate:
+                    body = body[1:]
+                body = body.replace("\\", "\\\\")
+                out.append(f"[{'^' if negate else ''}{body}]")
+                i = end
+        else:
+            out.append(re.escape(ch))
+        i += 1
+    return "".join(out)
+
+
+def _trim_prefix(pattern: str, value: str, greedy: bool, escape: str) -> str:
+    regex = re.compile(_pattern_to_regex(pattern, escape), re.DOTALL)
+    lengths = range(len(value), -1, -1) if greedy else range(len(value) + 1)
+    for n in lengths:
+        if regex.fullmatch(value[:n]):
+            return value[n:]
+    return value
+
+
+def _trim_suffix(pattern: str, value: str, greedy: bool, escape: str) -> str:
+    regex = re.compile(_pattern_to_regex(pattern, escape), re.DOTALL)
+    starts = range(len(value) + 1) if greedy else range(len(value), -1, -1)
+    for n in starts:
+        if regex.fullmatch(value[n:]):
+            return value[:n]
+    return value
+
+
+class ShellLexer:
+    """Expands words for one Dockerfile (its escape character is fixed per file)."""
+
+    def __init__(self, escape: str = "\\") -> None:
+        self.escape = escape
+
+    def process_word(self, word: str, env: Mapping[str, str]) -> str:
+        """One word, whitespace kept (WORKDIR, USER, ENV values, ...)."""
+        return _Scan(word, env, self.escape).process()[0]
+
+    def process_words(self, word: str, env: Mapping[str, str]) -> list[str]:
+        """Several words: unquoted whitespace (also from an unquoted ``$V``) splits them."""
+        return _Scan(word, env, self.escape).process()[1]
+
+    def process_heredoc(self, content: str, env: Mapping[str, str]) -> str:
+        """A heredoc body with an unquoted delimiter: ``$`` forms expanded, quotes kept."""
+        return _Scan(content, env, self.escape, heredoc=True).process()[0]
