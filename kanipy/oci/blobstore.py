@@ -31,13 +31,21 @@ class BlobWriter(HashingWriter):
 class BlobStore:
     """Blobs by digest under ``root``; safe to share between builds and processes."""
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, readonly: bool = False) -> None:
+        """Open (creating when writable) the store at ``root``.
+
+        ``readonly`` creates nothing, so someone else's layout (or a read-only
+        mount) can be read without being touched; writing then fails.
+        """
         self.root = Path(root)
+        self.readonly = readonly
+        self._tmp = self.root / "blobs" / ".tmp"
+        if readonly:
+            return
         (self.root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
         layout = self.root / "oci-layout"
         if not layout.exists():
             layout.write_text(json.dumps(_LAYOUT_VERSION))
-        self._tmp = self.root / "blobs" / ".tmp"
         self._tmp.mkdir(exist_ok=True)
 
     def path(self, digest: Digest) -> Path:
@@ -64,6 +72,8 @@ class BlobStore:
         With ``expected``, a digest or size mismatch raises IntegrityError and
         nothing is stored. The final digest is ``writer.digest`` after the block.
         """
+        if self.readonly:
+            raise PermissionError(f"blob store {self.root} was opened read-only")
         algorithm = expected.algorithm if expected else "sha256"
         fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="ingest-")
         tmp = Path(tmp_name)

@@ -116,20 +116,8 @@ def write_layout(
 
 
 def _open_store(root: Path) -> BlobStore:
-    """A BlobStore over an existing layout that leaves the layout as it found it.
-
-    BlobStore makes an ingest directory ``blobs/.tmp``; reading must not leave
-    one behind in a layout that belongs to someone else.
-    """
-    tmp = root / "blobs" / ".tmp"
-    had_tmp = tmp.exists()
-    store = BlobStore(root)
-    if not had_tmp:
-        try:
-            tmp.rmdir()
-        except OSError:
-            pass
-    return store
+    """A read-only BlobStore over an existing layout: reading leaves it untouched."""
+    return BlobStore(root, readonly=True)
 
 
 def layout_refs(path: str | os.PathLike[str]) -> list[str]:
