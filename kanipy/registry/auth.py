@@ -84,6 +84,9 @@ class Authenticator:
         self._creds: dict[str, Credential | None] = {}
         self._tokens: dict[tuple[str, tuple[str, ...]], _Token] = {}
         self._lock = threading.Lock()
+        # One lock per (host, scopes): concurrent blob uploads wait for the
+        # first thread's token instead of each asking the token server.
+        self._fetching: dict[tuple[str, tuple[str, ...]], threading.Lock] = {}
         self.clock: Callable[[], float] = time.monotonic
 
     def credential(self, registry: str) -> Credential | None:
@@ -117,21 +120,24 @@ class Authenticator:
 
     def invalidate(self, host: str, scopes: Sequence[str]) -> None:
         with self._lock:
-            self._tokens.pop((host, tuple(sorted(scopes))), None)
+            self._tokens.pop((host, tuple(sorted(set(scopes)))), None)
 
     def token(
         self, registry: str, host: str, challenge: Challenge, scopes: Sequence[str]
     ) -> str:
         key = (host, tuple(sorted(set(scopes))))
-        now = self.clock()
         with self._lock:
-            cached = self._tokens.get(key)
-            if cached is not None and cached.expires_at > now:
-                return cached.value
-        value, lifetime = self._fetch_token(registry, challenge, key[1])
-        with self._lock:
-            self._tokens[key] = _Token(value, now + max(0, lifetime - _EXPIRY_MARGIN))
-        return value
+            fetch_lock = self._fetching.setdefault(key, threading.Lock())
+        with fetch_lock:
+            now = self.clock()
+            with self._lock:
+                cached = self._tokens.get(key)
+                if cached is not None and cached.expires_at > now:
+                    return cached.value
+            value, lifetime = self._fetch_token(registry, challenge, key[1])
+            with self._lock:
+                self._tokens[key] = _Token(value, now + max(0, lifetime - _EXPIRY_MARGIN))
+            return value
 
     def _fetch_token(
         self, registry: str, challenge: Challenge, scopes: tuple[str, ...]

@@ -18,6 +18,7 @@ import logging
 import random
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -85,6 +86,12 @@ class Transport:
         self._endpoints: dict[str, Endpoint] = {}
         self._lock = threading.Lock()
         self.sleep: Callable[[float], None] = time.sleep
+        if options.skip_tls_verify or options.skip_tls_verify_registries:
+            which = "every registry" if options.skip_tls_verify else \
+                ", ".join(sorted(options.skip_tls_verify_registries))
+            log.warning("TLS certificates are not verified for %s", which)
+            # The user asked for this; one warning above instead of one per request.
+            warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
 
     # -- TLS and schemes -------------------------------------------------
     def verify_for(self, host: str) -> bool | str:
