@@ -16,7 +16,7 @@ from kanipy.oci.digest import Digest
 
 
 @dataclass
-class TestImage:
+class HandmadeImage:
     manifest_raw: bytes
     media_type: str
     config: Descriptor
@@ -45,7 +45,7 @@ def layer_blob(files: dict[str, bytes]) -> tuple[bytes, bytes]:
 
 
 def make_image(store: BlobStore, layer_files: list[dict[str, bytes]],
-               docker: bool = False, label: str = "test") -> TestImage:
+               docker: bool = False, label: str = "test") -> HandmadeImage:
     layers: list[Descriptor] = []
     diff_ids: list[str] = []
     layer_type = mediatypes.DOCKER_LAYER_GZIP if docker else mediatypes.OCI_LAYER_GZIP
@@ -67,10 +67,10 @@ def make_image(store: BlobStore, layer_files: list[dict[str, bytes]],
         "schemaVersion": 2, "mediaType": media_type,
         "config": config.to_json(), "layers": [d.to_json() for d in layers],
     }, indent=2).encode()
-    return TestImage(manifest_raw, media_type, config, layers)
+    return HandmadeImage(manifest_raw, media_type, config, layers)
 
 
-def random_image(store: BlobStore, sizes: list[int], label: str = "test") -> TestImage:
+def random_image(store: BlobStore, sizes: list[int], label: str = "test") -> HandmadeImage:
     """An image whose layers hold incompressible files of the given sizes."""
     return make_image(store, [{f"data/{i}.bin": os.urandom(n)} for i, n in enumerate(sizes)],
                       label=label)

@@ -124,6 +124,10 @@ class FaultProxy:
                 with resp:
                     data = resp.raw.read(decode_content=False) if self.command != "HEAD" \
                         else b""
+                    if fault is not None and fault.kind == "drop" and len(data) <= 1:
+                        # Nothing to cut in half: hang up without an answer.
+                        self.close_connection = True
+                        return
                     self.send_response(resp.status_code)
                     for key, value in resp.headers.items():
                         if key.lower() not in _HOP_BY_HOP:
