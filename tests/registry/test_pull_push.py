@@ -182,3 +182,17 @@ def test_check_push_permission_on_open_registry(
     registry: Registry, client: RegistryClient
 ) -> None:
     client.check_push_permission(Reference.parse(registry.ref("perm/app:v1")))
+
+
+def test_docker_hub_mirrors_are_tried_in_order(
+    registry: Registry, base_images: BaseImages, docker_config: Path, store: BlobStore
+) -> None:
+    from tests.fixtures.registry import free_port
+
+    dead = f"127.0.0.1:{free_port()}"
+    client = RegistryClient(RegistryOptions(mirrors=(dead, f"http://{registry.host}"),
+                                            retries=0))
+    # docker.io/kanipy-test/busybox is served by the second mirror; docker.io is never asked.
+    pulled = client.pull_image(Reference.parse("kanipy-test/busybox:oci"), None, store)
+    assert pulled.source.registry == registry.host
+    assert str(pulled.reference).startswith("docker.io/kanipy-test/busybox:oci@sha256:")
