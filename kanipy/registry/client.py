@@ -26,10 +26,11 @@ from kanipy.oci.blobstore import BlobStore
 from kanipy.oci.descriptor import Descriptor, Platform
 from kanipy.oci.digest import Digest
 from kanipy.reference import DOCKER_HUB, Reference
+from kanipy.registry import pull, push
 from kanipy.registry.auth import Authenticator, parse_challenge, repository_scope
 from kanipy.registry.credentials import CredentialStore
 from kanipy.registry.options import RegistryOptions
-from kanipy.registry.progress import ProgressCallback, ProgressEvent
+from kanipy.registry.progress import ProgressCallback, emit
 from kanipy.registry.transport import Body, Transport, connection_error
 
 log = logging.getLogger(__name__)
@@ -200,7 +201,7 @@ class RegistryClient:
         """
         digest = descriptor.digest
         if store.has(digest):
-            _emit(on_progress, digest, descriptor.size, descriptor.size, "exists")
+            emit(on_progress, digest, descriptor.size, descriptor.size, "exists")
             return False
         what = f"blob {digest} of {ref.name}"
         attempts = 1 + self.options.retries
@@ -220,7 +221,7 @@ class RegistryClient:
                         if done > descriptor.size:
                             raise IntegrityError(f"{what}: received more than the "
                                                  f"{descriptor.size} bytes declared")
-                        _emit(on_progress, digest, done, descriptor.size, "download")
+                        emit(on_progress, digest, done, descriptor.size, "download")
             except (requests.RequestException, urllib3.exceptions.HTTPError,
                     ConnectionError) as exc:
                 error = connection_error(ref.api_host, exc)
@@ -232,16 +233,15 @@ class RegistryClient:
                          delay)
                 self.transport.sleep(delay)
                 continue
-            _emit(on_progress, digest, done, descriptor.size, "done")
+            emit(on_progress, digest, done, descriptor.size, "done")
             return True
         raise AssertionError("unreachable")
 
     # -- pull and push (see pull.py, push.py) --------------------------------
     def pull_image(self, ref: Reference, platform: Platform | None, store: BlobStore,
-                   on_progress: ProgressCallback | None = None) -> Any:
-        from kanipy.registry.pull import pull_image
-
-        return pull_image(self, ref, platform or Platform(), store, on_progress)
+                   on_progress: ProgressCallback | None = None) -> pull.PulledImage:
+        """Pull ``ref`` for ``platform`` (linux/amd64 by default) with every blob into ``store``."""
+        return pull.pull_image(self, ref, platform or Platform(), store, on_progress)
 
     def push_image(
         self, ref: Reference, manifest_raw: bytes, manifest_media_type: str,
@@ -249,15 +249,13 @@ class RegistryClient:
         mount_sources: dict[Digest, str] | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> Digest:
-        from kanipy.registry.push import push_image
-
-        return push_image(self, ref, manifest_raw, manifest_media_type, blobs, store,
+        """Push blobs (skipped, mounted or uploaded) then the manifest; its digest."""
+        return push.push_image(self, ref, manifest_raw, manifest_media_type, blobs, store,
                           mount_sources or {}, on_progress)
 
     def check_push_permission(self, ref: Reference) -> None:
-        from kanipy.registry.push import check_push_permission
-
-        check_push_permission(self, ref)
+        """Raise AuthError now if ``ref`` cannot be pushed to (before a long build)."""
+        push.check_push_permission(self, ref)
 
 
 def describe_action(action: str, ref: Reference) -> str:
@@ -312,11 +310,3 @@ def _manifest_media_type(raw: bytes, content_type: str, ref: Reference) -> str:
             "push it again with a current Docker or skopeo", registry=ref.registry)
     return media_type
 
-
-def _emit(callback: ProgressCallback | None, digest: Digest, done: int, total: int,
-          phase: str) -> None:
-    if callback is not None:
-        callback(ProgressEvent(digest=digest, done=done, total=total, phase=phase))
-
-
-emit_progress = _emit

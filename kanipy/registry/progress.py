@@ -28,3 +28,10 @@ class ProgressEvent:
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
+
+
+def emit(callback: ProgressCallback | None, digest: Digest, done: int, total: int,
+         phase: str) -> None:
+    """Call ``callback`` with one event, if there is a callback."""
+    if callback is not None:
+        callback(ProgressEvent(digest=digest, done=done, total=total, phase=phase))

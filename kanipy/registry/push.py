@@ -28,7 +28,7 @@ from kanipy.oci.descriptor import Descriptor
 from kanipy.oci.digest import Digest
 from kanipy.reference import Reference
 from kanipy.registry.auth import repository_scope
-from kanipy.registry.progress import ProgressCallback
+from kanipy.registry.progress import ProgressCallback, emit
 from kanipy.registry.transport import redact_url
 
 if TYPE_CHECKING:
@@ -60,8 +60,6 @@ class FileRange:
         return self.length
 
     def __iter__(self) -> Iterator[bytes]:
-        from kanipy.registry.client import emit_progress
-
         remaining = self.length
         sent = 0
         with open(self.path, "rb") as fh:
@@ -73,7 +71,7 @@ class FileRange:
                 remaining -= len(piece)
                 sent += len(piece)
                 if self._digest is not None:
-                    emit_progress(self._on_bytes, self._digest, self._done_before + sent,
+                    emit(self._on_bytes, self._digest, self._done_before + sent,
                                   self._total, "upload")
                 yield piece
 
@@ -138,12 +136,10 @@ def push_blob(client: RegistryClient, ref: Reference, desc: Descriptor, store: B
               scopes: list[str], mount_from: str | None,
               on_progress: ProgressCallback | None) -> str:
     """Make ``desc`` exist in ``ref``'s repository; returns "exists", "mounted" or "uploaded"."""
-    from kanipy.registry.client import emit_progress
-
     digest = desc.digest
     if blob_exists(client, ref, digest, scopes):
         log.debug("%s already in %s", digest, ref.name)
-        emit_progress(on_progress, digest, desc.size, desc.size, "exists")
+        emit(on_progress, digest, desc.size, desc.size, "exists")
         return "exists"
     location: str | None = None
     if mount_from:
@@ -152,7 +148,7 @@ def push_blob(client: RegistryClient, ref: Reference, desc: Descriptor, store: B
         with resp:
             if resp.status_code == 201:
                 log.debug("mounted %s from %s into %s", digest, mount_from, ref.name)
-                emit_progress(on_progress, digest, desc.size, desc.size, "mounted")
+                emit(on_progress, digest, desc.size, desc.size, "mounted")
                 return "mounted"
             if resp.status_code == 202 and resp.headers.get("Location"):
                 # The registry declined the mount and opened an upload instead.
@@ -182,8 +178,6 @@ def upload_blob(client: RegistryClient, ref: Reference, desc: Descriptor, store:
                 scopes: list[str], location: str | None,
                 on_progress: ProgressCallback | None) -> None:
     """Upload one blob, restarting from the file on a temporary failure (bounded)."""
-    from kanipy.registry.client import emit_progress
-
     path = store.path(desc.digest)
     size = os.stat(path).st_size
     if size != desc.size:
@@ -210,7 +204,7 @@ def upload_blob(client: RegistryClient, ref: Reference, desc: Descriptor, store:
                      desc.digest, ref.name, exc, delay)
             client.transport.sleep(delay)
             continue
-        emit_progress(on_progress, desc.digest, size, size, "done")
+        emit(on_progress, desc.digest, size, size, "done")
         return
 
 
