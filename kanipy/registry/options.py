@@ -1,0 +1,72 @@
+"""RegistryOptions: every knob of the registry client, as one frozen value.
+
+The names follow Kaniko's flags: ``--insecure-registry``, ``--skip-tls-verify``,
+``--skip-tls-verify-registry``, ``--registry-certificate``, ``--registry-mirror``
+and ``--push-retry``; the CLI fills them in.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kanipy import __version__
+from kanipy.reference import registry_of
+
+log = logging.getLogger(__name__)
+
+MiB = 1 << 20
+
+
+@dataclass(frozen=True)
+class RegistryOptions:
+    """How to reach registries. Hosts are written ``host[:port]``, as in references."""
+
+    # Hosts that may be spoken to over plain HTTP (after HTTPS was tried).
+    insecure_registries: frozenset[str] = frozenset()
+    insecure_all: bool = False
+    skip_tls_verify: bool = False
+    skip_tls_verify_registries: frozenset[str] = frozenset()
+    # host -> path of a PEM CA bundle that signs that registry's certificate.
+    registry_certificates: Mapping[str, str] = field(default_factory=dict)
+    # Docker Hub mirrors, tried in order before docker.io itself.
+    mirrors: tuple[str, ...] = ()
+    retries: int = 3
+    backoff: float = 0.5
+    max_backoff: float = 30.0
+    connect_timeout: float = 15.0
+    read_timeout: float = 120.0
+    # None: $DOCKER_CONFIG, else ~/.docker.
+    docker_config_dir: Path | None = None
+    user_agent: str = f"kanipy/{__version__}"
+    # Blobs at least this large go up in PATCH chunks of chunk_size bytes.
+    chunk_threshold: int = 256 * MiB
+    chunk_size: int = 64 * MiB
+    concurrency: int = 4
+
+    def normalized(self) -> RegistryOptions:
+        """The same options with every host spelled as references spell it."""
+        return RegistryOptions(
+            insecure_registries=frozenset(registry_of(h) for h in self.insecure_registries),
+            insecure_all=self.insecure_all,
+            skip_tls_verify=self.skip_tls_verify,
+            skip_tls_verify_registries=frozenset(
+                registry_of(h) for h in self.skip_tls_verify_registries
+            ),
+            registry_certificates={
+                registry_of(h): p for h, p in self.registry_certificates.items()
+            },
+            mirrors=self.mirrors,
+            retries=max(0, self.retries),
+            backoff=self.backoff,
+            max_backoff=self.max_backoff,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            docker_config_dir=self.docker_config_dir,
+            user_agent=self.user_agent,
+            chunk_threshold=self.chunk_threshold,
+            chunk_size=max(MiB, self.chunk_size),
+            concurrency=max(1, self.concurrency),
+        )

@@ -1,0 +1,269 @@
+"""HTTP to registries: one requests.Session, TLS per host, scheme discovery, retries.
+
+``Transport.endpoint(host)`` pings ``/v2/`` (distribution spec, "Determining
+support") once per host and remembers the scheme that answered and the auth
+challenge it sent. HTTPS is always tried first; plain HTTP is a fallback only
+for hosts the user named insecure and for loopback hosts, as Docker does for
+localhost. ``Transport.send`` retries connection errors, 429 and 5xx with
+exponential backoff, honouring ``Retry-After`` — but only for requests the
+caller marks as safe to repeat; uploads restart from their file in their own
+loop. Nothing here logs a header or a URL's query string.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+import logging
+import random
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+import urllib3.exceptions
+from requests.adapters import HTTPAdapter
+
+from kanipy.errors import RegistryError
+from kanipy.registry.auth import Challenge, parse_challenge
+from kanipy.registry.options import RegistryOptions
+
+log = logging.getLogger(__name__)
+
+Body = bytes | Iterable[bytes] | Callable[[], Any] | None
+_RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+def redact_url(url: str) -> str:
+    """``url`` without its query string, which may carry tokens (upload ``_state``, S3 keys)."""
+    parts = urlsplit(url)
+    query = "<redacted>" if parts.query else ""
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
+
+
+def is_loopback(host: str) -> bool:
+    name = host.rsplit(":", 1)[0] if not host.startswith("[") else host[1:].split("]")[0]
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def make_session(options: RegistryOptions) -> requests.Session:
+    """The one Session every registry request goes through: User-Agent, pools, no auto-retry."""
+    session = requests.Session()
+    session.headers["User-Agent"] = options.user_agent
+    # Our own loop retries; urllib3 must not repeat requests behind our back.
+    adapter = HTTPAdapter(pool_connections=8, pool_maxsize=max(8, options.concurrency * 2),
+                          max_retries=0)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    # Never pick up credentials from ~/.netrc: config.json is the only source.
+    session.trust_env = False
+    return session
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """How a registry host answered the ping: its base URL and its auth challenge."""
+
+    base_url: str
+    challenge: Challenge | None
+
+
+class Transport:
+    """Sends requests to registry hosts with the right scheme, TLS settings and retries."""
+
+    def __init__(self, options: RegistryOptions, session: requests.Session | None = None):
+        self.options = options
+        self.session = session or make_session(options)
+        self._endpoints: dict[str, Endpoint] = {}
+        self._lock = threading.Lock()
+        self.sleep: Callable[[float], None] = time.sleep
+        if options.skip_tls_verify or options.skip_tls_verify_registries:
+            which = "every registry" if options.skip_tls_verify else \
+                ", ".join(sorted(options.skip_tls_verify_registries))
+            log.warning("TLS certificates are not verified for %s", which)
+            # The user asked for this; one warning above instead of one per request.
+            warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
+
+    # -- TLS and schemes -------------------------------------------------
+    def verify_for(self, host: str) -> bool | str:
+        opts = self.options
+        if opts.skip_tls_verify or host in opts.skip_tls_verify_registries:
+            return False
+        ca = opts.registry_certificates.get(host)
+        return str(ca) if ca else True
+
+    def may_use_http(self, host: str) -> bool:
+        opts = self.options
+        return opts.insecure_all or host in opts.insecure_registries or is_loopback(host)
+
+    def endpoint(self, host: str) -> Endpoint:
+        with self._lock:
+            known = self._endpoints.get(host)
+        if known is not None:
+            return known
+        found = self._ping(host)
+        with self._lock:
+            self._endpoints[host] = found
+        return found
+
+    def forget(self, host: str) -> None:
+        with self._lock:
+            self._endpoints.pop(host, None)
+
+    def _ping(self, host: str) -> Endpoint:
+        schemes = ["https", "http"] if self.may_use_http(host) else ["https"]
+        for i, scheme in enumerate(schemes):
+            base = f"{scheme}://{host}"
+            last = i == len(schemes) - 1
+            try:
+                # Probing HTTPS on a host that may be plain HTTP: fail fast, no retries.
+                resp = self.send("GET", f"{base}/v2/", host=host, retry=last)
+            except RegistryError as exc:
+                if last or getattr(exc, "tls_untrusted", False):
+                    raise
+                log.debug("%s did not answer over HTTPS (%s); trying plain HTTP", host, exc)
+                continue
+            with resp:
+                if resp.status_code in (200, 401):
+                    challenge = parse_challenge(resp.headers.get("WWW-Authenticate", ""))
+                    log.debug("registry %s speaks %s, auth %s", host, scheme,
+                              challenge.scheme if challenge else "none")
+                    return Endpoint(base, challenge)
+                if resp.status_code == 400 and scheme == "http":
+                    # Go's TLS server answers plain HTTP with 400 "Client sent an
+                    # HTTP request to an HTTPS server".
+                    raise RegistryError(
+                        f"{host} speaks HTTPS but its certificate could not be used; "
+                        "see the error above, or pass --registry-certificate "
+                        f"{host}=ca.pem or --skip-tls-verify",
+                        registry=host, status=400)
+                if not last and resp.status_code < 500:
+                    continue
+                raise RegistryError(
+                    f"{host} does not look like a container registry: GET /v2/ answered "
+                    f"HTTP {resp.status_code}", registry=host, status=resp.status_code)
+        raise AssertionError("unreachable")
+
+    # -- sending ---------------------------------------------------------
+    def send(
+        self,
+        method: str,
+        url: str,
+        *,
+        host: str,
+        headers: Mapping[str, str] | None = None,
+        body: Body = None,
+        stream: bool = False,
+        retry: bool = True,
+        allow_redirects: bool = True,
+    ) -> requests.Response:
+        """One request, retried when ``retry`` and the failure is temporary.
+
+        ``body`` is bytes or a callable returning a fresh body for each attempt.
+        A final 429/5xx response is returned, not raised: the caller names what failed.
+        """
+        attempts = 1 + (self.options.retries if retry else 0)
+        for attempt in range(attempts):
+            data = body() if callable(body) else body
+            try:
+                resp = self.session.request(
+                    method, url, headers=dict(headers or {}), data=data, stream=stream,
+                    verify=self.verify_for(host), allow_redirects=allow_redirects,
+                    timeout=(self.options.connect_timeout, self.options.read_timeout),
+                )
+            except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
+                error = connection_error(host, exc)
+                if attempt + 1 >= attempts or getattr(error, "tls_untrusted", False):
+                    raise error from None
+                delay = self.backoff_delay(attempt)
+                log.info("%s %s failed (%s); retrying in %.1fs (%d/%d)", method,
+                         redact_url(url), error, delay, attempt + 1, attempts - 1)
+                self.sleep(delay)
+                continue
+            if resp.status_code in _RETRY_STATUS and attempt + 1 < attempts:
+                delay = self.backoff_delay(attempt, resp.headers.get("Retry-After"))
+                log.info("%s %s answered HTTP %d; retrying in %.1fs (%d/%d)", method,
+                         redact_url(url), resp.status_code, delay, attempt + 1, attempts - 1)
+                resp.close()
+                self.sleep(delay)
+                continue
+            log.debug("%s %s -> %d", method, redact_url(url), resp.status_code)
+            return resp
+        raise AssertionError("unreachable")
+
+    def backoff_delay(self, attempt: int, retry_after: str | None = None) -> float:
+        """Exponential backoff with jitter; a server's ``Retry-After`` wins (capped)."""
+        opts = self.options
+        delay = min(opts.max_backoff, opts.backoff * (2 ** attempt))
+        delay *= 0.75 + random.random() / 2
+        wanted = parse_retry_after(retry_after)
+        if wanted is not None:
+            delay = min(opts.max_backoff, max(delay, wanted))
+        return delay
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """RFC 9110 section 10.2.3: delay-seconds or an HTTP-date."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class ConnectionFailed(RegistryError):
+    """The host could not be reached or the TLS handshake failed; no HTTP status."""
+
+    tls_untrusted = False
+
+
+def connection_error(host: str, exc: BaseException) -> ConnectionFailed:
+    """A RegistryError naming ``host`` and, in words, why the connection failed."""
+    text = str(exc)
+    if isinstance(exc, requests.exceptions.SSLError) or "SSL" in type(exc).__name__:
+        if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:
+            error = ConnectionFailed(
+                f"cannot reach {host}: its TLS certificate is not trusted "
+                f"({_short_ssl_reason(text)}); pass --registry-certificate {host}=ca.pem "
+                f"with the CA that signed it, or --skip-tls-verify-registry {host}",
+                registry=host)
+            error.tls_untrusted = True
+            return error
+        return ConnectionFailed(f"cannot reach {host}: TLS handshake failed "
+                                f"({_short_ssl_reason(text)})", registry=host)
+    if isinstance(exc, requests.Timeout):
+        return ConnectionFailed(f"cannot reach {host}: timed out", registry=host)
+    lowered = text.lower()
+    if "name or service not known" in lowered or "nameresolution" in lowered.replace(" ", "") \
+            or "temporary failure in name resolution" in lowered:
+        why = "its name does not resolve (DNS)"
+    elif "connection refused" in lowered:
+        why = "connection refused"
+    elif "connection reset" in lowered or "remotedisconnected" in lowered.replace(" ", "") \
+            or "connection aborted" in lowered or "incompleteread" in lowered.replace(" ", "") \
+            or "connection broken" in lowered:
+        why = "the connection was dropped"
+    else:
+        why = type(exc).__name__
+    return ConnectionFailed(f"cannot reach {host}: {why}", registry=host)
+
+
+def _short_ssl_reason(text: str) -> str:
+    marker = "certificate verify failed:"
+    if marker in text:
+        return "certificate verify failed: " + text.split(marker, 1)[1].split(")")[0].strip()
+    return text.split("(", 1)[-1].split(")")[0][:160]
