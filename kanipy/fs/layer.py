@@ -89,7 +89,7 @@ class _GzipWriter:
 class _ZstdWriter:
     def __init__(self, target: Sink, level: int) -> None:
         self._writer = zstandard.ZstdCompressor(level=level).stream_writer(
-            target, closefd=False, write_return_read=True
+            cast(BinaryIO, target), closefd=False, write_return_read=True
         )
 
     def write(self, data: bytes | bytearray | memoryview, /) -> int:

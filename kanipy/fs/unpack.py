@@ -27,7 +27,7 @@ import urllib.parse
 import zlib
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, cast
 
 import zstandard
 
@@ -138,7 +138,7 @@ def open_layer_stream(fileobj: BinaryIO, compression: str, what: str) -> _Readab
         return _GunzipReader(source, what)
     if compression == "zstd":
         reader: _Readable = zstandard.ZstdDecompressor().stream_reader(
-            source, read_size=_READ_CHUNK, read_across_frames=True
+            cast(BinaryIO, source), read_size=_READ_CHUNK, read_across_frames=True
         )
         return reader
     if compression == "none":
@@ -226,7 +226,9 @@ class _Unpacker:
                 self.rootfs.resolve(PurePosixPath("/", *parts), escape_is_error=True)
             )
         except ConfinementError as exc:
-            raise self._fail(name, f"has a parent path that leads outside the root: {exc}")
+            raise self._fail(
+                name, f"has a parent path that leads outside the root: {exc}"
+            ) from exc
         try:
             st = os.lstat(host)
         except FileNotFoundError:
