@@ -142,6 +142,16 @@ def write_tar(
     for deleted in changes.deleted:
         parent, _, base = deleted.rpartition("/")
         items.append((parent + "/.wh." + base, True))
+    # Every parent directory goes in too, as it is now in the root (as Docker's
+    # and Kaniko's layers have them): the layer then recreates each parent's
+    # owner and mode even where an unpacker would create missing parents as root.
+    listed = {path for path, _ in items}
+    for path, _ in list(items):
+        parent = path.rpartition("/")[0]
+        while parent and parent not in listed:
+            listed.add(parent)
+            items.append((parent, False))
+            parent = parent.rpartition("/")[0]
     items.sort(key=lambda item: path_sort_key(item[0]))
     # (st_dev, st_ino) -> the first name of a multiply linked inode in this layer.
     first_names: dict[tuple[int, int], str] = {}
