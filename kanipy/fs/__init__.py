@@ -1,0 +1,1 @@
+"""The filesystem half of the build engine: rootfs, unpack, snapshot, layer writer."""

@@ -1,0 +1,191 @@
+"""Finding what a build step changed in a root directory, from metadata alone.
+
+DESIGN.md decision 3: a snapshot is the ``lstat`` record (type and mode, uid,
+gid, size, mtime_ns, ctime_ns, inode, symlink target) of every path under the
+root, taken with ``os.scandir``; no file contents are read. ctime cannot be set
+from user space, so any write, chmod, chown or xattr change to a file shows up
+even when a tool restores its mtime. Comparing two snapshots gives the paths a
+layer must hold and the paths that need whiteouts.
+
+Paths here are absolute image paths as strings (``"/usr/bin/env"``): cheaper
+than PurePosixPath objects for the 100,000-entry trees this has to handle.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+log = logging.getLogger(__name__)
+
+# (st_mode, uid, gid, size, mtime_ns, ctime_ns, inode, symlink target or None)
+Record = tuple[int, int, int, int, int, int, int, "str | None"]
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """The lstat records of every path under ``root`` (the root itself excluded)."""
+
+    root: Path
+    records: dict[str, Record]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What a layer must record: sorted image paths, parents before children.
+
+    ``added`` and ``modified`` paths go into the layer as they are in the root;
+    each ``deleted`` path becomes one whiteout (a deleted directory is one path,
+    its children are not listed).
+    """
+
+    added: tuple[str, ...] = ()
+    modified: tuple[str, ...] = ()
+    deleted: tuple[str, ...] = ()
+
+    @property
+    def is_empty(self) -> bool:
+        return not (self.added or self.modified or self.deleted)
+
+    @property
+    def present(self) -> tuple[str, ...]:
+        """Added and modified paths together, in layer order."""
+        return tuple(sorted(self.added + self.modified, key=path_sort_key))
+
+
+def path_sort_key(path: str) -> list[str]:
+    """Sort by components, so a directory's entries stay together after it."""
+    return path.split("/")
+
+
+def _normalize(paths: Iterable[str | PurePosixPath]) -> set[str]:
+    return {str(PurePosixPath("/") / p) for p in paths}
+
+
+def _record(st: os.stat_result, link: str | None) -> Record:
+    return (st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+            st.st_ino, link)
+
+
+def _walk(host: str, prefix: str, exclude: set[str], records: dict[str, Record]) -> None:
+    """Record everything under host directory ``host`` (image path ``prefix``)."""
+    stack = [(host, prefix)]
+    while stack:
+        directory, image_dir = stack.pop()
+        try:
+            it = os.scandir(directory)
+        except FileNotFoundError:
+            continue  # removed while we walked; the next snapshot sees it
+        with it:
+            for entry in it:
+                image_path = image_dir + "/" + entry.name
+                if image_path in exclude:
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                mode = st.st_mode
+                link = os.readlink(entry.path) if stat.S_ISLNK(mode) else None
+                records[image_path] = _record(st, link)
+                if stat.S_ISDIR(mode):
+                    stack.append((entry.path, image_path))
+
+
+def take_snapshot(
+    root: str | os.PathLike[str], exclude: Iterable[str | PurePosixPath] = ()
+) -> Snapshot:
+    """Walk ``root`` and record every path; ``exclude`` paths (mount points of /proc,
+    /dev, /sys, resolv.conf, hosts, secrets, cache mounts) are neither descended
+    into nor recorded."""
+    records: dict[str, Record] = {}
+    _walk(os.fspath(root), "", _normalize(exclude), records)
+    return Snapshot(Path(root), records)
+
+
+def _changed(old: Record, new: Record) -> bool:
+    if stat.S_ISDIR(old[0]) and stat.S_ISDIR(new[0]):
+        # Directories: mode, owner and mtime only. Their size and ctime move
+        # whenever an entry is created and removed inside them, and the RUN runner
+        # creates and removes scaffolding (mount points) and then restores the
+        # parent's mtime; comparing ctime or size would put such directories in
+        # every layer. A real change to a directory's entries moves its mtime.
+        return old[0] != new[0] or old[1] != new[1] or old[2] != new[2] or old[4] != new[4]
+    return old != new
+
+
+def diff(before: Snapshot, after: Snapshot) -> Changes:
+    """The changes from ``before`` to ``after`` (two snapshots of the same root)."""
+    old, new = before.records, after.records
+    added: list[str] = []
+    modified: list[str] = []
+    for path, record in new.items():
+        previous = old.get(path)
+        if previous is None:
+            added.append(path)
+        elif _changed(previous, record):
+            modified.append(path)
+    deleted: list[str] = []
+    for path in old:
+        if path in new:
+            continue
+        parent = path.rpartition("/")[0]
+        # One whiteout per deleted subtree: a child of a deleted directory, or
+        # of a directory now replaced by a file or symlink, needs none (the new
+        # entry replaces the whole directory when the layer is applied).
+        if parent == "":
+            deleted.append(path)
+            continue
+        parent_now = new.get(parent)
+        if parent_now is not None and stat.S_ISDIR(parent_now[0]):
+            deleted.append(path)
+    return Changes(
+        tuple(sorted(added, key=path_sort_key)),
+        tuple(sorted(modified, key=path_sort_key)),
+        tuple(sorted(deleted, key=path_sort_key)),
+    )
+
+
+def changes_for_paths(
+    root: str | os.PathLike[str],
+    paths: Iterable[str | PurePosixPath],
+    exclude: Iterable[str | PurePosixPath] = (),
+) -> Changes:
+    """The changes for steps that know what they touched (COPY, ADD, WORKDIR).
+
+    Each path (a symlink-free image path, e.g. from ``Rootfs.resolve_image_path``)
+    is taken with its whole subtree when it is a directory, plus every parent
+    directory as it is now in the root, so the layer recreates them with the
+    right owner and mode. Missing paths are skipped.
+    """
+    root_str = os.fspath(root)
+    excluded = _normalize(exclude)
+    records: dict[str, Record] = {}
+    for path in sorted(_normalize(paths), key=path_sort_key):
+        if path == "/":
+            _walk(root_str, "", excluded, records)
+            continue
+        host = root_str + path
+        try:
+            st = os.lstat(host)
+        except FileNotFoundError:
+            log.debug("snapshot: %s does not exist; skipped", path)
+            continue
+        parent = path.rpartition("/")[0]
+        while parent and parent not in records:
+            records[parent] = _record(os.lstat(root_str + parent), None)
+            parent = parent.rpartition("/")[0]
+        if path in excluded:
+            continue
+        link = os.readlink(host) if stat.S_ISLNK(st.st_mode) else None
+        records[path] = _record(st, link)
+        if stat.S_ISDIR(st.st_mode):
+            _walk(host, path, excluded, records)
+    return Changes(added=tuple(sorted(records, key=path_sort_key)))

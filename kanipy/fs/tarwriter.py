@@ -1,0 +1,198 @@
+"""A small, fast, deterministic tar encoder (POSIX pax interchange format).
+
+We write the 512-byte ustar headers ourselves instead of going through
+``tarfile.TarFile.addfile``: that costs about 100 µs per member (DESIGN.md
+decision 4) where this costs a few. Output follows POSIX.1-2008 "pax
+Interchange Format": a ustar header per entry, preceded by an extended header
+(typeflag ``x``) only when a value does not fit ustar (long names or link
+targets, non-ASCII names, large ids or sizes, xattrs as ``SCHILY.xattr.*``
+records, as GNU tar and Go's archive/tar write them). Owners are numeric with
+empty user and group names, so the bytes do not depend on the host's user
+database.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Protocol
+
+log = logging.getLogger(__name__)
+
+BLOCK = 512
+_FLUSH_AT = 1 << 20
+_CHUNK = 1 << 20
+_PAX_NAME = b"././@PaxHeader"
+
+REGTYPE = b"0"
+LNKTYPE = b"1"
+SYMTYPE = b"2"
+CHRTYPE = b"3"
+BLKTYPE = b"4"
+DIRTYPE = b"5"
+FIFOTYPE = b"6"
+XHDTYPE = b"x"
+
+
+class Sink(Protocol):
+    def write(self, data: bytes | bytearray | memoryview, /) -> int: ...
+
+
+def _octal(value: int, width: int) -> bytes | None:
+    """``width``-byte NUL-terminated zero-padded octal, or None if it does not fit."""
+    if value < 0 or value >= 8 ** (width - 1):
+        return None
+    return b"%0*o\0" % (width - 1, value)
+
+
+def _pax_record(key: str, value: bytes) -> bytes:
+    # "%d %s=%s\n" where the length counts the whole record, its own digits included.
+    body = b" " + key.encode("utf-8") + b"=" + value + b"\n"
+    length = len(body) + len(str(len(body)))
+    if len(str(length)) > len(str(len(body))):
+        length += 1
+    return str(length).encode("ascii") + body
+
+
+def _split_ustar(name: bytes) -> tuple[bytes, bytes] | None:
+    """(prefix, name) fitting ustar's 155 + 100 byte fields, or None."""
+    if len(name) <= 100:
+        return b"", name
+    if len(name) > 256:
+        return None
+    # The split must be at a slash, with the prefix at most 155 bytes.
+    cut = name.rfind(b"/", 0, 156)
+    while cut > 0:
+        if len(name) - cut - 1 <= 100:
+            return name[:cut], name[cut + 1 :]
+        cut = name.rfind(b"/", 0, cut)
+    return None
+
+
+def _header(
+    name: bytes, prefix: bytes, mode: int, uid: int, gid: int, size: int, mtime: int,
+    typeflag: bytes, linkname: bytes, devmajor: int, devminor: int,
+) -> bytes:
+    parts = [
+        name.ljust(100, b"\0"),
+        _octal(mode, 8) or b"0000000\0",
+        _octal(uid, 8) or b"0000000\0",
+        _octal(gid, 8) or b"0000000\0",
+        _octal(size, 12) or b"00000000000\0",
+        _octal(mtime, 12) or b"00000000000\0",
+        b"        ",  # checksum placeholder: eight spaces while summing
+        typeflag,
+        linkname.ljust(100, b"\0"),
+        b"ustar\x0000",
+        b"\0" * 32,  # uname: empty, owners are numeric
+        b"\0" * 32,  # gname
+        _octal(devmajor, 8) or b"0000000\0",
+        _octal(devminor, 8) or b"0000000\0",
+        prefix.ljust(155, b"\0"),
+        b"\0" * 12,
+    ]
+    block = bytearray(b"".join(parts))
+    block[148:156] = b"%06o\0 " % sum(block)
+    return bytes(block)
+
+
+class TarWriter:
+    """Encodes tar entries into ``sink``, buffering small writes into big ones."""
+
+    def __init__(self, sink: Sink) -> None:
+        self._sink = sink
+        self._buf = bytearray()
+        self._chunk = bytearray(_CHUNK)
+        self.entries = 0
+
+    def _flush(self) -> None:
+        if self._buf:
+            self._sink.write(self._buf)
+            self._buf = bytearray()
+
+    def add(
+        self,
+        name: str,
+        typeflag: bytes,
+        *,
+        mode: int,
+        uid: int,
+        gid: int,
+        mtime: int,
+        size: int = 0,
+        linkname: str = "",
+        devmajor: int = 0,
+        devminor: int = 0,
+        xattrs: list[tuple[str, bytes]] | None = None,
+    ) -> None:
+        """Write one entry's header(s); a regular file's data must follow via
+        ``add_data`` (exactly ``size`` bytes)."""
+        raw_name = os.fsencode(name)
+        raw_link = os.fsencode(linkname)
+        pax: list[bytes] = []
+        split = _split_ustar(raw_name) if raw_name.isascii() else None
+        if split is None:
+            pax.append(_pax_record("path", raw_name))
+            split = (b"", raw_name[:100])
+        if len(raw_link) > 100 or not raw_link.isascii():
+            pax.append(_pax_record("linkpath", raw_link))
+        if _octal(uid, 8) is None:
+            pax.append(_pax_record("uid", b"%d" % uid))
+        if _octal(gid, 8) is None:
+            pax.append(_pax_record("gid", b"%d" % gid))
+        if _octal(size, 12) is None:
+            pax.append(_pax_record("size", b"%d" % size))
+        if _octal(mtime, 12) is None:
+            pax.append(_pax_record("mtime", b"%d" % mtime))
+        for key, value in xattrs or ():
+            pax.append(_pax_record("SCHILY.xattr." + key, value))
+        buf = self._buf
+        if pax:
+            payload = b"".join(pax)
+            buf += _header(_PAX_NAME, b"", 0o644, 0, 0, len(payload), 0, XHDTYPE, b"", 0, 0)
+            buf += payload
+            buf += b"\0" * (-len(payload) % BLOCK)
+        buf += _header(split[1], split[0], mode, uid, gid, size, mtime, typeflag,
+                       raw_link[:100], devmajor, devminor)
+        self.entries += 1
+        if len(buf) >= _FLUSH_AT:
+            self._flush()
+
+    def add_data(self, fd: int, size: int, what: str) -> None:
+        """Copy ``size`` bytes from ``fd`` as the data of the entry just added.
+
+        A file that shrank since its header was written is padded with zeros and
+        one that grew is cut, so the archive stays well-formed; both are logged.
+        """
+        remaining = size
+        if size <= _FLUSH_AT:
+            while remaining:
+                data = os.read(fd, remaining)
+                if not data:
+                    break
+                self._buf += data
+                remaining -= len(data)
+        else:
+            self._flush()
+            view = memoryview(self._chunk)
+            while remaining:
+                got = os.readv(fd, [view[: min(remaining, _CHUNK)]])
+                if not got:
+                    break
+                self._sink.write(view[:got])
+                remaining -= got
+        if remaining:
+            log.warning("%s shrank while being archived; padded with %d zero bytes",
+                        what, remaining)
+            self._buf += b"\0" * remaining
+        elif os.read(fd, 1):
+            log.warning("%s grew while being archived; only its first %d bytes kept",
+                        what, size)
+        self._buf += b"\0" * (-size % BLOCK)
+        if len(self._buf) >= _FLUSH_AT:
+            self._flush()
+
+    def close(self) -> None:
+        """The end-of-archive marker (two zero blocks), then flush."""
+        self._buf += b"\0" * (2 * BLOCK)
+        self._flush()

@@ -1,0 +1,420 @@
+"""Unpacking one image layer (a tar stream) into a Rootfs, confined to it.
+
+Follows the OCI image spec, "Image Layer Filesystem Changeset": entries replace
+what lower layers put at the same path (a file may replace a directory and vice
+versa), ``.wh.NAME`` deletes NAME from lower layers and ``.wh..wh..opq`` hides
+everything lower layers put in its directory while keeping what this layer
+adds, wherever in the tar it appears.
+
+Confinement (DESIGN.md decision 1): entry names with ``..`` components or
+absolute names, parents reached through a symlink that climbs above the root,
+and hardlinks to anything outside the root are refused with ConfinementError
+before anything is written. Parent directories are resolved with the image's
+own symlinks inside the root (an absolute link such as ``/var/run -> /run``
+works as it would under chroot), and the final component is never followed:
+whatever is there is removed and replaced.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import os
+import shutil
+import stat
+import tarfile
+import urllib.parse
+import zlib
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+from typing import BinaryIO, Protocol, cast
+
+import zstandard
+
+from kanipy.errors import BuildError, ConfinementError, IntegrityError
+from kanipy.fs.rootfs import Rootfs
+
+log = logging.getLogger(__name__)
+
+WHITEOUT_PREFIX = ".wh."
+WHITEOUT_META_PREFIX = ".wh..wh."
+WHITEOUT_OPAQUE = ".wh..wh..opq"
+
+_READ_CHUNK = 1 << 20
+_GZIP_MAGIC = b"\x1f\x8b"
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+_OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class _Readable(Protocol):
+    def read(self, n: int = -1, /) -> bytes: ...
+
+
+@dataclass(frozen=True)
+class UnpackStats:
+    """What one ``unpack_layer`` call wrote."""
+
+    entries: int
+    file_bytes: int
+
+
+class _Prefixed:
+    """``prefix`` followed by the rest of ``source``: lets us sniff magic bytes."""
+
+    def __init__(self, prefix: bytes, source: _Readable) -> None:
+        self._prefix = prefix
+        self._source = source
+
+    def read(self, n: int = -1, /) -> bytes:
+        if self._prefix:
+            data = self._prefix if n < 0 else self._prefix[:n]
+            self._prefix = self._prefix[len(data) :]
+            return data
+        return self._source.read(n)
+
+
+class _GunzipReader:
+    """Streaming gunzip over zlib, multi-member aware, with bounded output per read."""
+
+    def __init__(self, source: _Readable, what: str) -> None:
+        self._source = source
+        self._what = what
+        self._d = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        self._pending = b""
+        self._started = False
+        self._eof = False
+
+    def read(self, n: int = -1, /) -> bytes:
+        limit = _READ_CHUNK if n is None or n < 0 else max(n, 1)
+        while not self._eof:
+            data = self._pending or self._source.read(_READ_CHUNK)
+            if not data:
+                if self._started:
+                    raise IntegrityError(f"{self._what}: gzip stream is truncated")
+                self._eof = True
+                break
+            if not self._started and not data.startswith(_GZIP_MAGIC[: len(data)]):
+                # Trailing padding after the last gzip member: ignore it, as gzip(1) does.
+                self._eof = True
+                break
+            self._started = True
+            try:
+                out = self._d.decompress(data, limit)
+            except zlib.error as exc:
+                raise IntegrityError(f"{self._what}: corrupt gzip data ({exc})") from exc
+            if self._d.eof:
+                self._pending = self._d.unused_data
+                self._d = zlib.decompressobj(zlib.MAX_WBITS | 16)
+                self._started = False
+            else:
+                self._pending = self._d.unconsumed_tail
+            if out:
+                return out
+        return b""
+
+
+def open_layer_stream(fileobj: BinaryIO, compression: str, what: str) -> _Readable:
+    """A readable of the uncompressed tar inside ``fileobj``.
+
+    ``compression`` is ``gzip``, ``zstd``, ``none`` or ``auto`` (sniffed from the
+    magic bytes, since registries' media types are not always truthful).
+    """
+    source: _Readable = fileobj
+    if compression == "auto":
+        head = b""
+        while len(head) < 4:
+            more = fileobj.read(4 - len(head))
+            if not more:
+                break
+            head += more
+        if head.startswith(_GZIP_MAGIC):
+            compression = "gzip"
+        elif head.startswith(_ZSTD_MAGIC):
+            compression = "zstd"
+        else:
+            compression = "none"
+        source = _Prefixed(head, fileobj)
+    if compression == "gzip":
+        return _GunzipReader(source, what)
+    if compression == "zstd":
+        reader: _Readable = zstandard.ZstdDecompressor().stream_reader(
+            cast(BinaryIO, source), read_size=_READ_CHUNK, read_across_frames=True
+        )
+        return reader
+    if compression == "none":
+        return source
+    raise ValueError(f"unknown layer compression {compression!r}")
+
+
+def unpack_layer(
+    rootfs: Rootfs, fileobj: BinaryIO, *, compression: str = "auto", layer_name: str
+) -> UnpackStats:
+    """Apply the layer tar in ``fileobj`` onto ``rootfs`` (streamed, never held in memory).
+
+    ``layer_name`` (its digest, usually) names the layer in errors. Raises
+    ConfinementError for an entry that would land outside the root,
+    IntegrityError for a corrupt stream, BuildError for an entry that cannot
+    be applied (a parent that is a file).
+    """
+    stream = open_layer_stream(fileobj, compression, f"layer {layer_name}")
+    unpacker = _Unpacker(rootfs, layer_name)
+    try:
+        # The default bufsize keeps tarfile's own buffer slicing cheap for
+        # small members (it copies its whole buffer on every read).
+        with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
+            for member in tar:
+                unpacker.apply(member, tar)
+    except tarfile.TarError as exc:
+        raise IntegrityError(f"layer {layer_name}: not a valid tar stream ({exc})") from exc
+    except zstandard.ZstdError as exc:
+        raise IntegrityError(f"layer {layer_name}: corrupt zstd data ({exc})") from exc
+    unpacker.finish()
+    log.debug("unpacked layer %s: %d entries", layer_name, unpacker.entries)
+    return UnpackStats(unpacker.entries, unpacker.file_bytes)
+
+
+def _xattrs_of(member: tarfile.TarInfo) -> list[tuple[str, bytes]]:
+    out: list[tuple[str, bytes]] = []
+    for key, value in member.pax_headers.items():
+        if key.startswith("SCHILY.xattr."):
+            # tarfile decodes PAX values as UTF-8, falling back to surrogateescape;
+            # encoding the same way gives back the raw bytes (e.g. a capability set).
+            out.append((key[13:], value.encode("utf-8", "surrogateescape")))
+        elif key.startswith("LIBARCHIVE.xattr."):
+            name = urllib.parse.unquote(key[17:])
+            out.append((name, base64.b64decode(value + "=" * (-len(value) % 4))))
+    return out
+
+
+class _Unpacker:
+    """The state of one layer being applied: resolved directories and what it added."""
+
+    def __init__(self, rootfs: Rootfs, layer_name: str) -> None:
+        self.rootfs = rootfs
+        self.root = str(rootfs.path)
+        self.layer_name = layer_name
+        # image directory (as named in the tar) -> real host directory; only
+        # symlink-free host paths are cached, and any removal of a directory or
+        # symlink drops the entries under it (see _forget).
+        self._dirs: dict[str, str] = {"": self.root}
+        # host paths this layer created: opaque whiteouts and whiteouts spare them.
+        self._added: set[str] = set()
+        # directory metadata applied after their contents are written.
+        self._dir_meta: list[tuple[str, int, int]] = []
+        self.entries = 0
+        self.file_bytes = 0
+        self._warned_xattr = False
+
+    def _fail(self, name: str, reason: str) -> ConfinementError:
+        return ConfinementError(f"layer {self.layer_name}: entry {name!r} {reason}")
+
+    def _split(self, name: str) -> list[str]:
+        if name.startswith("/"):
+            raise self._fail(name, "has an absolute name")
+        parts = [p for p in name.split("/") if p and p != "."]
+        if ".." in parts:
+            raise self._fail(name, "has a '..' component")
+        return parts
+
+    def _parent_dir(self, parts: list[str], name: str, create: bool) -> str | None:
+        key = "/".join(parts)
+        hit = self._dirs.get(key)
+        if hit is not None:
+            return hit
+        try:
+            host = str(
+                self.rootfs.resolve(PurePosixPath("/", *parts), escape_is_error=True)
+            )
+        except ConfinementError as exc:
+            raise self._fail(
+                name, f"has a parent path that leads outside the root: {exc}"
+            ) from exc
+        try:
+            st = os.lstat(host)
+        except FileNotFoundError:
+            if not create:
+                return None
+            try:
+                os.makedirs(host, 0o755, exist_ok=True)
+            except (NotADirectoryError, FileExistsError) as exc:
+                raise BuildError(
+                    f"layer {self.layer_name}: entry {name!r}: a parent is not a directory"
+                ) from exc
+        except NotADirectoryError as exc:
+            if not create:
+                return None
+            raise BuildError(
+                f"layer {self.layer_name}: entry {name!r}: a parent is not a directory"
+            ) from exc
+        else:
+            if not stat.S_ISDIR(st.st_mode):
+                if not create:
+                    return None
+                raise BuildError(
+                    f"layer {self.layer_name}: entry {name!r}: a parent is not a directory"
+                )
+        self._dirs[key] = host
+        return host
+
+    def _forget(self, host: str) -> None:
+        """Drop cached directories at or under ``host`` (it is being removed)."""
+        prefix = host + "/"
+        stale = [k for k, v in self._dirs.items() if v == host or v.startswith(prefix)]
+        for key in stale:
+            del self._dirs[key]
+
+    def _remove(self, host: str, st: os.stat_result) -> None:
+        if stat.S_ISDIR(st.st_mode):
+            self._forget(host)
+            shutil.rmtree(host)
+        else:
+            if stat.S_ISLNK(st.st_mode):
+                self._forget(host)
+            os.unlink(host)
+
+    def apply(self, member: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
+        name = member.name
+        parts = self._split(name)
+        if not parts:
+            return  # the root itself ("./"): its metadata is the image's business, not ours
+        base = parts[-1]
+        if base.startswith(WHITEOUT_PREFIX):
+            self._whiteout(parts, name)
+            return
+        parent = self._parent_dir(parts[:-1], name, create=True)
+        assert parent is not None
+        path = parent + "/" + base
+        is_dir = member.isdir()
+        try:
+            existing: os.stat_result | None = os.lstat(path)
+        except FileNotFoundError:
+            existing = None
+        if existing is not None and not (is_dir and stat.S_ISDIR(existing.st_mode)):
+            if member.islnk() and self._link_target(member) == path:
+                return  # a hardlink to itself: nothing to do
+            self._remove(path, existing)
+            existing = None
+
+        self.entries += 1
+        if is_dir:
+            if existing is None:
+                os.mkdir(path, 0o700)
+        elif member.isreg():
+            self._write_file(path, member, tar)
+        elif member.issym():
+            os.symlink(member.linkname, path)
+        elif member.islnk():
+            os.link(self._link_target(member), path, follow_symlinks=False)
+            self._added.add(path)
+            return  # the link shares its target's inode and metadata
+        elif member.ischr() or member.isblk():
+            kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
+            try:
+                os.mknod(path, kind | 0o600, os.makedev(member.devmajor, member.devminor))
+            except PermissionError:
+                log.warning("layer %s: no permission to create device %s; skipped",
+                            self.layer_name, name)
+                return
+        elif member.isfifo():
+            os.mkfifo(path, 0o600)
+        else:
+            log.warning("layer %s: entry %r has unsupported type %r; skipped",
+                        self.layer_name, name, member.type)
+            self.entries -= 1
+            return
+        self._added.add(path)
+        # Numeric owners only (OCI layers carry ids; names would be the host's).
+        os.chown(path, member.uid, member.gid, follow_symlinks=False)
+        for xname, xvalue in _xattrs_of(member):
+            try:
+                os.setxattr(path, xname, xvalue, follow_symlinks=False)
+            except OSError as exc:
+                if not self._warned_xattr:
+                    log.warning("layer %s: cannot set xattr %s on %s (%s); "
+                                "further xattr failures in this layer are not reported",
+                                self.layer_name, xname, name, exc.strerror)
+                    self._warned_xattr = True
+        mtime_ns = int(member.mtime * 1_000_000_000)
+        if is_dir:
+            self._dirs["/".join(parts)] = path
+            self._dir_meta.append((path, member.mode & 0o7777, mtime_ns))
+            return
+        if not member.issym():
+            # After chown, which clears setuid/setgid bits.
+            os.chmod(path, member.mode & 0o7777)
+        os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+
+    def _link_target(self, member: tarfile.TarInfo) -> str:
+        parts = self._split(member.linkname)
+        if not parts:
+            raise self._fail(member.name, "is a hardlink to the root directory")
+        parent = self._parent_dir(parts[:-1], member.name, create=False)
+        if parent is None:
+            raise BuildError(
+                f"layer {self.layer_name}: hardlink {member.name!r} -> "
+                f"{member.linkname!r}: the target does not exist"
+            )
+        return parent + "/" + parts[-1]
+
+    def _write_file(self, path: str, member: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
+        fd = os.open(path, _OPEN_FLAGS, 0o600)
+        try:
+            source = tar.extractfile(member)
+            assert source is not None
+            while True:
+                chunk = source.read(_READ_CHUNK)
+                if not chunk:
+                    break
+                view = memoryview(chunk)
+                while view:
+                    written = os.write(fd, view)
+                    view = view[written:]
+                self.file_bytes += len(chunk)
+        finally:
+            os.close(fd)
+
+    def _whiteout(self, parts: list[str], name: str) -> None:
+        base = parts[-1]
+        parent = self._parent_dir(parts[:-1], name, create=False)
+        if parent is None:
+            return  # nothing below to hide
+        if base == WHITEOUT_OPAQUE:
+            self._opaque(parent)
+            return
+        if base.startswith(WHITEOUT_META_PREFIX):
+            return  # other AUFS metadata (.wh..wh..plnk etc.): not content
+        target = parent + "/" + base[len(WHITEOUT_PREFIX) :]
+        if target in self._added:
+            # OCI: a whiteout applies only to lower layers, never to its own layer.
+            return
+        try:
+            st = os.lstat(target)
+        except FileNotFoundError:
+            return
+        self._remove(target, st)
+
+    def _opaque(self, directory: str) -> None:
+        """Remove what lower layers put under ``directory``, keeping this layer's entries."""
+        with os.scandir(directory) as it:
+            children = list(it)
+        for child in children:
+            if child.path not in self._added:
+                if child.is_dir(follow_symlinks=False):
+                    shutil.rmtree(child.path)
+                else:
+                    os.unlink(child.path)
+            elif child.is_dir(follow_symlinks=False):
+                self._opaque(child.path)
+        # Removed directories or symlinks may be cached; start afresh (rare).
+        self._dirs = {"": self.root}
+
+    def finish(self) -> None:
+        """Directory modes and mtimes, last: writing into a directory changes its mtime."""
+        for path, mode, mtime_ns in self._dir_meta:
+            try:
+                if not stat.S_ISDIR(os.lstat(path).st_mode):
+                    continue  # replaced by a non-directory later in the same layer
+                os.chmod(path, mode)
+                os.utime(path, ns=(mtime_ns, mtime_ns))
+            except FileNotFoundError:
+                pass  # removed later in the same layer
