@@ -222,14 +222,22 @@ def test_degraded_path_warns_once_and_still_runs(rootfs: Path,
     before = listing(rootfs, ["", *SCAFFOLDING])
     with caplog.at_level(logging.WARNING, logger="kanipy.build.runner"):
         first = run(rootfs, "echo hello; test -e /proc/self || echo no-proc", runner)
-        second = run(rootfs, "echo again; sleep 987655 &", runner)
+        # A shell needs /dev/null for a background job: this image ships one.
+        (rootfs / "dev").mkdir()
+        os.mknod(rootfs / "dev" / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        before = listing(rootfs, ["", *SCAFFOLDING])
+        # One child in the background, and one daemon that has left the step's
+        # session and been orphaned (setsid, fork, parent exits) before the step ends.
+        second = run(rootfs, "echo again; sleep 987655 & "
+                     "setsid sh -c 'sleep 987657 &'; echo detached", runner)
     assert first == (0, ["hello", "no-proc"])
-    assert second == (0, ["again"])
+    assert second == (0, ["again", "detached"])
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "/proc" in warnings[0] and "resolv.conf" in warnings[0]
     assert listing(rootfs, ["", *SCAFFOLDING]) == before
     assert host_processes_with(b"987655") == []
+    assert host_processes_with(b"987657") == []
     assert runner.excluded_paths == frozenset()
 
 
