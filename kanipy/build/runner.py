@@ -167,14 +167,14 @@ class ChrootRunner:
     def _job(self, spec: RunSpec, job: Path) -> dict[str, Any]:
         binds: list[dict[str, Any]] = [
             {"target": "/etc/resolv.conf", "type": "bind", "source": str(job / "resolv.conf"),
-             "readonly": False},
+             "readonly": False, "required": False},
             {"target": "/etc/hosts", "type": "bind", "source": str(job / "hosts"),
-             "readonly": False},
+             "readonly": False, "required": False},
         ]
         for m in spec.extra_mounts:
             binds.append({"target": m.target, "type": m.type,
                           "source": str(m.source) if m.source else None,
-                          "readonly": m.readonly})
+                          "readonly": m.readonly, "required": True})
         return {
             "root": str(spec.root),
             "argv": list(spec.argv),

@@ -258,7 +258,12 @@ def _init_main(libc: _Libc, job: dict[str, Any], status_fd: int, isolated: bool)
     missing: list[str] = []
     scaffold = _Scaffold(libc)
     chrooted = False
+    required = [m["target"] for m in job["mounts"] if m["required"]]
     if not isolated:
+        if required:
+            _send(status_fd, {"error": f"RUN --mount ({', '.join(required)}) needs mount "
+                              "namespaces, which are not permitted here"})
+            return 1
         missing.append("mount and PID namespaces are not permitted (or disabled), so "
                        "/proc, /dev, /sys, /etc/resolv.conf and /etc/hosts are not "
                        "provided and leftover processes are killed by a process sweep")
@@ -267,6 +272,10 @@ def _init_main(libc: _Libc, job: dict[str, Any], status_fd: int, isolated: bool)
         try:
             libc.mount(None, "/", None, MS_REC | MS_PRIVATE)
         except OSError as exc:
+            if required:
+                _send(status_fd, {"error": f"RUN --mount ({', '.join(required)}) is not "
+                                  f"possible: mounting is not permitted ({exc.strerror})"})
+                return 1
             missing.append(f"mounting is not permitted ({exc.strerror}), so /proc, /dev, "
                            "/sys, /etc/resolv.conf and /etc/hosts are not provided")
         else:
@@ -275,10 +284,19 @@ def _init_main(libc: _Libc, job: dict[str, Any], status_fd: int, isolated: bool)
             os.chdir("/")
             chrooted = True
             old_umask = os.umask(0)
-            _mount_scaffolding(scaffold, job, sources, missing)
-            os.umask(old_umask)
-            for fd in sources.values():
-                os.close(fd)
+            try:
+                _mount_scaffolding(scaffold, job, sources, missing)
+            except OSError as exc:
+                # A mount the step asked for (RUN --mount) failed: the step
+                # must not run without it.
+                scaffold.clean()
+                _send(status_fd, {"error": str(exc), "missing": missing,
+                                  "warnings": scaffold.warnings})
+                return 1
+            finally:
+                os.umask(old_umask)
+                for fd in sources.values():
+                    os.close(fd)
 
     step_pid = os.fork()
     if step_pid == 0:
@@ -379,6 +397,8 @@ def _mount_scaffolding(scaffold: _Scaffold, job: dict[str, Any], sources: dict[s
         # Without /proc there is no /proc/self/fd to bind host files from.
         missing.append("/dev, /sys, /etc/resolv.conf and /etc/hosts are not provided "
                        "(they need /proc)")
+        if any(m["required"] for m in job["mounts"]):
+            raise OSError(errno.EPERM, "RUN --mount is not possible without /proc")
         return
     attempt("/dev", dev)
     attempt("/sys", sys_)
@@ -399,7 +419,14 @@ def _mount_scaffolding(scaffold: _Scaffold, job: dict[str, Any], sources: dict[s
             if m["readonly"]:
                 scaffold.libc.mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
 
-        attempt(target_name, extra)
+        if not m["required"]:
+            attempt(target_name, extra)
+            continue
+        try:
+            extra()
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot mount {m['type']} on {target_name}: "
+                          f"{exc.strerror or exc}") from exc
 
 
 def _kill_rest(isolated: bool, step_pid: int) -> None:
@@ -473,11 +500,19 @@ def _exec_step(job: dict[str, Any], chrooted: bool, status_fd: int) -> NoReturn:
             except OSError:
                 env["HOME"] = "/"
         workdir = job["workdir"]
-        os.makedirs(workdir, 0o755, exist_ok=True)
+        try:
+            os.makedirs(workdir, 0o755, exist_ok=True)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot create working directory {workdir}: "
+                          f"{exc.strerror}") from exc
         os.setgroups(job["groups"])
         os.setgid(gid)
         os.setuid(uid)
-        os.chdir(workdir)
+        try:
+            os.chdir(workdir)
+        except OSError as exc:
+            raise OSError(exc.errno, f"cannot enter working directory {workdir} as uid "
+                          f"{uid}: {exc.strerror}") from exc
     except BaseException as exc:  # noqa: B036
         _send(status_fd, {"error": f"{exc}"})
         os._exit(125)

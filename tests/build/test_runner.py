@@ -318,3 +318,20 @@ def test_an_interrupted_step_is_ended_and_cleaned(rootfs: Path) -> None:
                            on_output)
     assert host_processes_with(b"987656") == []
     assert listing(rootfs, ["", *SCAFFOLDING]) == before
+
+
+def test_a_mount_the_step_asked_for_must_work(rootfs: Path, tmp_path: Path) -> None:
+    (rootfs / "etc" / "motd").write_text("a file\n")
+    before = listing(rootfs, ["", "etc", *SCAFFOLDING])
+    with pytest.raises(BuildError, match="cannot mount bind on /etc/motd/sub"):
+        run(rootfs, "echo never", extra_mounts=[Mount("/etc/motd/sub", "bind", tmp_path)])
+    assert listing(rootfs, ["", "etc", *SCAFFOLDING]) == before
+    with pytest.raises(BuildError, match="RUN --mount"):
+        run(rootfs, "echo never", ChrootRunner(degraded=True),
+            extra_mounts=[Mount("/cache", "tmpfs")])
+
+
+def test_a_workdir_that_is_a_file_is_a_clear_error(rootfs: Path) -> None:
+    (rootfs / "srv").write_text("")
+    with pytest.raises(BuildError, match="working directory /srv"):
+        run(rootfs, "true", workdir="/srv")
