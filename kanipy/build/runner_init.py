@@ -109,6 +109,9 @@ def _send(fd: int, message: dict[str, Any]) -> None:
 def _helper_main(args: list[str]) -> NoReturn:
     """Entry point of the helper: unshare, fork the init, wait for it."""
     spec_file, status_fd = args[0], int(args[1])
+    # Ctrl-C reaches the whole foreground process group: the engine decides
+    # what an interrupt means and sends SIGTERM, which is handled below.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         with open(spec_file) as f:
             job = json.load(f)
@@ -127,7 +130,13 @@ def _helper_main(args: list[str]) -> NoReturn:
         except BaseException as exc:  # noqa: B036
             _send(status_fd, {"error": f"{type(exc).__name__}: {exc}"})
         os._exit(code)
-    signal.signal(signal.SIGTERM, lambda *_: os.kill(init_pid, signal.SIGTERM))
+    def forward_term(*_: object) -> None:
+        try:
+            os.kill(init_pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+
+    signal.signal(signal.SIGTERM, forward_term)
     _, wait_status = os.waitpid(init_pid, 0)
     os._exit(_exit_code(wait_status))
 
@@ -255,6 +264,17 @@ class _Scaffold:
 def _init_main(libc: _Libc, job: dict[str, Any], status_fd: int, isolated: bool) -> int:
     """PID 1 of the step's namespace (or a subreaper on the degraded path)."""
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    # SIGTERM from the helper means: end the step now (and still clean up).
+    # PID 1 of a namespace gets no signal it has no handler for, so the handler
+    # is installed first; it can only know the step's pid once it exists.
+    step: dict[str, int] = {"pid": 0, "stop": 0}
+
+    def on_term(*_: object) -> None:
+        step["stop"] = 1
+        if step["pid"]:
+            _kill_rest(isolated, step["pid"])
+
+    signal.signal(signal.SIGTERM, on_term)
     missing: list[str] = []
     scaffold = _Scaffold(libc)
     chrooted = False
@@ -298,14 +318,16 @@ def _init_main(libc: _Libc, job: dict[str, Any], status_fd: int, isolated: bool)
                 for fd in sources.values():
                     os.close(fd)
 
+    if step["stop"]:
+        if chrooted:
+            scaffold.clean()
+        _send(status_fd, {"exit": 128 + signal.SIGTERM, "missing": missing,
+                          "warnings": scaffold.warnings})
+        return 0
     step_pid = os.fork()
     if step_pid == 0:
         _exec_step(job, chrooted, status_fd)
-
-    def on_term(*_: object) -> None:
-        _kill_rest(isolated, step_pid)
-
-    signal.signal(signal.SIGTERM, on_term)
+    step["pid"] = step_pid
     code = 1
     while True:
         try:
