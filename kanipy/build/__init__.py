@@ -1,0 +1,1 @@
+"""The build engine: the stage loop, instruction handlers, and the RUN runner."""

@@ -1,0 +1,321 @@
+"""Running one RUN step inside a rootfs directory (DESIGN.md decision 2).
+
+``ChrootRunner`` runs the step chrooted into the rootfs, in fresh mount and PID
+namespaces, with ``/proc``, a minimal ``/dev``, a read-only ``/sys`` and
+private copies of the host's ``/etc/resolv.conf`` and ``/etc/hosts`` mounted for
+the duration of the step only.
+
+How, and why this way:
+
+- Python 3.11 has no ``os.unshare`` or ``os.mount``, so libc's ``unshare``,
+  ``mount``, ``umount2``, ``sethostname`` and ``prctl`` are called through
+  ctypes. util-linux's ``unshare`` binary would cover the namespaces but not the
+  mounts, their error reporting, or the cleanup inside the root, and would add a
+  tool whose flags vary by version.
+- The work happens in a fresh helper process (``python -I -S`` running
+  ``kanipy.build.runner_init``), never in the engine itself: the engine may
+  have threads (a thread cannot ``unshare`` a mount namespace it shares with
+  others, and ``fork`` with threads is unsafe), and its namespaces must stay
+  untouched. The helper unshares, forks a child that
+  is PID 1 of the new PID namespace (the "init"); the init makes mount
+  propagation private (so nothing it mounts is seen by the host, and nothing
+  needs unmounting on the host), chroots, mounts the scaffolding *inside* the
+  chroot (so the image's own symlinks resolve inside the root and never reach
+  the host), then forks the step. When the step's main process exits the init
+  kills whatever is left (``kill(-1, SIGKILL)`` from PID 1 of the namespace),
+  unmounts, removes the mount points it had to create, restores their parent
+  directories' times, and exits; the kernel tears the namespaces down with it.
+  So ``RUN daemon &`` neither hangs the build nor outlives the step.
+- Where namespaces or mounts are not permitted (an unprivileged container) the
+  step still runs, chrooted, with one warning naming what is missing; leftover
+  processes are then found through ``PR_SET_CHILD_SUBREAPER`` and killed.
+
+Docker's rules followed: PATH defaults to Docker's default, HOME to the uid's
+home in the image's /etc/passwd (else ``/``), argv[0] is looked up in PATH
+inside the root (a missing command exits 127 naming it, as runc reports it), a
+missing WORKDIR is created by root with mode 0755 (as runc creates the cwd),
+the umask is 0022, stdin is /dev/null, stdout and stderr are merged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal, Protocol
+
+from kanipy.build.runner_init import DEFAULT_PATH
+from kanipy.errors import BuildError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["DEFAULT_PATH", "SCAFFOLDING", "ChrootRunner", "Mount", "RunSpec", "Runner",
+           "env_items"]
+
+Network = Literal["default", "none", "host"]
+MountType = Literal["bind", "tmpfs"]
+OnOutput = Callable[[bytes], None]
+
+# The image paths the runner provides during every step (issue 4, RUN). The
+# mounting itself is in runner_init.
+SCAFFOLDING = ("/proc", "/dev", "/sys", "/etc/resolv.conf", "/etc/hosts")
+
+# A line longer than this is handed on in pieces rather than buffered forever.
+MAX_LINE = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Mount:
+    """An extra mount for a step (``RUN --mount``): a host path or a tmpfs at an image path."""
+
+    target: str
+    type: MountType = "bind"
+    source: Path | None = None
+    readonly: bool = False
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything a runner needs to execute one RUN step.
+
+    ``argv`` is final: the engine has already put a shell-form command behind
+    the stage's SHELL. ``env`` is exactly the step's environment (image Env
+    plus ARGs in scope), as a mapping or a list of ``KEY=value``; PATH and HOME
+    are filled in only when absent. ``workdir`` is an image path.
+    """
+
+    root: Path
+    argv: Sequence[str]
+    env: Mapping[str, str] | Sequence[str] = field(default_factory=dict)
+    uid: int = 0
+    gid: int = 0
+    groups: Sequence[int] = ()
+    workdir: str = "/"
+    hostname: str | None = None
+    network: Network = "default"
+    extra_mounts: Sequence[Mount] = ()
+
+
+class Runner(Protocol):
+    """Executes RUN steps. ``excluded_paths`` names the image paths that were
+    mount points during the last step, which a snapshot must not capture."""
+
+    excluded_paths: frozenset[PurePosixPath]
+
+    def run(self, spec: RunSpec, on_output: OnOutput) -> int:
+        """Run the step; stream its merged output line by line (without the
+        newline) to ``on_output``; return its exit status (128+N for signal N)."""
+        ...
+
+
+def env_items(env: Mapping[str, str] | Sequence[str]) -> list[tuple[str, str]]:
+    """The environment as ordered pairs; in a ``KEY=value`` list the last KEY wins."""
+    if isinstance(env, Mapping):
+        return list(env.items())
+    merged: dict[str, str] = {}
+    for item in env:
+        key, _, value = item.partition("=")
+        merged[key] = value
+    return list(merged.items())
+
+
+class ChrootRunner:
+    """The default runner: chroot plus mount, PID (and optionally net, UTS) namespaces.
+
+    ``degraded=True`` forces the path taken where namespaces and mounts are not
+    permitted (chroot only, one warning), so it can be exercised anywhere.
+    ``resolv_conf`` and ``hosts`` are the host files whose private copies a step
+    sees.
+    """
+
+    def __init__(
+        self,
+        *,
+        degraded: bool = False,
+        resolv_conf: Path = Path("/etc/resolv.conf"),
+        hosts: Path = Path("/etc/hosts"),
+        python: str = sys.executable,
+    ) -> None:
+        self.degraded = degraded
+        self.resolv_conf = resolv_conf
+        self.hosts = hosts
+        self.python = python
+        self.excluded_paths: frozenset[PurePosixPath] = frozenset()
+        self._warned: set[str] = set()
+
+    def run(self, spec: RunSpec, on_output: OnOutput) -> int:
+        _validate(spec)
+        with tempfile.TemporaryDirectory(prefix="kanipy-run-") as tmp:
+            job = Path(tmp)
+            (job / "resolv.conf").write_bytes(_read_or(self.resolv_conf, b""))
+            hosts = _read_or(self.hosts, b"127.0.0.1\tlocalhost\n::1\tlocalhost\n")
+            if spec.hostname:
+                hosts += f"127.0.0.1\t{spec.hostname}\n".encode()
+            (job / "hosts").write_bytes(hosts)
+            (job / "spec.json").write_text(json.dumps(self._job(spec, job)))
+            status = self._spawn(job / "spec.json", on_output)
+        return self._conclude(status)
+
+    def _job(self, spec: RunSpec, job: Path) -> dict[str, Any]:
+        binds: list[dict[str, Any]] = [
+            {"target": "/etc/resolv.conf", "type": "bind", "source": str(job / "resolv.conf"),
+             "readonly": False, "required": False},
+            {"target": "/etc/hosts", "type": "bind", "source": str(job / "hosts"),
+             "readonly": False, "required": False},
+        ]
+        for m in spec.extra_mounts:
+            binds.append({"target": m.target, "type": m.type,
+                          "source": str(m.source) if m.source else None,
+                          "readonly": m.readonly, "required": True})
+        return {
+            "root": str(spec.root),
+            "argv": list(spec.argv),
+            "env": env_items(spec.env),
+            "uid": spec.uid,
+            "gid": spec.gid,
+            "groups": list(spec.groups),
+            "workdir": spec.workdir,
+            "hostname": spec.hostname,
+            "network": spec.network,
+            "degraded": self.degraded,
+            "mounts": binds,
+        }
+
+    def _spawn(self, spec_file: Path, on_output: OnOutput) -> dict[str, Any]:
+        package_parent = str(Path(__file__).resolve().parent.parent.parent)
+        status_r, status_w = os.pipe()
+        out_r, out_w = os.pipe()
+        boot = (
+            "import sys; sys.path.insert(0, sys.argv[1]); "
+            "from kanipy.build.runner_init import _helper_main; _helper_main(sys.argv[2:])"
+        )
+        try:
+            proc = subprocess.Popen(
+                [self.python, "-I", "-S", "-c", boot, package_parent, str(spec_file),
+                 str(status_w)],
+                stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w,
+                pass_fds=(status_w,), close_fds=True,
+            )
+        finally:
+            os.close(out_w)
+            os.close(status_w)
+        try:
+            _pump_lines(out_r, proc, on_output)
+            proc.wait()
+        except BaseException:
+            # Interrupted (or on_output raised): the helper forwards SIGTERM to
+            # the init, which kills the step and cleans its mount points up.
+            _stop(proc)
+            raise
+        finally:
+            os.close(out_r)
+            with os.fdopen(status_r, "rb") as f:
+                raw = f.read()
+        return _parse_status(raw, proc.returncode)
+
+    def _conclude(self, status: dict[str, Any]) -> int:
+        self.excluded_paths = frozenset(PurePosixPath(p) for p in status.get("mounted", []))
+        missing = status.get("missing", [])
+        if missing:
+            message = (
+                "RUN steps run with reduced isolation: " + "; ".join(missing)
+                + ". Run kanipy as root with CAP_SYS_ADMIN (a privileged container) "
+                "to get them."
+            )
+            if message not in self._warned:
+                self._warned.add(message)
+                log.warning("%s", message)
+        for warning in status.get("warnings", []):
+            log.warning("%s", warning)
+        if "error" in status:
+            raise BuildError(f"RUN could not be started: {status['error']}")
+        code = status.get("exit")
+        if not isinstance(code, int):
+            raise BuildError("RUN could not be started: the step helper ended without a status")
+        return code
+
+
+def _validate(spec: RunSpec) -> None:
+    if not spec.argv:
+        raise BuildError("RUN has no command")
+    if not spec.root.is_dir():
+        raise BuildError(f"RUN root {spec.root} is not a directory")
+    if spec.network not in ("default", "none", "host"):
+        raise BuildError(f"unknown RUN network mode {spec.network!r}")
+    if not spec.workdir.startswith("/"):
+        raise BuildError(f"RUN working directory {spec.workdir!r} is not absolute")
+    for m in spec.extra_mounts:
+        if not m.target.startswith("/"):
+            raise BuildError(f"mount target {m.target!r} is not absolute")
+        if m.type == "bind" and (m.source is None or not m.source.exists()):
+            raise BuildError(f"mount source {m.source} does not exist")
+
+
+def _read_or(path: Path, default: bytes) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return default
+
+
+def _pump_lines(fd: int, proc: subprocess.Popen[bytes], on_output: OnOutput) -> None:
+    """Hand output to ``on_output`` line by line as it arrives, until EOF.
+
+    Once the helper has exited every process of the step is gone, so only
+    what is already in the pipe is left to read: a writer that somehow
+    survived (never expected) cannot hang the build.
+    """
+    pending = b""
+    exited = False
+    while True:
+        ready, _, _ = select.select([fd], [], [], 0.2 if exited else 1.0)
+        if not ready:
+            if exited:
+                break
+            exited = proc.poll() is not None
+            continue
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            on_output(line)
+        while len(pending) >= MAX_LINE:
+            on_output(pending[:MAX_LINE])
+            pending = pending[MAX_LINE:]
+    if pending:
+        on_output(pending)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _parse_status(raw: bytes, helper_code: int | None) -> dict[str, Any]:
+    status: dict[str, Any] = {}
+    for line in raw.splitlines():
+        try:
+            message = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(message, dict):
+            status.update(message)
+    if "exit" not in status and "error" not in status:
+        status["error"] = f"the step helper exited with status {helper_code}"
+    return status
