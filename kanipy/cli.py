@@ -19,9 +19,10 @@ import click
 
 from kanipy import __version__
 from kanipy.build.options import BuildOptions, parse_key_value, parse_secret
-from kanipy.build.progress import StepInfo, StepSummary, TransferEvent
+from kanipy.build.progress import StepInfo, StepSummary
 from kanipy.errors import KanipyError, UsageError
 from kanipy.oci.descriptor import Platform
+from kanipy.registry.progress import ProgressEvent
 
 log = logging.getLogger(__name__)
 
@@ -218,14 +219,14 @@ class ConsoleReporter:
         layer = f", layer {_human_size(summary.layer_size)}" if summary.layer_size else ""
         self._line(f"{summary.step.label}: done in {summary.seconds:.2f}s{layer}")
 
-    def transfer(self, event: TransferEvent) -> None:
+    def transfer(self, event: ProgressEvent) -> None:
         if not self.tty:
             return
-        self._transfers[event.digest] = (event.done, event.total)
+        self._transfers[str(event.digest)] = (event.done, event.total)
         done = sum(d for d, _ in self._transfers.values())
         total = sum(t or 0 for _, t in self._transfers.values())
         self.stream.write(
-            f"\r\x1b[K{event.action} {len(self._transfers)} blob(s): "
+            f"\r\x1b[K{event.phase} {len(self._transfers)} blob(s): "
             f"{_human_size(done)} / {_human_size(total)}"
         )
         self.stream.flush()

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from kanipy.registry.progress import ProgressEvent
+
 
 @dataclass(frozen=True)
 class StepInfo:
@@ -34,16 +36,6 @@ class StepSummary:
     layer_size: int | None  # compressed bytes; None when the step added no layer
 
 
-@dataclass(frozen=True)
-class TransferEvent:
-    """Progress of one blob being pulled or pushed."""
-
-    action: str  # "pull" | "push" | "mount" | "exists"
-    digest: str
-    done: int
-    total: int | None
-
-
 class BuildReporter(Protocol):
     def stage_started(self, number: int, count: int, name: str | None, base: str) -> None: ...
 
@@ -53,7 +45,7 @@ class BuildReporter(Protocol):
 
     def step_finished(self, summary: StepSummary) -> None: ...
 
-    def transfer(self, event: TransferEvent) -> None: ...
+    def transfer(self, event: ProgressEvent) -> None: ...
 
     def pushed(self, reference: str, digest: str) -> None: ...
 
@@ -75,7 +67,7 @@ class NullReporter:
     def step_finished(self, summary: StepSummary) -> None:
         pass
 
-    def transfer(self, event: TransferEvent) -> None:
+    def transfer(self, event: ProgressEvent) -> None:
         pass
 
     def pushed(self, reference: str, digest: str) -> None:

@@ -1,0 +1,129 @@
+"""Handlers for the instructions that change only the image config (no layer).
+
+Each one's docstring starts with its syntax. Their semantics follow the
+Dockerfile reference; where Docker's behaviour is subtle, the comment says so.
+"""
+
+from __future__ import annotations
+
+from kanipy.build.step import StageContext, StageState, StepResult
+from kanipy.dockerfile import (
+    Arg,
+    Cmd,
+    Command,
+    Entrypoint,
+    Env,
+    Expose,
+    Healthcheck,
+    Label,
+    Maintainer,
+    Onbuild,
+    Shell,
+    StopSignal,
+    User,
+    Volume,
+)
+from kanipy.oci.config import ImageConfig
+
+NOTHING: frozenset = frozenset()
+
+
+def _meta(config: ImageConfig, created_by: str | None = None) -> StepResult:
+    return StepResult(config=config, changed=NOTHING, created_by=created_by)
+
+
+def command_argv(command: Command, shell: list[str]) -> list[str]:
+    """Exec form as given; shell form behind the stage's SHELL (``/bin/sh -c`` by default)."""
+    if command.exec_form:
+        return list(command.args)
+    return [*shell, command.args[0]]
+
+
+def handle_env(ins: Env, state: StageState, ctx: StageContext) -> StepResult:
+    """``ENV KEY=VALUE ...``: an existing key is replaced in place, a new one appended."""
+    return _meta(state.config.with_env(list(ins.pairs)))
+
+
+def handle_arg(ins: Arg, state: StageState, ctx: StageContext) -> StepResult:
+    """``ARG NAME[=default] ...``: only the expansion scope changes (StageScope did it).
+
+    ARG values never reach the image config's Env; BuildKit records no history
+    entry for ARG.
+    """
+    return StepResult(config=state.config, changed=NOTHING, created_by="")
+
+
+def handle_label(ins: Label, state: StageState, ctx: StageContext) -> StepResult:
+    """``LABEL key=value ...``: merged into the inherited labels, later values winning."""
+    return _meta(state.config.with_labels(dict(ins.pairs)))
+
+
+def handle_expose(ins: Expose, state: StageState, ctx: StageContext) -> StepResult:
+    """``EXPOSE 80 443/tcp 53/udp 8000-8002``: ports added to ExposedPorts."""
+    ports = dict(state.config.exposed_ports)
+    for port in ins.exposed_ports():
+        ports[port] = {}
+    return _meta(state.config.with_config(exposed_ports=dict(sorted(ports.items()))))
+
+
+def handle_user(ins: User, state: StageState, ctx: StageContext) -> StepResult:
+    """``USER name|uid[:group|gid]``: resolved when a RUN needs it, stored as written."""
+    return _meta(state.config.with_config(user=ins.user))
+
+
+def handle_volume(ins: Volume, state: StageState, ctx: StageContext) -> StepResult:
+    """``VOLUME ["/data"]`` or ``VOLUME /data /logs``."""
+    volumes = dict(state.config.volumes)
+    for path in ins.paths:
+        volumes[path] = {}
+    return _meta(state.config.with_config(volumes=volumes))
+
+
+def handle_cmd(ins: Cmd, state: StageState, ctx: StageContext) -> StepResult:
+    """``CMD ["exe", "arg"]`` or ``CMD command`` (shell form runs through SHELL)."""
+    return _meta(state.config.with_config(cmd=command_argv(ins.command, state.shell)))
+
+
+def handle_entrypoint(ins: Entrypoint, state: StageState, ctx: StageContext) -> StepResult:
+    """``ENTRYPOINT ["exe", "arg"]`` or ``ENTRYPOINT command``.
+
+    Dockerfile reference: when CMD comes from the base image, ENTRYPOINT resets
+    it; a CMD set earlier in this same stage is kept. The stage builder passes
+    that distinction in through ``state.cmd_set``.
+    """
+    config = state.config.with_config(entrypoint=command_argv(ins.command, state.shell))
+    if not state.cmd_set:
+        config = config.with_config(cmd=None)
+    return _meta(config)
+
+
+def handle_shell(ins: Shell, state: StageState, ctx: StageContext) -> StepResult:
+    """``SHELL ["executable", "param"]``: the shell later shell forms run through."""
+    return _meta(state.config.with_config(shell=list(ins.args)))
+
+
+def handle_stopsignal(ins: StopSignal, state: StageState, ctx: StageContext) -> StepResult:
+    """``STOPSIGNAL SIGTERM``."""
+    return _meta(state.config.with_config(stop_signal=ins.signal))
+
+
+def handle_healthcheck(ins: Healthcheck, state: StageState, ctx: StageContext) -> StepResult:
+    """``HEALTHCHECK [--interval=…] CMD …`` or ``HEALTHCHECK NONE`` (durations in ns)."""
+    check: dict[str, object] = {"Test": list(ins.test)}
+    for key, value in (("Interval", ins.interval), ("Timeout", ins.timeout),
+                       ("StartPeriod", ins.start_period),
+                       ("StartInterval", ins.start_interval), ("Retries", ins.retries)):
+        if value is not None:
+            check[key] = value
+    return _meta(state.config.with_config(healthcheck=check))
+
+
+def handle_onbuild(ins: Onbuild, state: StageState, ctx: StageContext) -> StepResult:
+    """``ONBUILD <instruction>``: recorded; it runs in stages built FROM this image."""
+    triggers = [*state.config.on_build, ins.expression]
+    return _meta(state.config.with_config(on_build=triggers))
+
+
+def handle_maintainer(ins: Maintainer, state: StageState, ctx: StageContext) -> StepResult:
+    """``MAINTAINER name`` (deprecated): sets the image's author."""
+    return _meta(state.config.with_metadata(author=ins.name))

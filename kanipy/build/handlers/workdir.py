@@ -1,0 +1,35 @@
+"""WORKDIR: set the working directory, creating it (and its parents) when missing."""
+
+from __future__ import annotations
+
+import posixpath
+from pathlib import PurePosixPath
+
+from kanipy.build.handlers.users import exec_user
+from kanipy.build.step import StageContext, StageState, StepResult
+from kanipy.errors import BuildError
+
+
+def handle_workdir(ins, state: StageState, ctx: StageContext) -> StepResult:  # type: ignore[no-untyped-def]
+    """``WORKDIR /path``: relative paths are against the previous WORKDIR.
+
+    BuildKit creates missing directories owned by the current USER (mode 0755);
+    a step that creates nothing adds no layer.
+    """
+    path = ins.path
+    if not posixpath.isabs(path):
+        path = posixpath.join(state.workdir, path)
+    path = posixpath.normpath(path)
+    if path.startswith("//"):
+        path = path[1:]
+    user = exec_user(ctx, state.user) if state.user else None
+    try:
+        created = ctx.rootfs.mkdirs(path, user.uid if user else 0, user.gid if user else 0)
+    except NotADirectoryError as exc:
+        raise BuildError(f"{ctx.plan.filename}:{ins.line}: WORKDIR {path}: {exc.strerror}") \
+            from None
+    return StepResult(
+        config=state.config.with_config(working_dir=path),
+        changed=frozenset(PurePosixPath(p) for p in created),
+        created_by=f"WORKDIR {path}",
+    )

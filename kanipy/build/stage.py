@@ -1,0 +1,227 @@
+"""The stage loop: base image, instructions in order, a layer per changing step.
+
+For each stage: unpack the base (an image, an earlier stage, or nothing) into
+a root directory, run the base image's ONBUILD triggers, then hand each
+expanded instruction to its handler. What the handler changed becomes a
+layer: RUN by diffing lstat snapshots of the whole tree, COPY/ADD/WORKDIR by
+archiving the paths they touched (DESIGN.md, decision 3).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from kanipy.build.handlers import HANDLERS
+from kanipy.build.progress import BuildReporter, StepInfo, StepSummary
+from kanipy.build.runner import SCAFFOLDING
+from kanipy.build.step import StageContext, StageState
+from kanipy.dockerfile import (
+    BuildPlan,
+    Cmd,
+    Instruction,
+    Stage,
+    StageScope,
+    parse_instructions,
+)
+from kanipy.errors import DockerfileError
+from kanipy.fs.layer import write_layer
+from kanipy.fs.rootfs import Rootfs
+from kanipy.fs.snapshot import Changes, Snapshot, changes_for_paths, diff, take_snapshot
+from kanipy.oci import mediatypes
+from kanipy.oci.blobstore import BlobStore
+from kanipy.oci.config import HistoryEntry, ImageConfig
+from kanipy.oci.descriptor import Descriptor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BuiltStage:
+    """A finished stage: its root on disk, its config and its layers (in the store)."""
+
+    index: int
+    root: Path
+    config: ImageConfig
+    layers: list[Descriptor]
+    image_format: str  # "oci" | "docker"
+    # Layer digest -> repository it was pulled from (for cross-repository mounts).
+    layer_sources: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+
+@dataclass
+class LayerPolicy:
+    """How new layers are written: compression, media types, time clamping."""
+
+    compression: str
+    level: int | None
+    mtime_clamp: int | None
+    created: str
+
+    def media_type(self, image_format: str) -> str:
+        return mediatypes.layer_media_type(image_format, self.compression)
+
+
+def _under(path: str, roots: frozenset[str]) -> bool:
+    while path:
+        if path in roots:
+            return True
+        path = path.rpartition("/")[0]
+    return False
+
+
+def _without(snapshot: Snapshot, excluded: frozenset[str]) -> Snapshot:
+    if not excluded:
+        return snapshot
+    kept = {p: r for p, r in snapshot.records.items() if not _under(p, excluded)}
+    return Snapshot(snapshot.root, kept)
+
+
+class StageBuilder:
+    """Runs one stage's instructions on a root that already holds its base."""
+
+    def __init__(
+        self,
+        *,
+        plan: BuildPlan,
+        stage: Stage,
+        number: int,
+        count: int,
+        base: BuiltStage,
+        ctx_factory: Callable[[StageScope, Rootfs, Callable[[bytes], None]], StageContext],
+        store: BlobStore,
+        policy: LayerPolicy,
+        reporter: BuildReporter,
+        single_snapshot: bool,
+    ) -> None:
+        self.plan = plan
+        self.stage = stage
+        self.number = number
+        self.count = count
+        self.base = base
+        self.ctx_factory = ctx_factory
+        self.store = store
+        self.policy = policy
+        self.reporter = reporter
+        self.single_snapshot = single_snapshot
+        self.summaries: list[StepSummary] = []
+
+    def build(self) -> BuiltStage:
+        base = self.base
+        rootfs = Rootfs(base.root)
+        config = base.config
+        instructions: list[Instruction] = list(self.stage.instructions)
+        triggers = config.on_build
+        if triggers:
+            # Docker runs the base image's ONBUILD triggers first, then clears
+            # them from the new image.
+            instructions = parse_instructions(
+                triggers, self.plan.filename, escape=self.plan.escape,
+                line=self.stage.from_instruction.line,
+            ) + instructions
+            config = config.with_config(on_build=None)
+        scope = StageScope(self.plan, self.stage, list(config.env))
+        state = StageState(config=config)
+        layers = list(base.layers)
+        step_info: StepInfo | None = None
+
+        def on_output(line: bytes) -> None:
+            if step_info is not None:
+                self.reporter.step_output(step_info, line)
+
+        ctx = self.ctx_factory(scope, rootfs, on_output)
+        scaffolding = frozenset(SCAFFOLDING)
+        snapshot: Snapshot | None = None
+        first_snapshot: Snapshot | None = None
+        if self.single_snapshot:
+            first_snapshot = take_snapshot(rootfs.path, scaffolding)
+
+        for number, ins in enumerate(instructions, start=1):
+            resolved = scope.resolve(ins)
+            step_info = StepInfo(self.number, self.count, self.stage.name, number,
+                                 len(instructions), resolved.render().split("\n")[0],
+                                 resolved.line)
+            self.reporter.step_started(step_info)
+            started = time.monotonic()
+            handler = HANDLERS.get(type(resolved))
+            if handler is None:
+                raise DockerfileError(f"{resolved.keyword} cannot be used here",
+                                      resolved.line, self.plan.filename)
+            is_tree_step = resolved.keyword == "RUN"
+            if is_tree_step and snapshot is None and not self.single_snapshot:
+                snapshot = take_snapshot(rootfs.path, scaffolding)
+            result = handler(resolved, state, ctx)
+            changes = Changes()
+            if self.single_snapshot:
+                pass
+            elif result.changed is None:
+                excluded = scaffolding | frozenset(str(p) for p in ctx.runner.excluded_paths)
+                after = take_snapshot(rootfs.path, excluded)
+                assert snapshot is not None
+                changes = diff(_without(snapshot, excluded), after)
+                snapshot = after
+            elif result.changed:
+                changes = changes_for_paths(rootfs.path, sorted(result.changed), scaffolding)
+                snapshot = None  # stale: retaken before the next RUN
+
+            new_config = result.config
+            created_by = resolved.render() if result.created_by is None else result.created_by
+            entry = HistoryEntry(created=self.policy.created, created_by=created_by)
+            layer_size: int | None = None
+            if not changes.is_empty:
+                blob = write_layer(
+                    rootfs.path, changes, self.store,
+                    compression=self.policy.compression, level=self.policy.level,
+                    media_type=self.policy.media_type(base.image_format),
+                    mtime_clamp=self.policy.mtime_clamp,
+                )
+                if blob is not None:
+                    layers.append(blob.descriptor)
+                    new_config = new_config.with_layer(blob.diff_id, entry)
+                    layer_size = blob.descriptor.size
+            if layer_size is None and created_by:
+                new_config = new_config.with_history(entry)
+            state = dataclasses.replace(
+                state, config=new_config, cmd_set=state.cmd_set or isinstance(resolved, Cmd))
+            summary = StepSummary(step_info, time.monotonic() - started, layer_size)
+            self.summaries.append(summary)
+            self.reporter.step_finished(summary)
+            step_info = None
+
+        config = state.config
+        if self.single_snapshot and first_snapshot is not None:
+            changes = diff(first_snapshot, take_snapshot(rootfs.path, scaffolding))
+            blob = write_layer(
+                rootfs.path, changes, self.store, compression=self.policy.compression,
+                level=self.policy.level, media_type=self.policy.media_type(base.image_format),
+                mtime_clamp=self.policy.mtime_clamp,
+            )
+            if blob is not None:
+                layers.append(blob.descriptor)
+                config = _single_layer_history(config, len(base.config.history),
+                                               blob.diff_id, self.policy.created)
+        return BuiltStage(self.stage.index, rootfs.path, config, layers, base.image_format,
+                          dict(base.layer_sources))
+
+
+def _single_layer_history(config: ImageConfig, base_entries: int, diff_id, created: str
+                          ) -> ImageConfig:  # type: ignore[no-untyped-def]
+    """--single-snapshot: the stage's steps share one layer, recorded on the last entry."""
+    doc = config.to_json()
+    history = doc.get("history") or []
+    own = history[base_entries:]
+    if own:
+        own[-1].pop("empty_layer", None)
+    else:
+        own.append({"created": created, "created_by": "kanipy single snapshot"})
+    doc["history"] = history[:base_entries] + own
+    rootfs = doc.setdefault("rootfs", {"type": "layers", "diff_ids": []})
+    rootfs["diff_ids"] = [*rootfs.get("diff_ids", []), str(diff_id)]
+    return ImageConfig(doc)
+
+
+__all__ = ["BuiltStage", "LayerPolicy", "PurePosixPath", "StageBuilder"]
