@@ -1,0 +1,102 @@
+"""End-to-end helpers: run ``kanipy build`` for real and read the result with other tools.
+
+Builds run kanipy as a subprocess (``python -m kanipy``), exactly as a CI step
+would, and the images are read back with skopeo and umoci, never with kanipy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.tools import require_root, require_tool
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class BuildRun:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def check(self) -> BuildRun:
+        assert self.returncode == 0, f"kanipy failed ({self.returncode}):\n{self.stderr}"
+        return self
+
+
+def kanipy(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+           timeout: float = 300, stdin: bytes | None = None) -> BuildRun:
+    """Run ``kanipy ARGS`` in a child process; never raises on a non-zero exit."""
+    full_env = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
+    proc = subprocess.run(
+        [sys.executable, "-m", "kanipy", *args], capture_output=True, env=full_env,
+        cwd=cwd, timeout=timeout, input=stdin,
+    )
+    return BuildRun(proc.returncode, proc.stdout.decode(errors="replace"),
+                    proc.stderr.decode(errors="replace"))
+
+
+def build(context: Path, *args: str, dockerfile: str | None = None,
+          env: dict[str, str] | None = None) -> BuildRun:
+    """``kanipy build -c CONTEXT [-f DOCKERFILE] ARGS`` as root, checked tools present."""
+    require_root()
+    cmd = ["build", "--context", str(context)]
+    if dockerfile is not None:
+        cmd += ["--dockerfile", dockerfile]
+    return kanipy(*cmd, *args, env=env)
+
+
+def write_tree(root: Path, files: dict[str, str | bytes]) -> Path:
+    """Create files (parents included) under ``root``; returns ``root``."""
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+    return root
+
+
+def run_tool(argv: list[str]) -> str:
+    """Run an independent tool; a failure shows its stderr in the test report."""
+    proc = subprocess.run(argv, capture_output=True, text=True)
+    assert proc.returncode == 0, f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr}"
+    return proc.stdout
+
+
+def skopeo_config(ref: str) -> dict:
+    """The image config as ``skopeo inspect --config`` reads it from the registry."""
+    require_tool("skopeo")
+    return json.loads(run_tool(
+        ["skopeo", "inspect", "--tls-verify=false", "--config", f"docker://{ref}"]))
+
+
+def skopeo_manifest(ref: str) -> dict:
+    require_tool("skopeo")
+    return json.loads(run_tool(
+        ["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{ref}"]))
+
+
+def unpack_image(ref: str, workdir: Path) -> Path:
+    """Copy ``ref`` into an OCI layout with skopeo and unpack it with umoci; the rootfs."""
+    require_tool("skopeo")
+    require_tool("umoci")
+    workdir.mkdir(parents=True, exist_ok=True)
+    layout = workdir / "layout"
+    bundle = workdir / "bundle"
+    run_tool(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{ref}",
+              f"oci:{layout}:image"])
+    run_tool(["umoci", "unpack", "--image", f"{layout}:image", str(bundle)])
+    return bundle / "rootfs"
+
+
+def lstat_info(path: Path) -> tuple[str, int, int]:
+    """``(octal mode, uid, gid)`` of ``path`` without following a final symlink."""
+    st = os.lstat(path)
+    return (oct(st.st_mode & 0o7777), st.st_uid, st.st_gid)
