@@ -230,9 +230,12 @@ class Build:
             if stage is None:
                 raise
             raise DockerfileError(f"FROM {text}: {exc}", stage.from_instruction.line) from None
-        pulled = self.client.pull_image(ref, platform, store, on_progress=self._progress("pull"))
+        rootfs = Rootfs(root)
+        # Each layer is unpacked as soon as it has arrived, while later ones download.
+        pulled = self.client.pull_image(
+            ref, platform, store, on_progress=self._progress("pull"),
+            on_layer=lambda desc: self._unpack(rootfs, [desc], store))
         config = ImageConfig.parse(pulled.config_raw)
-        self._unpack(Rootfs(root), pulled.layers, store)
         image_format = "docker" if pulled.manifest_media_type == mediatypes.DOCKER_MANIFEST \
             else "oci"
         sources = {str(d.digest): (pulled.source.registry, pulled.source.repository)

@@ -239,9 +239,13 @@ class RegistryClient:
 
     # -- pull and push (see pull.py, push.py) --------------------------------
     def pull_image(self, ref: Reference, platform: Platform | None, store: BlobStore,
-                   on_progress: ProgressCallback | None = None) -> pull.PulledImage:
-        """Pull ``ref`` for ``platform`` (linux/amd64 by default) with every blob into ``store``."""
-        return pull.pull_image(self, ref, platform or Platform(), store, on_progress)
+                   on_progress: ProgressCallback | None = None,
+                   on_layer: pull.LayerCallback | None = None) -> pull.PulledImage:
+        """Pull ``ref`` for ``platform`` (linux/amd64 by default) with every blob into ``store``.
+
+        ``on_layer`` sees each layer, in order, as soon as it is stored (see pull.pull_image).
+        """
+        return pull.pull_image(self, ref, platform or Platform(), store, on_progress, on_layer)
 
     def push_image(
         self, ref: Reference, manifest_raw: bytes, manifest_media_type: str,

@@ -10,6 +10,7 @@ manifest and config bytes are kept exactly as received.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from kanipy.registry.client import Manifest, RegistryClient
 
 log = logging.getLogger(__name__)
+
+LayerCallback = Callable[[Descriptor], None]
 
 
 @dataclass(frozen=True)
@@ -49,14 +52,20 @@ class PulledImage:
 
 
 def pull_image(client: RegistryClient, ref: Reference, platform: Platform, store: BlobStore,
-               on_progress: ProgressCallback | None = None) -> PulledImage:
-    """Pull ``ref`` for ``platform`` into ``store``, trying Docker Hub mirrors first."""
+               on_progress: ProgressCallback | None = None,
+               on_layer: LayerCallback | None = None) -> PulledImage:
+    """Pull ``ref`` for ``platform`` into ``store``, trying Docker Hub mirrors first.
+
+    ``on_layer`` is called with each layer's descriptor, in image order, as soon
+    as that layer (and every one before it) is in the store, while later layers
+    still download: the build unpacks layer N while N+1 arrives.
+    """
     sources = [ref]
     if ref.registry == DOCKER_HUB:
         sources = [replace(ref, registry=registry_of(m)) for m in client.options.mirrors] + [ref]
     for i, source in enumerate(sources):
         try:
-            pulled = _pull_from(client, source, platform, store, on_progress)
+            pulled = _pull_from(client, source, platform, store, on_progress, on_layer)
         except (RegistryError, IntegrityError) as exc:
             if i == len(sources) - 1 or isinstance(exc, IntegrityError):
                 raise
@@ -69,7 +78,8 @@ def pull_image(client: RegistryClient, ref: Reference, platform: Platform, store
 
 
 def _pull_from(client: RegistryClient, ref: Reference, platform: Platform, store: BlobStore,
-               on_progress: ProgressCallback | None) -> PulledImage:
+               on_progress: ProgressCallback | None,
+               on_layer: LayerCallback | None = None) -> PulledImage:
     top = client.get_manifest(ref)
     index_digest: Digest | None = None
     manifest = top
@@ -93,8 +103,10 @@ def _pull_from(client: RegistryClient, ref: Reference, platform: Platform, store
         futures = [pool.submit(client.fetch_blob, ref, d, store, on_progress)
                    for d in descriptors]
         try:
-            for future in futures:
+            for i, future in enumerate(futures):
                 future.result()
+                if i > 0 and on_layer is not None:
+                    on_layer(descriptors[i])
         except BaseException:
             for future in futures:
                 future.cancel()

@@ -196,3 +196,22 @@ def test_docker_hub_mirrors_are_tried_in_order(
     pulled = client.pull_image(Reference.parse("kanipy-test/busybox:oci"), None, store)
     assert pulled.source.registry == registry.host
     assert str(pulled.reference).startswith("docker.io/kanipy-test/busybox:oci@sha256:")
+
+
+def test_layers_are_handed_on_in_order_as_they_arrive(
+    registry: Registry, client: RegistryClient, store: BlobStore, tmp_path: Path
+) -> None:
+    image = random_image(store, [300_000, 1000, 50_000, 10])
+    ref = Reference.parse(registry.ref("ordered/app:v1"))
+    client.push_image(ref, image.manifest_raw, image.media_type, image.blobs, store)
+
+    other = BlobStore(tmp_path / "other")
+    seen: list[Digest] = []
+
+    def on_layer(desc) -> None:  # type: ignore[no-untyped-def]
+        # Each layer is complete and verified in the store when it is handed on.
+        assert other.read_bytes(desc.digest) == store.read_bytes(desc.digest)
+        seen.append(desc.digest)
+
+    client.pull_image(ref, None, other, on_layer=on_layer)
+    assert seen == [layer.digest for layer in image.layers]
