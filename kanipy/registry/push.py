@@ -128,7 +128,7 @@ def put_manifest(client: RegistryClient, ref: Reference, raw: bytes, media_type:
     if header and header.strip() != str(digest):
         raise IntegrityError(f"push to {ref.name}: the registry stored the manifest as "
                              f"{header.strip()}, but its bytes hash to {digest}")
-    log.info("pushed %s@%s", ref.name, digest)
+    log.debug("pushed %s@%s", ref.name, digest)
     return digest
 
 
