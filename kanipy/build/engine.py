@@ -142,7 +142,8 @@ class Build:
     def _run(self, destinations: list[Reference], build_dir: Path) -> BuildResult:
         options = self.options
         context, dockerfile_path = open_context(
-            options.context, build_dir, options.dockerfile, options.context_sub_path)
+            options.context, build_dir, options.dockerfile, options.context_sub_path,
+            env=options.env)
         text = _read_dockerfile(dockerfile_path)
         build_args = {}
         for key, value in options.build_args:
