@@ -86,6 +86,22 @@ def _source_date_epoch(options: BuildOptions) -> int | None:
             from None
 
 
+def _compression_level(options: BuildOptions) -> int | None:
+    """``--compression-level``, checked against what the compressor accepts.
+
+    gzip (zlib) takes 1-9 (Kaniko passes 0-9 to Go's gzip; 0, "store", makes
+    no sense for layers), zstd 1-22. None leaves the pinned default.
+    """
+    level = options.compression_level
+    if level is None:
+        return None
+    top = 9 if options.compression == "gzip" else 22
+    if not 1 <= level <= top:
+        raise UsageError(f"--compression-level {level}: {options.compression} levels "
+                         f"are 1 to {top}")
+    return level
+
+
 def _rfc3339(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
@@ -170,7 +186,7 @@ class Build:
         epoch = _source_date_epoch(options)
         policy = LayerPolicy(
             compression=options.compression,
-            level=options.compression_level,
+            level=_compression_level(options),
             mtime_clamp=epoch,
             created=_rfc3339(epoch if epoch is not None else time.time()),
         )

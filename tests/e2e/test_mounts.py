@@ -162,3 +162,27 @@ def test_bind_and_tmpfs_mounts(tmp_path: Path, registry: Registry,
     for gone in ("mnt", "work/mnt", "tool", "scratch"):
         assert not (rootfs / gone).exists(), gone
     assert (context / "src/main.txt").read_text() == "from the context\n"
+
+
+def test_cache_sharing_private_gets_its_own_instance(tmp_path: Path,
+                                                     base_images: BaseImages) -> None:
+    """Two holders at once: ``shared`` see one directory, ``private`` a second instance."""
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": (
+        f"FROM {base_images.oci}\n"
+        "RUN --mount=type=cache,id=c,target=/a --mount=type=cache,id=c,target=/b "
+        "echo shared > /a/f && cat /b/f > /shared-seen\n"
+        "RUN --mount=type=cache,id=c,target=/a "
+        "--mount=type=cache,id=c,target=/b,sharing=private "
+        "(cat /b/f 2>/dev/null || echo empty) > /private-seen\n"
+    )})
+    layout = tmp_path / "layout"
+    build(context, "--no-push", "--kanipy-dir", str(tmp_path / "work"),
+          "--oci-layout-path", str(layout), "--image-format", "oci").check()
+    require_tool("umoci")
+    run_tool(["umoci", "unpack", "--image", f"{layout}:latest", str(tmp_path / "bundle")])
+    rootfs = tmp_path / "bundle/rootfs"
+    assert (rootfs / "shared-seen").read_text() == "shared\n"
+    assert (rootfs / "private-seen").read_text() == "empty\n"
+    # No --cache-dir: the caches live under --kanipy-dir.
+    caches = [p for p in (tmp_path / "work/run-cache").glob("c-*") if p.is_dir()]
+    assert len(caches) == 2

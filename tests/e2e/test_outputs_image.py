@@ -136,3 +136,10 @@ def test_registry_mirror_serves_docker_hub_names(tmp_path: Path, registry: Regis
                    "--registry-mirror", registry.host, "--push-retry", "0").check()
     assert "127.0.0.1:9" in result.stderr
     assert skopeo_manifest(dest)["layers"][0] == skopeo_manifest(base_images.oci)["layers"][0]
+
+
+def test_compression_level_out_of_range_is_a_usage_error(tmp_path: Path) -> None:
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": "FROM scratch\nCOPY f /f\n", "f": "x"})
+    result = build(context, "--no-push", "--compression-level", "15")
+    assert result.returncode == 2
+    assert "gzip levels are 1 to 9" in result.stderr
