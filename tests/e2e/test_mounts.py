@@ -145,11 +145,15 @@ def test_bind_and_tmpfs_mounts(tmp_path: Path, registry: Registry,
             "echo changed > /work/mnt/main.txt && cat /work/mnt/main.txt > /bind-rw\n"
             "RUN --mount=type=bind,from=tools,source=/opt/tool,target=/tool "
             "cat /tool/VERSION > /from-stage\n"
+            # .dockerignore'd files are not in the context a bind mount shows.
+            "RUN --mount=type=bind,target=/ctx ls /ctx/src > /ctx-listing\n"
             "RUN --mount=type=tmpfs,target=/scratch "
             "echo temp > /scratch/t && grep -q ' /scratch tmpfs' /proc/mounts && "
             "echo tmpfs > /tmpfs-seen\n"
         ),
         "src/main.txt": "from the context\n",
+        "src/debug.log": "ignored\n",
+        ".dockerignore": "**/*.log\n",
     })
     dest = registry.ref("mounts/bind:1")
     build(context, "-d", dest).check()
@@ -158,6 +162,7 @@ def test_bind_and_tmpfs_mounts(tmp_path: Path, registry: Registry,
     assert (rootfs / "bind-ro").read_text() == "readonly\n"
     assert (rootfs / "bind-rw").read_text() == "changed\n"
     assert (rootfs / "from-stage").read_text() == "v2\n"
+    assert (rootfs / "ctx-listing").read_text() == "main.txt\n"
     assert (rootfs / "tmpfs-seen").read_text() == "tmpfs\n"
     for gone in ("mnt", "work/mnt", "tool", "scratch"):
         assert not (rootfs / gone).exists(), gone

@@ -17,6 +17,7 @@ import posixpath
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -148,6 +149,17 @@ def _bind_mount(m: Mount, ins: Run, ctx: StageContext, scratch: Path, workdir: s
         raise BuildError(f"{ctx.plan.filename}:{ins.line}: RUN --mount=type=bind: "
                          f"source {m.source or '/'} not found")
     target = _abs(m.target, ins, ctx, workdir)
+    if m.from_ is None and ctx.context.ignore.patterns:
+        # BuildKit mounts the context as sent, so .dockerignore'd files are absent.
+        context_root = ctx.context.root.resolve()
+        rel_source = source.relative_to(context_root).as_posix()
+        if ctx.context.excluded(rel_source):
+            raise BuildError(f"{ctx.plan.filename}:{ins.line}: RUN --mount=type=bind: "
+                             f"source {m.source} is excluded by .dockerignore")
+        if source.is_dir() and _has_excluded(source, context_root, ctx):
+            copy = Path(tempfile.mkdtemp(prefix="bind-", dir=scratch)) / "data"
+            shutil.copytree(source, copy, symlinks=True, ignore=_ignore_for(context_root, ctx))
+            return RunnerMount(target=target, type="bind", source=copy, readonly=m.readonly)
     if m.readonly:
         return RunnerMount(target=target, type="bind", source=source, readonly=True)
     copy = Path(tempfile.mkdtemp(prefix="bind-rw-", dir=scratch)) / "data"
@@ -156,6 +168,27 @@ def _bind_mount(m: Mount, ins: Run, ctx: StageContext, scratch: Path, workdir: s
     else:
         shutil.copy2(source, copy)
     return RunnerMount(target=target, type="bind", source=copy)
+
+
+def _has_excluded(directory: Path, context_root: Path, ctx: StageContext) -> bool:
+    for dirpath, dirnames, filenames in os.walk(directory):
+        for name in dirnames + filenames:
+            rel = (Path(dirpath) / name).relative_to(context_root).as_posix()
+            if ctx.context.excluded(rel):
+                return True
+    return False
+
+
+def _ignore_for(context_root: Path, ctx: StageContext) -> Callable[[str, list[str]], set[str]]:
+    # With "!" exceptions an excluded directory may hold re-included files, so
+    # directories are then walked, not pruned.
+    keep_dirs = ctx.context.ignore.has_exceptions
+
+    def ignored(dirpath: str, names: list[str]) -> set[str]:
+        base = Path(dirpath).relative_to(context_root)
+        return {n for n in names if ctx.context.excluded((base / n).as_posix())
+                and not (keep_dirs and (Path(dirpath) / n).is_dir())}
+    return ignored
 
 
 def run_cache_root(ctx: StageContext) -> Path:
