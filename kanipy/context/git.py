@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from kanipy.errors import UsageError
+from kanipy.context.errors import ContextError
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +37,6 @@ _CREDENTIAL_HELPER = (
     "!f() { test \"$1\" = get || exit 0; echo username=\"$GIT_USERNAME\"; "
     "echo password=\"$GIT_PASSWORD\"; }; f"
 )
-
-
-class ContextError(UsageError):
-    """A build context that cannot be read: malformed, unreachable or missing."""
 
 
 @dataclass(frozen=True)
