@@ -35,11 +35,14 @@ from kanipy.oci.blobstore import BlobStore
 from kanipy.oci.config import ImageConfig, new_config
 from kanipy.oci.descriptor import Descriptor, Platform
 from kanipy.oci.image import StoredImage, store_image
-from kanipy.reference import Reference
+from kanipy.reference import DOCKER_HUB, Reference
 from kanipy.registry import RegistryClient, RegistryOptions
 from kanipy.registry.progress import ProgressEvent
 
 log = logging.getLogger(__name__)
+
+# Kaniko's name for the image of a --no-push build without --destination.
+UNSET_DESTINATION = "docker.io/unset-repo/unset-image-name:latest"
 
 
 @dataclass
@@ -81,6 +84,22 @@ def _source_date_epoch(options: BuildOptions) -> int | None:
     except ValueError:
         raise UsageError(f"SOURCE_DATE_EPOCH={value!r} is not a whole number of seconds") \
             from None
+
+
+def _compression_level(options: BuildOptions) -> int | None:
+    """``--compression-level``, checked against what the compressor accepts.
+
+    gzip (zlib) takes 1-9 (Kaniko passes 0-9 to Go's gzip; 0, "store", makes
+    no sense for layers), zstd 1-22. None leaves the pinned default.
+    """
+    level = options.compression_level
+    if level is None:
+        return None
+    top = 9 if options.compression == "gzip" else 22
+    if not 1 <= level <= top:
+        raise UsageError(f"--compression-level {level}: {options.compression} levels "
+                         f"are 1 to {top}")
+    return level
 
 
 def _rfc3339(seconds: float) -> str:
@@ -139,7 +158,8 @@ class Build:
     def _run(self, destinations: list[Reference], build_dir: Path) -> BuildResult:
         options = self.options
         context, dockerfile_path = open_context(
-            options.context, build_dir, options.dockerfile, options.context_sub_path)
+            options.context, build_dir, options.dockerfile, options.context_sub_path,
+            env=options.env)
         text = _read_dockerfile(dockerfile_path)
         build_args = {}
         for key, value in options.build_args:
@@ -166,7 +186,7 @@ class Build:
         epoch = _source_date_epoch(options)
         policy = LayerPolicy(
             compression=options.compression,
-            level=options.compression_level,
+            level=_compression_level(options),
             mtime_clamp=epoch,
             created=_rfc3339(epoch if epoch is not None else time.time()),
         )
@@ -296,22 +316,34 @@ class Build:
                 self.reporter.pushed(str(ref), str(pushed))
                 result.pushed.append(f"{ref.name}@{pushed}")
                 result.stdout_lines.append(f"{ref.name}@{pushed}")
+        # Kaniko names an image built with --no-push and no destination this way,
+        # so its --tar-path archive still loads under a name.
+        named = destinations or [Reference.parse(UNSET_DESTINATION)]
         if options.tar_path:
             from kanipy.oci.dockerarchive import write_docker_archive
-            tags = [str(r) for r in destinations if r.tag] or []
-            write_docker_archive(options.tar_path, image, tags)
+            options.tar_path.parent.mkdir(parents=True, exist_ok=True)
+            write_docker_archive(options.tar_path, image,
+                                 [f"{r.name}:{r.tag or 'latest'}" for r in named])
         if options.oci_layout_path:
             from kanipy.oci.layout import write_layout
+            # The image goes in as built, Docker media types included (Kaniko's
+            # layout.AppendImage does the same), so the layout, the registry and
+            # the digest file agree on one digest. skopeo and umoci read only OCI
+            # manifests from a layout: --image-format oci gives them one.
             tags = [r.tag for r in destinations if r.tag] or ["latest"]
-            write_layout(options.oci_layout_path, image, tags)
+            write_layout(options.oci_layout_path, image, tags, oci_media_types=False)
+        # The formats of Kaniko's pkg/executor/push.go, which Tekton Tasks turn into
+        # results: the digest alone with no newline; one line per destination,
+        # NAME@DIGEST or NAME:TAG@DIGEST (a destination without a tag is :latest).
         if options.digest_file:
             _write_text(options.digest_file, str(digest))
         if options.image_name_with_digest_file:
             _write_text(options.image_name_with_digest_file,
-                        "".join(f"{r.name}@{digest}\n" for r in destinations))
+                        "".join(f"{_kaniko_name(r)}@{digest}\n" for r in destinations))
         if options.image_name_tag_with_digest_file:
             _write_text(options.image_name_tag_with_digest_file,
-                        "".join(f"{r.name}:{r.tag or 'latest'}@{digest}\n" for r in destinations))
+                        "".join(f"{_kaniko_name(r)}:{r.tag or 'latest'}@{digest}\n"
+                                for r in destinations))
         if options.no_push and not result.stdout_lines:
             result.stdout_lines.append(str(digest))
 
@@ -324,6 +356,17 @@ def _layer_for_format(desc: Descriptor, image_format: str) -> Descriptor:
                            mediatypes.OCI_LAYER_NONDIST_GZIP) or wanted == desc.media_type:
         return desc
     return Descriptor(wanted, desc.digest, desc.size, desc.annotations, desc.platform, desc.urls)
+
+
+def _kaniko_name(ref: Reference) -> str:
+    """``registry/repository`` as Kaniko writes it: Docker Hub as ``index.docker.io``.
+
+    Kaniko prints go-containerregistry's ``Repository.Name()``, which spells
+    Docker Hub ``index.docker.io``; scripts that compare against it expect that.
+    """
+    if ref.registry == DOCKER_HUB:
+        return f"index.docker.io/{ref.repository}"
+    return ref.name
 
 
 def _write_text(path: Path, text: str) -> None:

@@ -1,8 +1,9 @@
 """The build context: where COPY and ADD read from, with .dockerignore applied.
 
 Every source is made into a local directory first (a directory is used in
-place; a tarball, on disk or on stdin, is extracted into the work dir), so the
-instruction handlers only ever read a directory.
+place; a tarball on disk, on stdin or at a URL is extracted into the work dir;
+a git repository is checked out there), so the instruction handlers only ever
+read a directory.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ import logging
 import os
 import sys
 import tarfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from kanipy.context.errors import ContextError
+from kanipy.context.git import checkout, is_git_source, parse_git_source
+from kanipy.context.remote import download, shown_url
 from kanipy.dockerfile.ignore import DockerIgnore, load_ignore
-from kanipy.errors import UsageError
 
 log = logging.getLogger(__name__)
 
@@ -39,46 +43,77 @@ class BuildContext:
 
 def open_context(
     source: str, workdir: Path, dockerfile: str, sub_path: str | None = None,
-    stdin: BinaryIO | None = None,
+    stdin: BinaryIO | None = None, env: Mapping[str, str] | None = None,
 ) -> tuple[BuildContext, Path]:
     """The context for ``source`` and the host path of the Dockerfile.
 
-    ``source`` is a directory, a ``.tar``/``.tar.gz`` file, or ``tar://-`` for a
-    tarball on stdin (the other forms arrive with their issue). ``dockerfile``
-    is absolute, or relative to the context (as Kaniko resolves it), falling
-    back to the working directory.
+    ``source`` is one of (Kaniko's and BuildKit's spellings):
+
+    * a directory, or ``dir://DIR``;
+    * a tarball (plain, gzip, bzip2, xz; recognised by content, not name), or
+      ``tar://FILE``; ``tar://-`` reads it from stdin;
+    * a git repository: ``git://…``, ``git@HOST:…``, ``https://….git[#REF[:SUBDIR]]``
+      (see ``kanipy.context.git``);
+    * ``https://`` or ``http://`` URL of a tarball.
+
+    ``sub_path`` (``--context-sub-path``) narrows any of them to a directory
+    inside. ``dockerfile`` is absolute, or relative to the context (as Kaniko
+    resolves it), falling back to the working directory. Remote and tarball
+    sources are unpacked under ``workdir``; a directory is used in place.
     """
-    if source == "tar://-" or source.startswith("tar://"):
-        path = source[len("tar://"):]
-        root = workdir / "context"
-        if path == "-":
-            _extract_tar(stdin or sys.stdin.buffer, root, "stdin")
-        else:
-            with open(path, "rb") as fh:
-                _extract_tar(fh, root, path)
-    elif source.startswith("dir://"):
-        root = Path(source[len("dir://"):])
-    elif os.path.isfile(source) and _looks_like_tar(source):
-        root = workdir / "context"
-        with open(source, "rb") as fh:
-            _extract_tar(fh, root, source)
-    elif "://" in source or source.startswith("git@"):
-        raise UsageError(
-            f"--context {source!r}: remote contexts (git, https) are not supported yet; "
-            "check the repository out first and pass its directory"
-        )
-    else:
-        root = Path(source)
+    env = os.environ if env is None else env
+    root = _materialize(source, workdir, stdin, env)
     if not root.is_dir():
-        raise UsageError(f"--context {source!r}: no such directory")
+        raise ContextError(f"--context {source!r}: no such directory")
     root = root.resolve()
     if sub_path:
         sub = (root / sub_path).resolve()
         if not sub.is_relative_to(root) or not sub.is_dir():
-            raise UsageError(f"--context-sub-path {sub_path!r}: not a directory inside the context")
+            raise ContextError(
+                f"--context-sub-path {sub_path!r}: not a directory inside the context")
         root = sub
     dockerfile_path = _find_dockerfile(dockerfile, root)
+    log.debug("context %s, Dockerfile %s", root, dockerfile_path)
     return BuildContext(root, load_ignore(root, dockerfile_path)), dockerfile_path
+
+
+def _materialize(source: str, workdir: Path, stdin: BinaryIO | None,
+                 env: Mapping[str, str]) -> Path:
+    """A local directory holding the context ``source`` names."""
+    unpacked = workdir / "context"
+    if source.startswith("tar://"):
+        path = source[len("tar://"):]
+        if path == "-":
+            _extract_tar(stdin or sys.stdin.buffer, unpacked, "stdin (tar://-)")
+        else:
+            try:
+                with open(path, "rb") as fh:
+                    _extract_tar(fh, unpacked, path)
+            except OSError as exc:
+                raise ContextError(f"--context {source!r}: {exc.strerror}") from None
+        return unpacked
+    if source.startswith("dir://"):
+        return Path(source[len("dir://"):])
+    if is_git_source(source):
+        spec = parse_git_source(source, env)
+        return checkout(spec, unpacked, env)
+    if source.startswith(("https://", "http://")):
+        archive = download(source, workdir / "context-download")
+        with open(archive, "rb") as fh:
+            _extract_tar(fh, unpacked, shown_url(source))
+        archive.unlink()
+        return unpacked
+    scheme = source.partition("://")[0]
+    if "://" in source:
+        raise ContextError(
+            f"--context {source!r}: {scheme}:// contexts are not supported; use a "
+            "directory, a tarball (file, tar://-, https://) or a git repository"
+        )
+    if os.path.isfile(source):
+        with open(source, "rb") as fh:
+            _extract_tar(fh, unpacked, source)
+        return unpacked
+    return Path(source)
 
 
 def _find_dockerfile(dockerfile: str, root: Path) -> Path:
@@ -90,14 +125,10 @@ def _find_dockerfile(dockerfile: str, root: Path) -> Path:
     for path in tried:
         if path.is_file():
             return path
-    raise UsageError(
+    raise ContextError(
         f"Dockerfile {dockerfile!r} not found (looked at {', '.join(str(p) for p in tried)}); "
         "pass --dockerfile with a path absolute or relative to the context"
     )
-
-
-def _looks_like_tar(path: str) -> bool:
-    return path.endswith((".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar.zst"))
 
 
 def _extract_tar(stream: BinaryIO, root: Path, what: str) -> None:
@@ -107,4 +138,7 @@ def _extract_tar(stream: BinaryIO, root: Path, what: str) -> None:
         with tarfile.open(fileobj=stream, mode="r|*") as tar:
             tar.extractall(root, filter="data")
     except (tarfile.TarError, OSError) as exc:
-        raise UsageError(f"--context {what}: cannot extract the tarball: {exc}") from exc
+        raise ContextError(f"--context {what}: not a readable tarball: {exc}") from None
+
+
+__all__ = ["BuildContext", "ContextError", "open_context"]

@@ -9,11 +9,17 @@ with the step's line and status.
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import logging
 import os
+import posixpath
+import re
 import shutil
 import tempfile
-from pathlib import Path, PurePosixPath
+from collections.abc import Callable
+from contextlib import ExitStack
+from pathlib import Path
 
 from kanipy.build.handlers.users import exec_user
 from kanipy.build.runner import Mount as RunnerMount
@@ -21,6 +27,7 @@ from kanipy.build.runner import RunSpec
 from kanipy.build.step import StageContext, StageState, StepResult
 from kanipy.dockerfile import Mount, Run
 from kanipy.errors import BuildError, DockerfileError
+from kanipy.fs.rootfs import Rootfs
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +53,12 @@ def handle_run(ins: Run, state: StageState, ctx: StageContext) -> StepResult:
         env[key] = value
 
     scratch = Path(tempfile.mkdtemp(prefix="step-", dir=ctx.scratch_dir))
+    held = ExitStack()  # cache mount locks, released when the step ends
     try:
         mounts: list[RunnerMount] = []
         argv = _argv(ins, state, scratch, mounts)
         for m in ins.mounts:
-            mount = _mount(m, ins, ctx, scratch, user.uid, user.gid, env)
+            mount = _mount(m, ins, ctx, scratch, user.uid, user.gid, env, held, workdir)
             if mount is not None:
                 mounts.append(mount)
         spec = RunSpec(
@@ -66,6 +74,7 @@ def handle_run(ins: Run, state: StageState, ctx: StageContext) -> StepResult:
         )
         status = ctx.runner.run(spec, ctx.on_output)
     finally:
+        held.close()
         shutil.rmtree(scratch, ignore_errors=True)
     if status != 0:
         raise BuildError(
@@ -93,76 +102,194 @@ def _argv(ins: Run, state: StageState, scratch: Path, mounts: list[RunnerMount])
 
 def _mount(
     m: Mount, ins: Run, ctx: StageContext, scratch: Path, uid: int, gid: int,
-    env: dict[str, str],
+    env: dict[str, str], held: ExitStack, workdir: str = "/",
 ) -> RunnerMount | None:
-    """One ``RUN --mount`` as a runner mount (BuildKit's mount types)."""
+    """One ``RUN --mount`` as a runner mount (BuildKit's mount types).
+
+    Nothing mounted ever reaches a layer: the runner reports its mount points
+    and the snapshot leaves them out. ``held`` keeps cache locks until the step
+    ends. Relative targets are under the step's WORKDIR, as BuildKit joins them.
+    """
     where = (ins.line, ctx.plan.filename)
-    target = m.target
     if m.type == "tmpfs":
-        return RunnerMount(target=_abs(target, ctx), type="tmpfs")
+        return RunnerMount(target=_abs(m.target, ins, ctx, workdir), type="tmpfs")
     if m.type == "bind":
-        source_root = _mount_source_root(m, ctx)
-        rel = (m.source or ".").lstrip("/")
-        if m.from_ is None:
-            source = (source_root / rel).resolve()
-            if not source.is_relative_to(source_root.resolve()):
-                raise DockerfileError(f"RUN --mount source {m.source!r} leaves the context",
-                                      *where)
-        else:
-            from kanipy.fs.rootfs import Rootfs
-            source = Rootfs(source_root).resolve(rel or "/")
-        if not source.exists():
-            raise BuildError(f"{ctx.plan.filename}:{ins.line}: RUN --mount=type=bind: "
-                             f"source {m.source or '/'} not found")
-        if not m.readonly:
-            # BuildKit: writes to an rw bind mount are discarded after the step.
-            copy = scratch / "bind-rw"
-            if source.is_dir():
-                shutil.copytree(source, copy, symlinks=True)
-            else:
-                shutil.copy2(source, copy)
-            return RunnerMount(target=_abs(target, ctx), type="bind", source=copy)
-        return RunnerMount(target=_abs(target, ctx), type="bind", source=source, readonly=True)
+        return _bind_mount(m, ins, ctx, scratch, workdir)
     if m.type == "cache":
-        cache_root = ctx.options.cache_dir or (
-            ctx.options.kanipy_dir or Path(tempfile.gettempdir()) / "kanipy")
-        key = m.id or _abs(target, ctx)
-        safe = key.strip("/").replace("/", "_") or "root"
-        directory = Path(cache_root) / "run-cache" / safe
-        if not directory.exists():
-            directory.mkdir(parents=True)
-            os.chown(directory, m.uid or 0, m.gid or 0)
-            directory.chmod(m.mode if m.mode is not None else 0o755)
-        return RunnerMount(target=_abs(target, ctx), type="bind", source=directory,
+        directory = _cache_instance(m, ins, ctx, held, workdir)
+        return RunnerMount(target=_abs(m.target, ins, ctx, workdir), type="bind", source=directory,
                            readonly=m.readonly)
     if m.type == "secret":
-        secret_id = m.id or (PurePosixPath(target).name if target else None)
-        if not secret_id:
-            raise DockerfileError("RUN --mount=type=secret needs id= or target=", *where)
-        value = ctx.secrets.get(secret_id)
-        if value is None:
-            if m.required:
-                raise BuildError(
-                    f"{ctx.plan.filename}:{ins.line}: secret {secret_id!r} is required but "
-                    f"was not given; pass --secret id={secret_id},src=FILE"
-                )
-            log.info("secret %s not given; RUN on line %d runs without it", secret_id, ins.line)
-            return None
-        if m.env:
-            env[m.env] = value.decode("utf-8", "replace")
-            if not target or "target=" not in m.spec and "dst=" not in m.spec:
-                return None
-        path = scratch / f"secret-{len(list(scratch.iterdir()))}"
-        path.write_bytes(value)
-        os.chown(path, m.uid or 0, m.gid or 0)
-        path.chmod(m.mode if m.mode is not None else 0o400)
-        return RunnerMount(target=target or f"/run/secrets/{secret_id}", type="bind",
-                           source=path, readonly=True)
+        return _secret_mount(m, ins, ctx, scratch, env, workdir)
     if m.type == "ssh":
         raise DockerfileError(
-            "RUN --mount=type=ssh is not supported by kanipy yet (there is no SSH agent "
-            "forwarding); fetch private sources before the build or use a secret", *where)
+            "RUN --mount=type=ssh is not supported by kanipy (there is no SSH agent "
+            "forwarding); fetch private sources before the build or pass a key with "
+            "--secret and RUN --mount=type=secret", *where)
     raise DockerfileError(f"RUN --mount=type={m.type} is not supported", *where)
+
+
+def _bind_mount(m: Mount, ins: Run, ctx: StageContext, scratch: Path, workdir: str
+                ) -> RunnerMount:
+    """``type=bind``: a context path, or a path in a stage or image (``from=``).
+
+    Read-only unless ``rw``; an ``rw`` mount gets a private copy, so the step's
+    writes are discarded with it, as BuildKit discards them.
+    """
+    source_root = _mount_source_root(m, ctx)
+    rel = (m.source or ".").lstrip("/") or "."
+    if m.from_ is None:
+        source = (source_root / rel).resolve()
+        if not source.is_relative_to(source_root.resolve()):
+            raise DockerfileError(f"RUN --mount source {m.source!r} leaves the context",
+                                  ins.line, ctx.plan.filename)
+    else:
+        source = Rootfs(source_root).resolve(rel)
+    if not source.exists():
+        raise BuildError(f"{ctx.plan.filename}:{ins.line}: RUN --mount=type=bind: "
+                         f"source {m.source or '/'} not found")
+    target = _abs(m.target, ins, ctx, workdir)
+    if m.from_ is None and ctx.context.ignore.patterns:
+        # BuildKit mounts the context as sent, so .dockerignore'd files are absent.
+        context_root = ctx.context.root.resolve()
+        rel_source = source.relative_to(context_root).as_posix()
+        if ctx.context.excluded(rel_source):
+            raise BuildError(f"{ctx.plan.filename}:{ins.line}: RUN --mount=type=bind: "
+                             f"source {m.source} is excluded by .dockerignore")
+        if source.is_dir() and _has_excluded(source, context_root, ctx):
+            copy = Path(tempfile.mkdtemp(prefix="bind-", dir=scratch)) / "data"
+            shutil.copytree(source, copy, symlinks=True, ignore=_ignore_for(context_root, ctx))
+            return RunnerMount(target=target, type="bind", source=copy, readonly=m.readonly)
+    if m.readonly:
+        return RunnerMount(target=target, type="bind", source=source, readonly=True)
+    copy = Path(tempfile.mkdtemp(prefix="bind-rw-", dir=scratch)) / "data"
+    if source.is_dir():
+        shutil.copytree(source, copy, symlinks=True)
+    else:
+        shutil.copy2(source, copy)
+    return RunnerMount(target=target, type="bind", source=copy)
+
+
+def _has_excluded(directory: Path, context_root: Path, ctx: StageContext) -> bool:
+    for dirpath, dirnames, filenames in os.walk(directory):
+        for name in dirnames + filenames:
+            rel = (Path(dirpath) / name).relative_to(context_root).as_posix()
+            if ctx.context.excluded(rel):
+                return True
+    return False
+
+
+def _ignore_for(context_root: Path, ctx: StageContext) -> Callable[[str, list[str]], set[str]]:
+    # With "!" exceptions an excluded directory may hold re-included files, so
+    # directories are then walked, not pruned.
+    keep_dirs = ctx.context.ignore.has_exceptions
+
+    def ignored(dirpath: str, names: list[str]) -> set[str]:
+        base = Path(dirpath).relative_to(context_root)
+        return {n for n in names if ctx.context.excluded((base / n).as_posix())
+                and not (keep_dirs and (Path(dirpath) / n).is_dir())}
+    return ignored
+
+
+def run_cache_root(ctx: StageContext) -> Path:
+    """Where ``RUN --mount=type=cache`` directories live.
+
+    Kaniko has no RUN cache, so kanipy chooses: ``<--cache-dir>/run-cache`` when
+    ``--cache-dir`` is given (kept between builds with the layer cache), else
+    ``<--kanipy-dir>/run-cache`` (kept as long as that work dir is), else a
+    directory of this build's scratch space, gone when the build ends.
+    """
+    options = ctx.options
+    if options.cache_dir is not None:
+        return Path(options.cache_dir) / "run-cache"
+    if options.kanipy_dir is not None:
+        return Path(options.kanipy_dir) / "run-cache"
+    return Path(ctx.scratch_dir or tempfile.gettempdir()) / "run-cache"
+
+
+def _cache_instance(m: Mount, ins: Run, ctx: StageContext, held: ExitStack, workdir: str
+                    ) -> Path:
+    """The cache directory for ``m``, locked as its ``sharing`` says, for this step.
+
+    Caches are keyed by ``id`` (default: the target). ``shared`` takes a shared
+    lock, so builds may use it at once; ``locked`` waits for an exclusive lock;
+    ``private`` takes the first instance no one else holds, creating a new one
+    when all are busy. A new directory gets ``uid``, ``gid`` and ``mode``.
+    """
+    key = m.id or _abs(m.target, ins, ctx, workdir)
+    # A readable prefix for people looking at the disk, a hash so that ids
+    # differing only in characters that are unsafe in a file name stay apart.
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("_")[:48] or "cache"
+    name = f"{readable}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+    root = run_cache_root(ctx)
+    root.mkdir(parents=True, exist_ok=True)
+    sharing = m.sharing or "shared"
+    instance = 0
+    while True:
+        directory = root / (name if instance == 0 else f"{name}.{instance}")
+        lock_fd = os.open(f"{directory}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            if sharing == "shared":
+                fcntl.flock(lock_fd, fcntl.LOCK_SH)
+            elif sharing == "locked":
+                fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            else:
+                try:
+                    fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(lock_fd)
+                    instance += 1
+                    continue
+        except BaseException:
+            os.close(lock_fd)
+            raise
+        held.callback(os.close, lock_fd)
+        break
+    if not directory.exists():
+        fresh = Path(tempfile.mkdtemp(prefix=".new-", dir=root))
+        os.chown(fresh, m.uid or 0, m.gid or 0)
+        fresh.chmod(m.mode if m.mode is not None else 0o755)
+        try:
+            fresh.rename(directory)
+        except OSError:
+            fresh.rmdir()  # another build created it first: use theirs
+    log.debug("RUN line %d: cache %r (%s) at %s", ins.line, key, sharing, directory)
+    return directory
+
+
+def _secret_mount(m: Mount, ins: Run, ctx: StageContext, scratch: Path,
+                  env: dict[str, str], workdir: str) -> RunnerMount | None:
+    """``type=secret``: a ``--secret`` as a file (and/or an env variable) for one step.
+
+    The value is written to a file of this step's scratch space, owned by
+    ``uid``/``gid`` with ``mode`` (0400), and bind-mounted read-only; the
+    snapshot leaves the mount point out, and the value is never logged.
+    """
+    secret_id = m.id
+    if not secret_id:
+        raise DockerfileError("RUN --mount=type=secret needs id= or target=",
+                              ins.line, ctx.plan.filename)
+    value = ctx.secrets.get(secret_id)
+    if value is None:
+        if m.required:
+            raise BuildError(
+                f"{ctx.plan.filename}:{ins.line}: secret {secret_id!r} is required but "
+                f"was not given; pass --secret id={secret_id},src=FILE or "
+                f"--secret id={secret_id},env=VARIABLE"
+            )
+        log.info("secret %s was not given; RUN on line %d runs without it",
+                 secret_id, ins.line)
+        return None
+    if m.env:
+        env[m.env] = value.decode("utf-8", "replace")
+    if not m.target:
+        return None  # env= alone: BuildKit mounts no file
+    path = Path(tempfile.mkdtemp(prefix="secret-", dir=scratch)) / "value"
+    path.write_bytes(value)
+    os.chown(path, m.uid or 0, m.gid or 0)
+    path.chmod(m.mode if m.mode is not None else 0o400)
+    return RunnerMount(target=_abs(m.target, ins, ctx, workdir), type="bind", source=path,
+                       readonly=True)
 
 
 def _mount_source_root(m: Mount, ctx: StageContext) -> Path:
@@ -172,10 +299,10 @@ def _mount_source_root(m: Mount, ctx: StageContext) -> Path:
     return source_root_for(m.from_, ctx)
 
 
-def _abs(target: str | None, ctx: StageContext) -> str:
+def _abs(target: str | None, ins: Run, ctx: StageContext, workdir: str) -> str:
     if not target:
-        raise DockerfileError("RUN --mount needs target=", None, ctx.plan.filename)
-    return target
+        raise DockerfileError("RUN --mount needs target=", ins.line, ctx.plan.filename)
+    return posixpath.normpath(posixpath.join("/", workdir, target))
 
 
 def _shown(argv: list[str]) -> str:
