@@ -121,7 +121,7 @@ class _CopyStep:
             posixpath.join(state.workdir, ins.dest)
         # dockerfile2llb: a destination ending in "/" (or ".") names a directory.
         self.dest_is_dir = ins.dest.endswith(("/", "/.")) or ins.dest in (".", "")
-        self.dest = PurePosixPath(posixpath.normpath("/" + dest_text))
+        self.dest = PurePosixPath("/" + posixpath.normpath(dest_text).lstrip("/"))
         self.owner = ownership_for(ins.chown, ctx, not self.from_context, self.where)
         self.writer = TreeWriter(self.rootfs, self.owner, ins.chmod, self.where)
         self.excludes = DockerIgnore(list(ins.excludes)) if ins.excludes else None
