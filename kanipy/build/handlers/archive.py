@@ -80,8 +80,12 @@ def extract_archive(path: Path, rootfs: Rootfs, dest: PurePosixPath, owner: Owne
     try:
         with _decompressed(path) as stream, tarfile.open(fileobj=stream, mode="r|") as tar:
             for member in tar:
-                name = posixpath.normpath("/" + member.name).lstrip("/")
-                if not name or name == ".":
+                name = posixpath.normpath(member.name.lstrip("/"))
+                if name == ".." or name.startswith("../"):
+                    # moby/pkg/archive refuses these too ("breakout"), failing the step.
+                    raise BuildError(f"{where}: ADD {path.name}: the archive entry "
+                                     f"{member.name!r} is outside of the destination")
+                if name == ".":
                     continue  # the archive's "./": the destination is left as it is
                 target = dest / name
                 top.add(dest / name.split("/")[0])
