@@ -7,8 +7,10 @@ contents, link targets and mtimes.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -248,3 +250,29 @@ def test_copy_heredocs(tmp_path: Path, registry: Registry, base_images: BaseImag
     assert (root / "tabs.txt").read_text() == "indented\n"
     assert (root / "run.sh").read_text() == "echo $NAME\n"
     assert lstat_info(root / "run.sh") == ("0o755", 0, 0)
+
+
+def _last_layer_names(layout: Path) -> list[str]:
+    """Entry names of an image's last layer, read from the OCI layout skopeo wrote."""
+    def blob(digest: str) -> Path:
+        return layout / "blobs" / digest.replace(":", "/")
+    index = json.loads((layout / "index.json").read_text())
+    manifest = json.loads(blob(index["manifests"][0]["digest"]).read_text())
+    with tarfile.open(blob(manifest["layers"][-1]["digest"])) as tar:
+        return sorted(m.name.rstrip("/") for m in tar.getmembers())
+
+
+def test_copy_into_existing_tree_snapshots_only_what_it_wrote(
+        tmp_path: Path, registry: Registry, base_images: BaseImages) -> None:
+    context = write_tree(tmp_path / "ctx", {
+        "overlay/etc/app.conf": "conf\n", "overlay/bin/tool": "#!/bin/sh\n",
+        "Dockerfile": f"FROM {base_images.oci}\nCOPY overlay/ /\n",
+    })
+    (context / "overlay/bin").chmod(0o755)
+    dest = registry.ref("e2e/copy-overlay:latest")
+    build(context, "--destination", dest).check()
+    root = unpack_image(dest, tmp_path / "out")
+    # /bin holds busybox's applets; only the copied entries (and their parents) are new.
+    assert _last_layer_names(tmp_path / "out/layout") == ["bin", "bin/tool", "etc",
+                                                          "etc/app.conf"]
+    assert (root / "bin/sh").is_symlink() and (root / "etc/passwd").is_file()

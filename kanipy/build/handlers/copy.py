@@ -239,8 +239,7 @@ class _CopyStep:
             self._extract(src.host)
         else:
             target = self._file_target(posixpath.basename(src.rel))
-            self.writer.copy_entry(src.host, target, st=st)
-            self.touched.append(self.writer.image_path(target))
+            self._note(self.writer.copy_entry(src.host, target, st=st))
 
     def _copy_dir_source(self, host: Path, skip: SkipRule | None, rel: str) -> None:
         dest_host = self.rootfs.resolve(self.dest)
@@ -251,8 +250,7 @@ class _CopyStep:
         if not os.path.lexists(dest_host):
             self._make_dirs(self.dest)  # fsutil MkdirAll: 0755, the --chown owner
             dest_host = self.rootfs.resolve(self.dest)
-        for written in self.writer.copy_contents(host, dest_host, skip):
-            self.touched.append(self.writer.image_path(written))
+        self._note(self.writer.copy_contents(host, dest_host, skip))
 
     def _copy_with_parents(self, src: Source, st: os.stat_result) -> None:
         """--parents: the source's path below its root (or below a ``/./`` pivot) is
@@ -273,9 +271,11 @@ class _CopyStep:
         if not parts:
             self._copy_dir_source(src.host, self._skip_rule(src.rel), src.rel)
             return
-        target = host / parts[-1]
-        self.writer.copy_entry(src.host, target, self._skip_rule(src.rel), st=st)
-        self.touched.append(self.writer.image_path(target))
+        self._note(self.writer.copy_entry(src.host, host / parts[-1],
+                                          self._skip_rule(src.rel), st=st))
+
+    def _note(self, written: list[Path]) -> None:
+        self.touched += [self.writer.image_path(host) for host in written]
 
     def _skip_rule(self, source_rel: str) -> SkipRule | None:
         """Entries below a directory source to leave out: ``.dockerignore`` (paths from

@@ -79,31 +79,33 @@ class TreeWriter:
 
     def copy_contents(self, src: Path, dest: Path, skip: SkipRule | None = None,
                       rel: str = "") -> list[Path]:
-        """The entries of directory ``src`` into the existing directory ``dest``;
-        returns the host paths written at the top level."""
+        """The entries of directory ``src`` into the existing directory ``dest``.
+
+        Returns what to snapshot: the host paths of entries written, where a new
+        directory stands for its whole subtree but an existing one never does (it
+        may hold much more than this copy wrote, e.g. ``COPY overlay/ /``)."""
         written: list[Path] = []
         for entry in _sorted_entries(src):
             child_rel = f"{rel}/{entry.name}" if rel else entry.name
-            if self.copy_entry(Path(entry.path), dest / entry.name, skip, child_rel):
-                written.append(dest / entry.name)
+            written += self.copy_entry(Path(entry.path), dest / entry.name, skip, child_rel)
         return written
 
     def copy_entry(self, src: Path, dest: Path, skip: SkipRule | None = None,
-                   rel: str = "", st: os.stat_result | None = None) -> bool:
+                   rel: str = "", st: os.stat_result | None = None) -> list[Path]:
         """Copy ``src`` (not following a final link unless ``st`` says otherwise) to
-        ``dest``, whose parent is a real directory. False when it was skipped."""
+        ``dest``, whose parent is a real directory; returns what to snapshot."""
         st = st or os.lstat(src)
         is_dir = stat.S_ISDIR(st.st_mode)
         if skip is not None and rel and skip(rel, is_dir):
-            return False
+            return []
         if is_dir:
-            self._ensure_dir(dest, st)
-            self.copy_contents(src, dest, skip, rel)
+            created = self._ensure_dir(dest)
+            below = self.copy_contents(src, dest, skip, rel)
             self.set_metadata(dest, st)  # last: writing entries moved its mtime
-            return True
+            return [dest] if created or not below else below
         if stat.S_ISSOCK(st.st_mode):
             log.debug("skipping socket %s", src)  # not content; Docker skips them too
-            return False
+            return []
         self.clear_for_file(dest)
         mode = st.st_mode
         if stat.S_ISREG(mode):
@@ -111,7 +113,7 @@ class TreeWriter:
             first = self._links.get(key) if st.st_nlink > 1 else None
             if first is not None and os.path.lexists(first):
                 os.link(first, dest)
-                return True  # same inode: metadata already set
+                return [dest]  # same inode: metadata already set
             copy_file_data(src, dest)
             if st.st_nlink > 1:
                 self._links[key] = dest
@@ -122,7 +124,7 @@ class TreeWriter:
         elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
             os.mknod(dest, mode, st.st_rdev)
         self.set_metadata(dest, st)
-        return True
+        return [dest]
 
     def write_file(self, dest: Path, data: bytes | Path, mode: int,
                    mtime_ns: int | None = None) -> None:
@@ -140,16 +142,20 @@ class TreeWriter:
         if mtime_ns is not None:
             os.utime(dest, ns=(mtime_ns, mtime_ns))
 
-    def _ensure_dir(self, dest: Path, st: os.stat_result) -> None:
+    def _ensure_dir(self, dest: Path) -> bool:
+        """A real directory at ``dest``; True when it had to be made."""
         try:
             existing = os.lstat(dest)
         except FileNotFoundError:
             os.mkdir(dest, 0o700)
-            return
+            return True
         if not stat.S_ISDIR(existing.st_mode):
+            # fsutil: "cannot copy to non-directory"; a link to a directory is not
+            # followed either, which also keeps writes from leaving the root.
             raise BuildError(
                 f"{self.where}: cannot copy a directory to {self.image_path(dest)}: it exists "
                 "in the image and is not a directory")
+        return False
 
     def clear_for_file(self, dest: Path) -> None:
         """Make room for a non-directory: a file or link in the way goes."""
