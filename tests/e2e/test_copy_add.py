@@ -93,6 +93,10 @@ def _git_repo(served: Path) -> None:
     git("tag", "v1")
     (work / "top.txt").write_text("v2\n")
     git("commit", "-q", "-am", "two")
+    git("checkout", "-q", "-b", "feature")
+    (work / "top.txt").write_text("feature\n")
+    git("commit", "-q", "-am", "three")
+    git("checkout", "-q", "main")
     git("clone", "-q", "--bare", str(work), str(served / "repo.git"), cwd=served)
     git("update-server-info", cwd=served / "repo.git")
 
@@ -126,6 +130,7 @@ def test_add_archives_urls_and_git(tmp_path: Path, registry: Registry,
             f"ADD --unpack=true {url}/a.tar.gz /dl-unpacked/\n"
             f"ADD {url}/repo.git#v1:sub /git-sub/\n"
             f"ADD --keep-git-dir {url}/repo.git /git-keep/\n"
+            f"ADD {url}/repo.git#feature /git-branch/\n"
         ),
     })
     dest = registry.ref("e2e/copy-add:latest")
@@ -154,6 +159,7 @@ def test_add_archives_urls_and_git(tmp_path: Path, registry: Registry,
     assert not (root / "git-sub/.git").exists()
     assert (root / "git-keep/top.txt").read_text() == "v2\n"
     assert (root / "git-keep/.git").is_dir()
+    assert (root / "git-branch/top.txt").read_text() == "feature\n"
 
 
 def test_add_checksum_mismatch_fails_first(tmp_path: Path, base_images: BaseImages,

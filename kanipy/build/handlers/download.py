@@ -116,7 +116,11 @@ def clone_git(source: str, scratch: Path, keep_git_dir: bool, where: str) -> Pat
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1"}
     _git([git, "clone", "--quiet", "--no-checkout", "--", url, str(target)], env, source,
          where)
-    _git([git, "-C", str(target), "checkout", "--quiet", "--detach", ref or "HEAD", "--"],
+    commit = _resolve_ref(git, target, ref or "HEAD", env)
+    if commit is None:
+        raise BuildError(f"{where}: ADD {_redact(source)}: no branch, tag or commit "
+                         f"{ref!r} in the repository")
+    _git([git, "-C", str(target), "checkout", "--quiet", "--detach", commit, "--"],
          env, source, where)
     _git([git, "-C", str(target), "submodule", "update", "--quiet", "--init", "--recursive"],
          env, source, where)
@@ -130,6 +134,18 @@ def clone_git(source: str, scratch: Path, keep_git_dir: bool, where: str) -> Pat
                              "the repository")
         return chosen
     return target
+
+
+def _resolve_ref(git: str, repo: Path, ref: str, env: dict[str, str]) -> str | None:
+    """The commit ``ref`` names: a tag, a commit, or a branch (only the default branch
+    exists locally after a clone; the others are ``origin/NAME``)."""
+    for candidate in (ref, f"origin/{ref}"):
+        proc = subprocess.run(
+            [git, "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}"],
+            env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        if proc.returncode == 0:
+            return proc.stdout.strip()
+    return None
 
 
 def _git(argv: list[str], env: dict[str, str], source: str, where: str) -> None:
