@@ -1,57 +1,67 @@
-"""COPY and ADD: files from the context, an earlier stage or an image into the root.
+"""COPY and ADD: what each source becomes in the root, decided the way BuildKit does.
 
-``COPY [--from=…] [--chown=…] [--chmod=…] [--parents] [--exclude=…] src... dest``.
-Docker's rules (Dockerfile reference, "COPY"): sources are relative to the
-context (or the ``--from`` root) and may hold wildcards; a directory source
-copies its contents; several sources need a destination ending in ``/``; a
-relative destination is against WORKDIR; owners are 0:0 from the context
-and kept from a stage or image, unless ``--chown``; modes and mtimes are kept.
-Paths in the destination are resolved inside the root, following the image's
-own symlinks; paths in the source never leave their root.
+``COPY [--from=…] [--chown=…] [--chmod=…] [--link] [--parents] [--exclude=…] src... dest``
+``ADD [--chown=…] [--chmod=…] [--checksum=…] [--keep-git-dir] [--unpack=…] src... dest``
+
+Rules (Dockerfile reference "COPY"/"ADD"; BuildKit's dockerfile2llb and
+fsutil ``copy.Copy``/``prepareTargetDir``):
+
+* sources are relative to the context (``.dockerignore`` applied) or to the
+  ``--from`` root, may hold Go wildcards, and a top-level symlink is followed
+  inside its root; several sources need a destination ending in ``/``;
+* a relative destination is against WORKDIR; the destination path is resolved
+  inside the root, following the image's own symlinks (the last one too);
+* a directory source copies its contents: into the destination when it exists,
+  else into a new 0755 directory owned like ``--chown`` (or 0:0);
+* a file source goes to ``dest/NAME`` when the destination is a directory,
+  else it becomes the destination;
+* ADD extracts local tar archives (by content) into the destination, downloads
+  URLs (0600, mtime from Last-Modified) and clones git repositories.
+
+Everything remote is fetched and verified before the first write.
 """
 
 from __future__ import annotations
 
-import errno
-import glob
 import logging
 import os
 import posixpath
-import shutil
 import stat
-import tarfile
+import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
+from kanipy.build.handlers.archive import extract_archive, is_tar_archive
+from kanipy.build.handlers.copy_sources import Source, SourceFinder, has_wildcard
+from kanipy.build.handlers.copy_tree import Ownership, SkipRule, TreeWriter
+from kanipy.build.handlers.download import (
+    Downloaded,
+    clone_git,
+    download,
+    is_git_url,
+    is_url,
+)
 from kanipy.build.handlers.users import exec_user
 from kanipy.build.step import StageContext, StageState, StepResult
-from kanipy.dockerfile import Add, Copy, StageRef, apply_chmod
+from kanipy.dockerfile import Add, Copy, StageRef
 from kanipy.dockerfile.ignore import DockerIgnore
 from kanipy.errors import BuildError, DockerfileError
-from kanipy.fs.rootfs import Rootfs
+from kanipy.oci.digest import Digest
 
 log = logging.getLogger(__name__)
-
-_WILDCARDS = set("*?[")
-
-
-@dataclass(frozen=True)
-class _Owner:
-    uid: int | None  # None: keep the source's owner
-    gid: int | None
 
 
 def handle_copy(ins: Copy, state: StageState, ctx: StageContext) -> StepResult:
     """``COPY src... dest``: the destinations written are snapshotted, nothing else."""
-    touched = _copy(ins, state, ctx, add=False)
+    touched = _CopyStep(ins, state, ctx).run()
     return StepResult(config=state.config, changed=frozenset(touched),
                       created_by=f"{ins.render()} # buildkit")
 
 
 def handle_add(ins: Add, state: StageState, ctx: StageContext) -> StepResult:
-    """``ADD src... dest``: COPY plus local archives extracted and URLs downloaded."""
-    touched = _copy(ins, state, ctx, add=True)
+    """``ADD src... dest``: COPY plus local archives extracted, URLs and git fetched."""
+    touched = _CopyStep(ins, state, ctx).run()
     return StepResult(config=state.config, changed=frozenset(touched),
                       created_by=f"{ins.render()} # buildkit")
 
@@ -73,349 +83,242 @@ def source_root_for(from_: str, ctx: StageContext) -> Path:
     return ctx.image_root(from_)
 
 
-def _copy(ins: Copy, state: StageState, ctx: StageContext, add: bool) -> list[PurePosixPath]:
-    where = (ins.line, ctx.plan.filename)
-    from_context = ins.from_ is None
-    src_root = ctx.context.root if from_context else source_root_for(ins.from_ or "", ctx)
-    owner = _owner(ins.chown, ctx) if ins.chown else (
-        _Owner(0, 0) if from_context else _Owner(None, None))
-    dest_text = ins.dest
-    if not posixpath.isabs(dest_text):
-        dest_text = posixpath.join(state.workdir, dest_text)
-    dest_is_dir = ins.dest.endswith("/") or ins.dest in (".", "..") or \
-        ins.dest.endswith("/.") or ins.dest.endswith("/..")
-    dest = PurePosixPath(posixpath.normpath(dest_text))
+def ownership_for(chown: str | None, ctx: StageContext, keep_source: bool,
+                  where: str) -> Ownership:
+    """``--chown=user[:group]``: names from the image's own passwd/group files.
 
-    sources: list[tuple[Path, str]] = []  # (host path, relative name shown/used for --parents)
-    urls: list[str] = []
-    for pattern in ins.sources:
-        if add and pattern.startswith(("http://", "https://")):
-            urls.append(pattern)
-            continue
-        if add and (pattern.startswith("git@") or pattern.endswith(".git")):
-            raise DockerfileError(
-                f"ADD {pattern}: git sources are not supported yet; clone in a RUN step or "
-                "before the build", *where)
-        sources.extend(_match(pattern, src_root, ctx, from_context, where))
-    excludes = DockerIgnore.from_text("\n".join(ins.excludes)) if ins.excludes else None
-    if excludes is not None:
-        sources = [(h, rel) for h, rel in sources if not excludes.excludes(rel)]
-
-    count = len(sources) + len(urls) + len(ins.heredocs)
-    multiple = count > 1 or any(_has_wildcard(p) for p in ins.sources)
-    if count > 1 and not dest_is_dir:
-        raise DockerfileError(
-            "When using COPY with more than one source file, the destination must be a "
-            f"directory and end with a / (got {ins.dest!r})", *where)
-    rootfs = ctx.rootfs
-    existing_dir = rootfs.resolve(dest).is_dir()
-    into_dir = dest_is_dir or existing_dir or multiple
-
-    copier = _Copier(rootfs, owner, ins.chmod, where)
-    touched: list[PurePosixPath] = []
-    if into_dir:
-        touched += copier.make_dirs(dest)
-    else:
-        touched += copier.make_dirs(dest.parent)
-
-    for doc in ins.heredocs:
-        target = dest / doc.name if into_dir else dest
-        touched.append(copier.write_bytes(target, doc.stripped_content.encode(), 0o644))
-    for url in urls:
-        from kanipy.build.handlers.download import download
-        name = PurePosixPath(url.split("?", 1)[0].rstrip("/")).name or "index.html"
-        target = dest / name if into_dir else dest
-        touched.append(download(url, copier, target, getattr(ins, "checksum", None), where))
-    for host, rel in sources:
-        st = os.stat(host)  # a top-level source symlink is followed, as BuildKit does
-        if add and stat.S_ISREG(st.st_mode) and getattr(ins, "unpack", None) is not False \
-                and _is_archive(host):
-            touched += copier.extract(host, dest)
-            continue
-        if ins.parents:
-            parent_rel = PurePosixPath(rel).parent
-            base = dest / parent_rel if str(parent_rel) != "." else dest
-            touched += copier.make_dirs(base)
-        else:
-            base = dest
-        if stat.S_ISDIR(st.st_mode):
-            target_dir = base / PurePosixPath(rel).name if ins.parents else base
-            touched += copier.copy_dir_contents(host, target_dir,
-                                                ctx if from_context else None, rel)
-        else:
-            target = base / host.name if (into_dir or ins.parents) else dest
-            if ins.parents or into_dir:
-                target = base / PurePosixPath(rel).name
-            touched.append(copier.copy_entry(host, target, follow=True))
-    return touched
-
-
-def _has_wildcard(pattern: str) -> bool:
-    return any(c in _WILDCARDS for c in pattern)
-
-
-def _match(pattern: str, root: Path, ctx: StageContext, from_context: bool,
-           where: tuple[int, str]) -> list[tuple[Path, str]]:
-    """Host paths (inside ``root``) a source pattern names, with their relative names."""
-    clean = posixpath.normpath("/" + pattern).lstrip("/")  # never above the root
-    if not _has_wildcard(clean):
-        host = _confined(root, clean)
-        if not os.path.lexists(host) or (from_context and ctx.context.excluded(clean)):
-            hint = ""
-            if from_context and ctx.context.excluded(clean):
-                hint = " (it is excluded by .dockerignore)"
-            origin = "the build context" if from_context else "the --from source"
-            raise BuildError(
-                f"{where[1]}:{where[0]}: COPY failed: {pattern!r} not found in {origin}{hint}")
-        return [(host, clean or ".")]
-    matches = []
-    for found in sorted(glob.glob(glob.escape(str(root)) + "/" + clean, include_hidden=True)):
-        rel = os.path.relpath(found, root)
-        if from_context and ctx.context.excluded(rel):
-            continue
-        matches.append((_confined(root, rel), rel))
-    if not matches:
-        raise BuildError(
-            f"{where[1]}:{where[0]}: COPY failed: no source files were specified "
-            f"({pattern!r} matched nothing)")
-    return matches
-
-
-def _confined(root: Path, rel: str) -> Path:
-    """``rel`` inside ``root``, following symlinks but never out of it (chroot rules)."""
-    return Rootfs(root).resolve(rel or "/")
-
-
-def _owner(chown: str, ctx: StageContext) -> _Owner:
-    """--chown=user[:group]: names from the image's database; a user alone means gid = uid."""
+    BuildKit (solver/llbsolver/file ``readUser``): a user name gives its uid and
+    its primary gid; a numeric uid without a group gives gid = uid. Without
+    --chown, entries from the context are 0:0 and from --from keep their owner.
+    """
+    if not chown:
+        return Ownership(None, None) if keep_source else Ownership(0, 0)
     user, _, group = chown.partition(":")
-    resolved = exec_user(ctx, f"{user}:{group}" if group else user)
-    if not group:
-        # Dockerfile reference: "a username without groupname or a UID without GID will
-        # use the same numeric UID as the GID".
-        return _Owner(resolved.uid, resolved.uid)
-    return _Owner(resolved.uid, resolved.gid)
-
-
-class _Copier:
-    """Writes entries into the root with one ownership/chmod policy."""
-
-    def __init__(self, rootfs: Rootfs, owner: _Owner, chmod: str | None,
-                 where: tuple[int, str]) -> None:
-        self.rootfs = rootfs
-        self.owner = owner
-        self.chmod = chmod
-        self.where = where
-
-    def _ids(self, st: os.stat_result) -> tuple[int, int]:
-        uid = st.st_uid if self.owner.uid is None else self.owner.uid
-        gid = st.st_gid if self.owner.gid is None else self.owner.gid
-        return uid, gid
-
-    def _mode(self, mode: int, is_dir: bool) -> int:
-        perm = stat.S_IMODE(mode)
-        return apply_chmod(self.chmod, perm, is_dir) if self.chmod else perm
-
-    def make_dirs(self, path: PurePosixPath) -> list[PurePosixPath]:
-        uid = self.owner.uid or 0
-        gid = self.owner.gid or 0
-        try:
-            return self.rootfs.mkdirs(path, uid, gid, 0o755)
-        except NotADirectoryError as exc:
-            raise BuildError(f"{self.where[1]}:{self.where[0]}: {exc.strerror}") from None
-
-    def _host_target(self, target: PurePosixPath) -> Path:
-        """The host path for ``target``: parents resolved in the root, the last name not."""
-        parent = self.rootfs.resolve(target.parent)
-        return parent / target.name
-
-    def _clear(self, host: Path, is_dir: bool) -> None:
-        """Make room for a new entry: a file or link goes; a dir stays for a dir."""
-        try:
-            st = os.lstat(host)
-        except FileNotFoundError:
-            return
-        if stat.S_ISDIR(st.st_mode):
-            if is_dir:
-                return
-            raise BuildError(
-                f"{self.where[1]}:{self.where[0]}: cannot copy a file over the directory "
-                f"{self.rootfs.to_image_path(host)}")
-        os.unlink(host)
-
-    def write_bytes(self, target: PurePosixPath, data: bytes, mode: int) -> PurePosixPath:
-        host = self._host_target(target)
-        self._clear(host, False)
-        with open(host, "wb") as fh:
-            fh.write(data)
-        os.chown(host, self.owner.uid or 0, self.owner.gid or 0)
-        os.chmod(host, self._mode(mode, False))
-        return self.rootfs.to_image_path(host)
-
-    def place_file(self, path: Path, target: PurePosixPath, mode: int,
-                   mtime: float | None) -> PurePosixPath:
-        """Move the finished file ``path`` (on the root's file system) to ``target``."""
-        host = self._host_target(target)
-        self._clear(host, False)
-        os.replace(path, host)
-        os.chown(host, self.owner.uid or 0, self.owner.gid or 0)
-        os.chmod(host, self._mode(mode, False))
-        if mtime is not None:
-            os.utime(host, (mtime, mtime))
-        return self.rootfs.to_image_path(host)
-
-    def copy_entry(self, src: Path, target: PurePosixPath, follow: bool = False) -> PurePosixPath:
-        host = self._host_target(target)
-        st = os.stat(src) if follow else os.lstat(src)
-        if stat.S_ISDIR(st.st_mode):
-            self._copy_dir(src, host, st, None, "")
+    try:
+        if user.isdigit():
+            uid = gid = int(user)
         else:
-            self._copy_nondir(src, host, st)
-        return self.rootfs.to_image_path(host)
+            resolved = exec_user(ctx, user)
+            uid, gid = resolved.uid, resolved.gid
+        if group:
+            gid = int(group) if group.isdigit() else exec_user(ctx, f"0:{group}").gid
+    except BuildError as exc:
+        raise BuildError(f"{where}: --chown={chown}: {exc}") from None
+    return Ownership(uid, gid)
 
-    def copy_dir_contents(self, src: Path, target: PurePosixPath, ctx: StageContext | None,
-                          rel: str) -> list[PurePosixPath]:
-        """A directory source: its contents go into ``target`` (created as the source dir)."""
-        touched = []
-        host = self.rootfs.resolve(target)
-        st = os.stat(src)
-        if not os.path.lexists(host):
-            os.mkdir(host)
-            self._set_meta(host, st, is_dir=True)
-            touched.append(self.rootfs.to_image_path(host))
-        elif not os.path.isdir(host):
-            raise BuildError(f"{self.where[1]}:{self.where[0]}: cannot copy directory "
-                             f"{rel} onto the file {target}")
-        for name in sorted(os.listdir(src)):
-            child_rel = posixpath.normpath(posixpath.join(rel, name))
-            if ctx is not None and ctx.context.excluded(child_rel):
-                if not (os.path.isdir(src / name) and ctx.context.ignore.must_walk(child_rel)):
-                    continue
-            child_host = host / name
-            child_st = os.lstat(src / name)
-            if stat.S_ISDIR(child_st.st_mode):
-                self._copy_dir(src / name, child_host, child_st, ctx, child_rel)
-            elif ctx is not None and ctx.context.excluded(child_rel):
-                continue
-            else:
-                self._copy_nondir(src / name, child_host, child_st)
-            touched.append(self.rootfs.to_image_path(child_host))
-        return touched
 
-    def _copy_dir(self, src: Path, host: Path, st: os.stat_result, ctx: StageContext | None,
-                  rel: str) -> None:
-        if os.path.islink(host) or (os.path.lexists(host) and not os.path.isdir(host)):
-            os.unlink(host)
-        created = not os.path.lexists(host)
-        if created:
-            os.mkdir(host)
-        for entry in _scandir_sorted(src):
-            child_rel = posixpath.join(rel, entry.name) if rel else entry.name
-            excluded = ctx is not None and ctx.context.excluded(child_rel)
-            est = entry.stat(follow_symlinks=False)
-            if stat.S_ISDIR(est.st_mode):
-                if excluded and not ctx.context.ignore.must_walk(child_rel):  # type: ignore
-                    continue
-                self._copy_dir(Path(entry.path), host / entry.name, est, ctx, child_rel)
-            elif not excluded:
-                self._copy_nondir(Path(entry.path), host / entry.name, est)
-        # Set the directory's metadata last: writing its entries moved its mtime.
-        self._set_meta(host, st, is_dir=True)
+class _CopyStep:
+    """One COPY/ADD instruction being carried out."""
 
-    def _copy_nondir(self, src: Path, host: Path, st: os.stat_result) -> None:
-        self._clear(host, False)
-        mode = st.st_mode
-        if stat.S_ISLNK(mode):
-            os.symlink(os.readlink(src), host)
-        elif stat.S_ISREG(mode):
-            _copy_file_data(src, host)
-        elif stat.S_ISFIFO(mode):
-            os.mkfifo(host)
-        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-            os.mknod(host, mode, st.st_rdev)
-        elif stat.S_ISSOCK(mode):
-            return  # sockets are not content; Docker skips them too
-        self._set_meta(host, st, is_dir=False)
+    def __init__(self, ins: Copy, state: StageState, ctx: StageContext) -> None:
+        self.ins = ins
+        self.ctx = ctx
+        self.add = isinstance(ins, Add)
+        self.where = f"{ctx.plan.filename}:{ins.line}"
+        self.rootfs = ctx.rootfs
+        self.from_context = ins.from_ is None
+        dest_text = ins.dest if posixpath.isabs(ins.dest) else \
+            posixpath.join(state.workdir, ins.dest)
+        # dockerfile2llb: a destination ending in "/" (or ".") names a directory.
+        self.dest_is_dir = ins.dest.endswith(("/", "/.")) or ins.dest in (".", "")
+        self.dest = PurePosixPath("/" + posixpath.normpath(dest_text).lstrip("/"))
+        self.owner = ownership_for(ins.chown, ctx, not self.from_context, self.where)
+        self.writer = TreeWriter(self.rootfs, self.owner, ins.chmod, self.where)
+        self.excludes = DockerIgnore(list(ins.excludes)) if ins.excludes else None
+        self.touched: list[PurePosixPath] = []
 
-    def _set_meta(self, host: Path, st: os.stat_result, is_dir: bool) -> None:
-        uid, gid = self._ids(st)
-        os.lchown(host, uid, gid)
-        if not stat.S_ISLNK(st.st_mode):
-            os.chmod(host, self._mode(st.st_mode, is_dir))
-        os.utime(host, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+    def _fail(self, message: str) -> DockerfileError:
+        return DockerfileError(message, self.ins.line, self.ctx.plan.filename)
 
-    def extract(self, archive: Path, dest: PurePosixPath) -> list[PurePosixPath]:
-        """ADD of a local tar archive (plain, gzip, bzip2, xz, zstd): extracted into dest."""
-        touched = self.make_dirs(dest)
-        host = self.rootfs.resolve(dest)
+    # --- the plan ------------------------------------------------------------------------
+
+    def run(self) -> list[PurePosixPath]:
+        ins = self.ins
+        if ins.link:
+            log.debug("%s: --link gives the same files; kanipy writes them in place", self.where)
+        count = len(ins.sources) + len(ins.heredocs)
+        if count > 1 and not self.dest_is_dir:
+            raise self._fail(
+                f"When using {ins.keyword} with more than one source file, the destination "
+                f"must be a directory and end with a / (got {ins.dest!r})")
+        expected = self._checksum()
+        with self._scratch() as scratch:
+            # Fetch and match everything first: a missing source, a failed download or a
+            # checksum mismatch stops the step before anything is written.
+            plan: list[Source | Downloaded | Path] = []
+            for pattern in ins.sources:
+                if self.add and is_git_url(pattern):
+                    assert isinstance(ins, Add)
+                    plan.append(clone_git(pattern, scratch, ins.keep_git_dir, self.where))
+                elif self.add and is_url(pattern):
+                    plan.append(download(pattern, scratch, expected, self.where))
+                else:
+                    plan += self._find(pattern)
+            total = len(plan) + len(ins.heredocs)
+            if total > 1 and not self.dest_is_dir and not self._dest_is_existing_dir():
+                # Dockerfile reference: "If multiple <src> resources are specified, either
+                # directly or due to the use of a wildcard, then <dest> must be a directory,
+                # and it must end with a slash /."
+                raise BuildError(
+                    f"{self.where}: {ins.keyword} failed: the sources name {total} files, so "
+                    f"the destination must be a directory ending in / (got {ins.dest!r})")
+            self._make_dirs(self.dest if self.dest_is_dir else self.dest.parent)
+            for doc in ins.heredocs:
+                target = self._file_target(doc.name)
+                self.writer.write_file(target, doc.stripped_content.encode(), 0o644)
+                self.touched.append(self.writer.image_path(target))
+            for item in plan:
+                if isinstance(item, Downloaded):
+                    self._place_download(item)
+                elif isinstance(item, Path):
+                    self._copy_dir_source(item, None, "")
+                else:
+                    self._copy_source(item)
+        return self.touched
+
+    def _checksum(self) -> Digest | None:
+        checksum = getattr(self.ins, "checksum", None)
+        if not checksum:
+            return None
+        if len(self.ins.sources) != 1 or not is_url(self.ins.sources[0]) or \
+                is_git_url(self.ins.sources[0]):
+            raise self._fail("ADD --checksum needs exactly one http(s) URL source")
         try:
-            with _open_archive(archive) as tar:
-                for member in tar:
-                    # The 'tar' filter refuses absolute names, '..' and links out of dest
-                    # but keeps owners and modes, as ADD does.
-                    tar.extract(member, host, filter=self._extract_filter)
-                    name = posixpath.normpath(member.name).split("/")[0]
-                    touched.append(self.rootfs.to_image_path(host / name))
-        except (tarfile.TarError, OSError) as exc:
-            raise BuildError(f"{self.where[1]}:{self.where[0]}: ADD {archive.name}: cannot "
-                             f"extract the archive: {exc}") from exc
-        return sorted(set(touched))
+            return Digest.parse(checksum)
+        except ValueError as exc:
+            raise self._fail(f"ADD --checksum={checksum}: {exc}") from None
 
-    def _extract_filter(self, member: tarfile.TarInfo, path: str) -> tarfile.TarInfo | None:
-        member = tarfile.tar_filter(member, path)
-        if self.owner.uid is not None:
-            member = member.replace(uid=self.owner.uid, gid=self.owner.gid or 0, uname="",
-                                    gname="", deep=False)
-        return member
+    @contextmanager
+    def _scratch(self) -> Iterator[Path]:
+        base = self.ctx.scratch_dir or self.rootfs.path.parent
+        with tempfile.TemporaryDirectory(prefix="copy-", dir=base) as tmp:
+            yield Path(tmp)
 
+    def _find(self, pattern: str) -> list[Source]:
+        ins = self.ins
+        if self.from_context:
+            finder = SourceFinder(self.ctx.context.root, self.ctx.context,
+                                  "the build context", ins.keyword, self.where)
+        else:
+            root = source_root_for(ins.from_ or "", self.ctx)
+            finder = SourceFinder(root, None, f"--from={ins.from_}", ins.keyword, self.where)
+        found = finder.find(pattern)
+        if self.excludes is not None and has_wildcard(pattern):
+            found = [s for s in found if not self.excludes.excludes(s.rel)]
+        if ins.parents:
+            pivot = _parents_pivot(pattern)
+            found = [Source(s.host, posixpath.relpath(s.rel, pivot) if pivot else s.rel)
+                     for s in found]
+        return found
 
-def _scandir_sorted(path: Path) -> Iterator[os.DirEntry[str]]:
-    with os.scandir(path) as it:
-        entries = list(it)
-    return iter(sorted(entries, key=lambda e: e.name))
+    def _dest_is_existing_dir(self) -> bool:
+        return os.path.isdir(self.rootfs.resolve(self.dest))
 
+    def _make_dirs(self, image_path: PurePosixPath) -> None:
+        self.touched += self.writer.make_dirs(self.rootfs.resolve_image_path(image_path))
 
-def _copy_file_data(src: Path, dst: Path) -> None:
-    with open(src, "rb") as fin, open(dst, "wb") as fout:
-        size = os.fstat(fin.fileno()).st_size
-        offset = 0
-        try:
-            while offset < size:
-                sent = os.sendfile(fout.fileno(), fin.fileno(), offset, size - offset)
-                if sent == 0:
-                    break
-                offset += sent
-        except OSError as exc:
-            if exc.errno not in (errno.EINVAL, errno.ENOSYS) or offset:
-                raise
-            shutil.copyfileobj(fin, fout, 1 << 20)
+    def _file_target(self, name: str) -> Path:
+        """Where a file source named ``name`` goes: into the destination when that is a
+        directory (after following links inside the root), else the destination itself."""
+        host = self.rootfs.resolve(self.dest)
+        if os.path.isdir(host):
+            return host / name
+        self._make_dirs(self.rootfs.to_image_path(host).parent)
+        return host
 
+    # --- one source ----------------------------------------------------------------------
 
-_MAGIC = (b"\x1f\x8b", b"BZh", b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd")
+    def _copy_source(self, src: Source) -> None:
+        st = os.stat(src.host)
+        if self.ins.parents:
+            self._copy_with_parents(src, st)
+        elif stat.S_ISDIR(st.st_mode):
+            self._copy_dir_source(src.host, self._skip_rule(src.rel), src.rel)
+        elif self.add and getattr(self.ins, "unpack", None) is not False and \
+                stat.S_ISREG(st.st_mode) and is_tar_archive(src.host):
+            self._extract(src.host)
+        else:
+            target = self._file_target(posixpath.basename(src.rel))
+            self._note(self.writer.copy_entry(src.host, target, st=st))
 
+    def _copy_dir_source(self, host: Path, skip: SkipRule | None, rel: str) -> None:
+        dest_host = self.rootfs.resolve(self.dest)
+        if os.path.lexists(dest_host) and not os.path.isdir(dest_host):
+            raise BuildError(
+                f"{self.where}: {self.ins.keyword} failed: cannot copy the directory "
+                f"{rel or '.'!r} to {self.dest}: it exists in the image and is not a directory")
+        if not os.path.lexists(dest_host):
+            self._make_dirs(self.dest)  # fsutil MkdirAll: 0755, the --chown owner
+            dest_host = self.rootfs.resolve(self.dest)
+        self._note(self.writer.copy_contents(host, dest_host, skip))
 
-def _is_archive(path: Path) -> bool:
-    """A tar archive, plain or compressed, recognised by content as Docker does."""
-    with open(path, "rb") as fh:
-        head = fh.read(512)
-    if any(head.startswith(m) for m in _MAGIC):
-        try:
-            with _open_archive(path) as tar:
-                return tar.next() is not None
-        except (tarfile.TarError, OSError, EOFError):
+    def _copy_with_parents(self, src: Source, st: os.stat_result) -> None:
+        """--parents: the source's path below its root (or below a ``/./`` pivot) is
+        kept under the destination; parent directories made take the source's own
+        metadata (BuildKit copies them with include patterns)."""
+        parts = [p for p in src.rel.split("/") if p not in ("", ".")]
+        host = self.rootfs.resolve(self.dest)
+        for index, name in enumerate(parts[:-1]):
+            host = host / name
+            if not os.path.lexists(host):
+                os.mkdir(host, 0o700)
+                # the source directory at the same depth (parents[0] is the direct one)
+                source_dir = src.host.parents[len(parts) - 2 - index]
+                self.writer.set_metadata(host, os.stat(source_dir))
+            elif not os.path.isdir(host) or os.path.islink(host):
+                raise BuildError(f"{self.where}: --parents: {self.writer.image_path(host)} "
+                                 "exists in the image and is not a directory")
+        if not parts:
+            self._copy_dir_source(src.host, self._skip_rule(src.rel), src.rel)
+            return
+        self._note(self.writer.copy_entry(src.host, host / parts[-1],
+                                          self._skip_rule(src.rel), st=st))
+
+    def _note(self, written: list[Path]) -> None:
+        self.touched += [self.writer.image_path(host) for host in written]
+
+    def _skip_rule(self, source_rel: str) -> SkipRule | None:
+        """Entries below a directory source to leave out: ``.dockerignore`` (paths from
+        the context root) and ``--exclude`` (paths from the source directory)."""
+        ignore = self.ctx.context.ignore if self.from_context else None
+        excludes = self.excludes
+        if (ignore is None or not ignore.patterns) and excludes is None:
+            return None
+        base = "" if source_rel in ("", ".") else source_rel
+
+        def skip(rel: str, is_dir: bool) -> bool:
+            for rules, path in ((ignore, posixpath.join(base, rel)), (excludes, rel)):
+                if rules is not None and rules.patterns and rules.excludes(path):
+                    if not (is_dir and rules.must_walk(path)):
+                        return True
             return False
-    return len(head) == 512 and head[257:262] == b"ustar"
+
+        return skip
+
+    def _extract(self, archive: Path) -> None:
+        self._make_dirs(self.dest)
+        owner = self.owner if self.ins.chown else Ownership(None, None)
+        real_dest = self.rootfs.resolve_image_path(self.dest)
+        self.touched += extract_archive(archive, self.rootfs, real_dest, owner, self.where)
+
+    def _place_download(self, item: Downloaded) -> None:
+        if getattr(self.ins, "unpack", None) is True and is_tar_archive(item.path):
+            # For URLs Docker unpacks only when asked (ADD --unpack=true).
+            self._extract(item.path)
+            return
+        target = self._file_target(item.name)
+        self.writer.write_file(target, item.path, 0o600, item.mtime_ns)
+        self.touched.append(self.writer.image_path(target))
 
 
-def _open_archive(path: Path) -> tarfile.TarFile:
-    with open(path, "rb") as fh:
-        head = fh.read(4)
-    if head.startswith(b"\x28\xb5\x2f\xfd"):
-        import zstandard
+def _parents_pivot(pattern: str) -> str:
+    """The part of a --parents source before a ``/./`` pivot, dropped from the copy
+    (``COPY --parents ./a/./b/c /d/`` gives ``/d/b/c``); "" when there is none."""
+    text = pattern.lstrip("/")
+    while text.startswith("./"):
+        text = text[2:]
+    index = text.find("/./")
+    return posixpath.normpath(text[:index]) if index >= 0 else ""
 
-        stream = zstandard.ZstdDecompressor().stream_reader(open(path, "rb"))  # noqa: SIM115
-        return tarfile.open(fileobj=stream, mode="r|")
-    return tarfile.open(path, mode="r:*")
 
-
-__all__ = ["StageRef", "handle_add", "handle_copy", "source_root_for"]
+__all__ = ["StageRef", "handle_add", "handle_copy", "ownership_for", "source_root_for"]
