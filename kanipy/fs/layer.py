@@ -40,9 +40,10 @@ from kanipy.oci.mediatypes import layer_compression
 log = logging.getLogger(__name__)
 
 # Pinned so the same tree gives the same digest on every machine (decision 7).
-# gzip level 1: measured on this machine it compresses a mixed tree ~3x faster
-# than level 6 for ~10% larger output (benchmarks/bench_layers.py); build steps
-# are dominated by this cost, and pushes compensate little for it on CI networks.
+# gzip level 1: on a 150 MB tar of /usr (binaries, Python, docs) zlib level 1
+# compresses at 76 MB/s to 51.6%, level 3 at 59 MB/s to 50.6%, level 6 at
+# 37 MB/s to 48.9%: twice the speed for 5% more bytes. Writing the layer is on
+# every build's critical path; the few extra bytes rarely are.
 DEFAULT_GZIP_LEVEL = 1
 DEFAULT_ZSTD_LEVEL = 3
 

@@ -164,6 +164,9 @@ def unpack_layer(
         with tarfile.open(fileobj=stream, mode="r|") as tar:  # type: ignore[call-overload]
             for member in tar:
                 unpacker.apply(member, tar)
+                # tarfile keeps every member it has read; we resolve hardlinks
+                # ourselves, so drop them to keep memory flat however big the layer.
+                tar.members.clear()
     except tarfile.TarError as exc:
         raise IntegrityError(f"layer {layer_name}: not a valid tar stream ({exc})") from exc
     except zstandard.ZstdError as exc:
