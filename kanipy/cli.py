@@ -130,7 +130,7 @@ def _multi(*names: str, **kw: Any) -> Any:
 @click.option("--compression", type=click.Choice(["gzip", "zstd"]), default="gzip",
               show_default=True, help="Layer compression.")
 @click.option("--compression-level", type=click.IntRange(1, 22), default=None,
-              help="Compression level (gzip 1-9, zstd 1-22).")
+              help="Compression level: gzip 1-9 (mapped onto ISA-L's 0-3), zstd 1-22.")
 @click.option("--reproducible", is_flag=True,
               help="Strip timestamps (SOURCE_DATE_EPOCH, else the epoch) for identical digests.")
 @click.option("--single-snapshot", is_flag=True, help="One layer for the whole final stage.")

@@ -14,11 +14,11 @@ import logging
 import os
 import stat
 import struct
-import zlib
 from dataclasses import dataclass
 from typing import BinaryIO, cast
 
 import zstandard
+from isal import isal_zlib
 
 from kanipy.fs.snapshot import Changes, path_sort_key
 from kanipy.fs.tarwriter import (
@@ -40,11 +40,12 @@ from kanipy.oci.mediatypes import layer_compression
 log = logging.getLogger(__name__)
 
 # Pinned so the same tree gives the same digest on every machine (decision 7).
-# gzip level 1: on a 150 MB tar of /usr (binaries, Python, docs) zlib level 1
-# compresses at 76 MB/s to 51.6%, level 3 at 59 MB/s to 50.6%, level 6 at
-# 37 MB/s to 48.9%: twice the speed for 5% more bytes. Writing the layer is on
-# every build's critical path; the few extra bytes rarely are.
-DEFAULT_GZIP_LEVEL = 1
+# gzip is ISA-L's deflate (the isal package bundles its own ISA-L, so the bytes
+# do not depend on the machine's zlib). Measured here on 100 MB of
+# half-random data: zlib level 1 took 1.37 s for 50.3%, ISA-L level 2 0.11 s
+# for 50.2%; on a 150 MB tar of /usr ISA-L level 2 runs at ~600 MB/s to the
+# ratio of zlib level 1. Writing the layer is on every build's critical path.
+DEFAULT_GZIP_LEVEL = 2
 DEFAULT_ZSTD_LEVEL = 3
 
 # xattrs that describe the host, not the image: SELinux labels are assigned by
@@ -63,19 +64,29 @@ class LayerBlob:
     entries: int
 
 
+def isal_level(level: int) -> int:
+    """``--compression-level`` 1-9 (gzip's scale) on ISA-L's 0-3 scale."""
+    if level <= 1:
+        return max(level, 0)
+    return 2 if level <= 5 else 3
+
+
 class _GzipWriter:
-    """gzip (RFC 1952) with a fixed header: mtime 0, no file name, OS 255."""
+    """gzip (RFC 1952) with a fixed header: mtime 0, no file name, OS 255.
+
+    ``level`` is ISA-L's (0-3); see ``isal_level``.
+    """
 
     def __init__(self, target: Sink, level: int) -> None:
         self._target = target
-        self._compress = zlib.compressobj(level, zlib.DEFLATED, -zlib.MAX_WBITS, 8, 0)
+        self._compress = isal_zlib.compressobj(level, isal_zlib.DEFLATED, -15, 8, 0)
         self._crc = 0
         self._size = 0
-        xfl = 2 if level == 9 else 4 if level == 1 else 0
+        xfl = 2 if level == 3 else 4 if level <= 1 else 0
         target.write(b"\x1f\x8b\x08\x00\x00\x00\x00\x00" + bytes((xfl, 255)))
 
     def write(self, data: bytes | bytearray | memoryview, /) -> int:
-        self._crc = zlib.crc32(data, self._crc)
+        self._crc = isal_zlib.crc32(data, self._crc)
         self._size += len(data)
         out = self._compress.compress(data)
         if out:
@@ -235,7 +246,8 @@ def write_layer(
     with store.writer(what="layer") as blob:
         compressor: _GzipWriter | _ZstdWriter | _Plain
         if compression == "gzip":
-            compressor = _GzipWriter(blob, DEFAULT_GZIP_LEVEL if level is None else level)
+            compressor = _GzipWriter(
+                blob, DEFAULT_GZIP_LEVEL if level is None else isal_level(level))
         elif compression == "zstd":
             compressor = _ZstdWriter(blob, DEFAULT_ZSTD_LEVEL if level is None else level)
         elif compression == "none":

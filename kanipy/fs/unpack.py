@@ -24,12 +24,12 @@ import shutil
 import stat
 import tarfile
 import urllib.parse
-import zlib
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import BinaryIO, Protocol, cast
 
 import zstandard
+from isal import isal_zlib
 
 from kanipy.errors import BuildError, ConfinementError, IntegrityError
 from kanipy.fs.rootfs import Rootfs
@@ -74,12 +74,12 @@ class _Prefixed:
 
 
 class _GunzipReader:
-    """Streaming gunzip over zlib, multi-member aware, with bounded output per read."""
+    """Streaming gunzip (ISA-L's inflate, ~2x zlib's), multi-member aware, bounded reads."""
 
     def __init__(self, source: _Readable, what: str) -> None:
         self._source = source
         self._what = what
-        self._d = zlib.decompressobj(zlib.MAX_WBITS | 16)
+        self._d = isal_zlib.decompressobj(15 | 16)
         self._pending = b""
         self._started = False
         self._eof = False
@@ -100,11 +100,11 @@ class _GunzipReader:
             self._started = True
             try:
                 out = self._d.decompress(data, limit)
-            except zlib.error as exc:
+            except isal_zlib.error as exc:  # type: ignore[misc]  # the stub types it loosely
                 raise IntegrityError(f"{self._what}: corrupt gzip data ({exc})") from exc
             if self._d.eof:
                 self._pending = self._d.unused_data
-                self._d = zlib.decompressobj(zlib.MAX_WBITS | 16)
+                self._d = isal_zlib.decompressobj(15 | 16)
                 self._started = False
             else:
                 self._pending = self._d.unconsumed_tail
