@@ -189,6 +189,10 @@ class Build:
         final = self.stages[plan.stages[-1].index]
         image_format = options.image_format or final.image_format
         config = final.config.with_metadata(created=policy.created)
+        if options.labels:
+            # --label (Kaniko, docker build) applies to the final image and wins over
+            # a Dockerfile LABEL of the same key.
+            config = config.with_labels(dict(options.labels))
         layers = [_layer_for_format(d, image_format) for d in final.layers]
         image = store_image(store, config, layers, image_format)
         result = BuildResult(image=image, digest=str(image.digest), summaries=self.summaries)
