@@ -174,13 +174,15 @@ class Build:
         self.runner = ChrootRunner()
         count = len(plan.stages)
         for number, stage in enumerate(plan.stages, start=1):
-            base = self._base(stage, plan, store, build_dir)
             self.reporter.stage_started(number, count, stage.name, _base_text(stage))
+            started = time.monotonic()
+            base = self._base(stage, plan, store, build_dir)
             builder = StageBuilder(
                 plan=plan, stage=stage, number=number, count=count, base=base,
                 ctx_factory=self._ctx_factory(plan, stage, context, build_dir, store),
                 store=store, policy=policy, reporter=self.reporter,
                 single_snapshot=options.single_snapshot and stage is plan.stages[-1],
+                base_seconds=time.monotonic() - started,
             )
             built = builder.build()
             self.summaries += builder.summaries
