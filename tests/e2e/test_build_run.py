@@ -1,0 +1,155 @@
+"""RUN end to end: failures, output, daemons, environment, users, SHELL, exec form, heredocs."""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.build_support import processes_matching, push_image, raw_config, tag_exists
+from tests.e2e.helpers import build, lstat_info, skopeo_config, unpack_image, write_tree
+from tests.fixtures.images import BaseImages
+from tests.fixtures.registry import Registry
+
+ADD_APP_USER = (
+    "RUN echo 'app:x:1000:1000:app:/home/app:/bin/sh' >> /etc/passwd"
+    " && echo 'app:x:1000:' >> /etc/group && echo 'extra:x:2000:app' >> /etc/group\n"
+)
+
+
+def test_failing_run_exits_1_names_line_and_status_and_pushes_nothing(
+        tmp_path: Path, registry: Registry, base_images: BaseImages) -> None:
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": (
+        f"FROM {base_images.oci}\n"
+        "RUN echo first-step-ran\n"
+        "RUN echo about-to-fail && exit 3\n"
+        "RUN echo never-runs\n"
+    )})
+    dest = registry.ref("e2e/run-fail:latest")
+    result = build(context, "-d", dest)
+    assert result.returncode == 1, result.stderr
+    assert "Dockerfile:3" in result.stderr
+    assert "exit code 3" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "never-runs" not in result.stderr.replace("RUN echo never-runs", "")
+    assert result.stdout == ""
+    assert "e2e/run-fail" not in registry.catalog()
+    assert not tag_exists(dest)
+
+
+def test_output_streams_under_step_prefix_and_daemon_neither_hangs_nor_survives(
+        tmp_path: Path, registry: Registry, base_images: BaseImages) -> None:
+    marker = "sleep 987654"
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": (
+        f"FROM {base_images.oci}\n"
+        "RUN echo line-one && echo line-two 1>&2\n"
+        f"RUN {marker} & echo started\n"
+    )})
+    dest = registry.ref("e2e/run-daemon:latest")
+    result = build(context, "-d", dest).check()  # the helper's timeout bounds a hang
+    lines = result.stderr.splitlines()
+    assert any(line.startswith("[1/1] STEP 2/3") and line.endswith("line-one") for line in lines)
+    assert any(line.startswith("[1/1] STEP 2/3") and line.endswith("line-two") for line in lines)
+    assert any(line.startswith("[1/1] STEP 3/3") and line.endswith("started") for line in lines)
+    assert processes_matching(marker) == []
+    assert tag_exists(dest)
+
+
+def test_environment_user_workdir(tmp_path: Path, registry: Registry,
+                                  base_images: BaseImages) -> None:
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": (
+        f"FROM {base_images.oci}\n"
+        "ARG BUILD_ONLY=from-arg\n"
+        "ENV KEPT=from-env\n"
+        "RUN mkdir /out && chmod 1777 /out"
+        " && echo \"$BUILD_ONLY $KEPT\" > /out/vars"
+        " && echo \"$PATH\" > /out/path && echo \"$HOME\" > /out/home-root\n"
+        + ADD_APP_USER +
+        "USER app\n"
+        "RUN id > /out/id-name && echo \"$HOME\" > /out/home-app\n"
+        "WORKDIR /srv/app\n"
+        "RUN pwd > /out/pwd\n"
+        "USER 1234:5678\n"
+        "RUN id > /out/id-numeric\n"
+        "USER root\n"
+        "WORKDIR /created/by/run\n"
+    )})
+    dest = registry.ref("e2e/run-env:latest")
+    build(context, "-d", dest).check()
+    config = skopeo_config(dest)["config"]
+    assert "KEPT=from-env" in config["Env"]
+    assert not any(e.startswith("BUILD_ONLY=") for e in config["Env"]), config["Env"]
+    assert config["User"] == "root"
+    assert config["WorkingDir"] == "/created/by/run"
+
+    rootfs = unpack_image(dest, tmp_path / "out")
+    out = rootfs / "out"
+    assert (out / "vars").read_text() == "from-arg from-env\n"
+    assert (out / "path").read_text() == \
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\n"
+    assert (out / "home-root").read_text() == "/root\n"
+    assert (out / "home-app").read_text() == "/home/app\n"
+    id_name = (out / "id-name").read_text()
+    assert id_name.startswith("uid=1000(app) gid=1000(app)"), id_name
+    assert "2000(extra)" in id_name, "supplementary groups from /etc/group"
+    assert (out / "id-numeric").read_text().startswith("uid=1234 gid=5678"), \
+        (out / "id-numeric").read_text()
+    assert (out / "pwd").read_text() == "/srv/app\n"
+    # BuildKit creates a missing WORKDIR owned by the current USER.
+    assert lstat_info(rootfs / "srv/app")[1:] == (1000, 1000)
+    assert lstat_info(rootfs / "created/by/run") == ("0o755", 0, 0)
+
+
+def test_path_and_home_defaults_when_the_image_sets_none(
+        tmp_path: Path, registry: Registry, base_images: BaseImages) -> None:
+    """A base image with no Env at all: RUN still gets Docker's default PATH and HOME=/root."""
+    bare = push_image(tmp_path / "layout", registry.ref("e2e/bare-env:1"),
+                      [base_images.layer_tar], _arch(base_images), config={})
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": (
+        f"FROM {bare}\n"
+        "RUN echo \"$PATH|$HOME\" > /seen\n"
+    )})
+    dest = registry.ref("e2e/run-defaults:latest")
+    build(context, "-d", dest).check()
+    assert not skopeo_config(dest)["config"].get("Env"), "defaults are not persisted"
+    rootfs = unpack_image(dest, tmp_path / "out")
+    assert (rootfs / "seen").read_text() == \
+        "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin|/root\n"
+
+
+def _arch(base_images: BaseImages) -> str:
+    machine = platform.machine().lower()
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
+
+
+FORMS = [
+    pytest.param("SHELL [\"/bin/env\", \"VIA_SHELL=yes\", \"/bin/sh\", \"-c\"]\n"
+                 "RUN echo \"shell:$VIA_SHELL\" > /result\n",
+                 "shell:yes\n", id="shell-changes-shell-form"),
+    pytest.param("RUN [\"/bin/sh\", \"-c\", \"echo exec:$0 > /result\", \"arg0\"]\n",
+                 "exec:arg0\n", id="exec-form"),
+    pytest.param("RUN [\"/bin/echo\", \"$HOME\"]\nRUN [\"/bin/touch\", \"/result\"]\n",
+                 "", id="exec-form-no-expansion-by-shell"),
+    pytest.param("RUN <<EOF\necho one > /result\necho two >> /result\nEOF\n",
+                 "one\ntwo\n", id="heredoc-script"),
+    pytest.param("RUN <<EOF\n#!/bin/sh\necho \"shebang $#\" > /result\nEOF\n",
+                 "shebang 0\n", id="heredoc-shebang"),
+    pytest.param("RUN cat <<EOF > /result\nhello $HOME\nEOF\n",
+                 "hello /root\n", id="heredoc-as-stdin"),
+]
+
+
+@pytest.mark.parametrize(("steps", "expected"), FORMS)
+def test_run_forms(tmp_path: Path, registry: Registry, base_images: BaseImages,
+                   steps: str, expected: str) -> None:
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": f"FROM {base_images.oci}\n{steps}"})
+    dest = registry.ref(f"e2e/run-form:{abs(hash(steps)) % 10**8}")
+    build(context, "-d", dest).check()
+    rootfs = unpack_image(dest, tmp_path / "out")
+    assert (rootfs / "result").read_text() == expected
+    if "SHELL" in steps:
+        assert raw_config(dest)["config"]["Shell"] == \
+            ["/bin/env", "VIA_SHELL=yes", "/bin/sh", "-c"]
+    assert not os.path.exists(rootfs / "dev/pipes"), "heredoc scaffolding left in the image"
