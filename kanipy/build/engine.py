@@ -174,7 +174,7 @@ class Build:
         self.runner = ChrootRunner()
         count = len(plan.stages)
         for number, stage in enumerate(plan.stages, start=1):
-            self.reporter.stage_started(number, count, stage.name, _base_text(stage))
+            self.reporter.stage_started(number, count, stage.name, _base_text(stage, plan))
             started = time.monotonic()
             base = self._base(stage, plan, store, build_dir)
             builder = StageBuilder(
@@ -343,9 +343,11 @@ def _read_dockerfile(path: Path) -> str:
         raise DockerfileError("not valid UTF-8", None, path.name) from None
 
 
-def _base_text(stage: Stage) -> str:
+def _base_text(stage: Stage, plan: BuildPlan) -> str:
     if isinstance(stage.base, StageRef):
-        return f"stage {stage.base.index}"
+        # The name the Dockerfile used (``FROM builder``), not an internal index.
+        parents = [s for s in plan.stages if s.index == stage.base.index]
+        return parents[0].name if parents and parents[0].name else f"stage {stage.base.index}"
     return str(stage.base)
 
 
