@@ -104,3 +104,17 @@ def test_progress_lines_summary_and_clean_stdout(
     assert any(row.startswith("[1/1] STEP 3/5: RUN echo step-output") for row in table)
     assert any(row.startswith("total") for row in table)
     assert sum(1 for line in lines if line.startswith("pushed ")) == 1, result.stderr
+
+
+def test_every_destination_gets_the_image(tmp_path: Path, registry: Registry,
+                                          base_images: BaseImages) -> None:
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": (
+        f"FROM {base_images.oci}\nRUN echo x > /x\n")})
+    first, second = registry.ref("e2e/multi-dest-a:1"), registry.ref("e2e/multi-dest-b:2")
+    result = build(context, "-d", first, "-d", second).check()
+    lines = result.stdout.splitlines()
+    assert len(lines) == 2, result.stdout
+    assert lines[0].startswith(f"{registry.host}/e2e/multi-dest-a@sha256:")
+    assert lines[1].startswith(f"{registry.host}/e2e/multi-dest-b@sha256:")
+    assert lines[0].split("@")[1] == lines[1].split("@")[1]
+    assert tag_exists(first) and tag_exists(second)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from tests.e2e.build_support import processes_matching, push_image, raw_config, 
 from tests.e2e.helpers import build, lstat_info, skopeo_config, unpack_image, write_tree
 from tests.fixtures.images import BaseImages
 from tests.fixtures.registry import Registry
+from tests.tools import require_tool
 
 ADD_APP_USER = (
     "RUN echo 'app:x:1000:1000:app:/home/app:/bin/sh' >> /etc/passwd"
@@ -166,3 +169,34 @@ def test_run_forms(tmp_path: Path, registry: Registry, base_images: BaseImages,
         assert raw_config(dest)["config"]["Shell"] == \
             ["/bin/env", "VIA_SHELL=yes", "/bin/sh", "-c"]
     assert not os.path.exists(rootfs / "dev/pipes"), "heredoc scaffolding left in the image"
+
+
+def test_built_image_runs_under_runc(tmp_path: Path, registry: Registry,
+                                     base_images: BaseImages) -> None:
+    """The config kanipy writes (user, workdir, env, entrypoint + cmd) drives a real runtime."""
+    require_tool("runc")
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": (
+        f"FROM {base_images.oci}\n"
+        + ADD_APP_USER +
+        "WORKDIR /srv\n"
+        "USER app\n"
+        "ENV WHO=runc\n"
+        "ENTRYPOINT [\"/bin/sh\", \"-c\", \"echo $WHO $(id -u):$(id -g) $(pwd) $0 $1\", \"first\"]\n"
+        "CMD [\"second\"]\n"
+    )})
+    dest = registry.ref("e2e/runc:latest")
+    build(context, "-d", dest).check()
+    rootfs = unpack_image(dest, tmp_path / "out")
+    bundle = rootfs.parent
+    spec = json.loads((bundle / "config.json").read_text())
+    spec["process"]["terminal"] = False
+    (bundle / "config.json").write_text(json.dumps(spec))
+    name = f"kanipy-e2e-{os.getpid()}"
+    try:
+        proc = subprocess.run(["runc", "run", "--bundle", str(bundle), name],
+                              capture_output=True, text=True, timeout=60,
+                              stdin=subprocess.DEVNULL)
+    finally:
+        subprocess.run(["runc", "delete", "--force", name], capture_output=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "runc 1000:1000 /srv first second\n"

@@ -46,6 +46,7 @@ def test_multi_stage_builds_needed_stages_in_order(
     stages = _stage_lines(result.stderr)
     assert len(stages) == 3, stages
     assert "builder" in stages[0] and "final" in stages[2], stages
+    assert stages[2].endswith("STAGE final FROM builder"), stages
     assert [s.split()[0] for s in stages] == ["[1/3]", "[2/3]", "[3/3]"]
     rootfs = unpack_image(dest, tmp_path / "out")
     assert (rootfs / "from-name").read_text() == "built\n"
