@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import os
+import platform
 import stat
 from pathlib import Path
 
-from tests.e2e.build_support import copy_to_layout, layer_members
+from tests.e2e.build_support import (
+    add_file,
+    add_symlink,
+    copy_to_layout,
+    layer_members,
+    layer_tar,
+    push_image,
+)
 from tests.e2e.helpers import build, lstat_info, run_tool, skopeo_config, write_tree
 from tests.fixtures.images import BaseImages
 from tests.fixtures.registry import Registry
@@ -78,3 +86,40 @@ def test_run_changes_come_out_right(tmp_path: Path, registry: Registry,
     assert not (root / "etc/resolv.conf").exists()
     assert not (root / "etc/hosts").exists()
     assert list((root / "proc").iterdir()) == []
+
+
+def test_image_own_resolv_conf_and_hosts_are_left_as_they_were(
+        tmp_path: Path, registry: Registry, base_images: BaseImages) -> None:
+    """The step sees the host's files; the image keeps its own (a dangling symlink, a file)."""
+    extra = layer_tar(lambda t: (
+        add_symlink(t, "etc/resolv.conf", "../run/systemd/resolve/stub-resolv.conf"),
+        add_file(t, "etc/hosts", b"10.0.0.1 image-hosts\n"),
+    ))
+    base = push_image(tmp_path / "base", registry.ref("e2e/own-resolv:1"),
+                      [base_images.layer_tar, extra], _arch())
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": (
+        f"FROM {base}\n"
+        "RUN cat /etc/resolv.conf > /seen-resolv && cat /etc/hosts > /seen-hosts"
+        " && touch /etc/newfile\n"
+    )})
+    dest = registry.ref("e2e/own-resolv-result:latest")
+    build(context, "-d", dest).check()
+    layout = tmp_path / "layout"
+    manifest = copy_to_layout(dest, layout)
+    run_layer = layer_members(layout, manifest)[-1]
+    assert "etc/newfile" in run_layer
+    for name in run_layer:
+        assert not name.startswith(("etc/resolv.conf", "etc/hosts", "run")), run_layer
+    bundle = tmp_path / "bundle"
+    run_tool(["umoci", "unpack", "--image", f"{layout}:image", str(bundle)])
+    root = bundle / "rootfs"
+    assert os.readlink(root / "etc/resolv.conf") == "../run/systemd/resolve/stub-resolv.conf"
+    assert not os.path.lexists(root / "run")
+    assert (root / "etc/hosts").read_text() == "10.0.0.1 image-hosts\n"
+    assert (root / "seen-hosts").read_text() == Path("/etc/hosts").read_text()
+    assert (root / "seen-resolv").read_text() == Path("/etc/resolv.conf").read_text()
+
+
+def _arch() -> str:
+    machine = platform.machine().lower()
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
