@@ -154,7 +154,8 @@ FORMS = [
     ("heredoc-script",
      "RUN <<EOF\necho one > /result/heredoc-script\necho two >> /result/heredoc-script\nEOF\n",
      "one\ntwo\n"),
-    ("heredoc-shebang", "RUN <<EOF\n#!/bin/sh\necho \"shebang $#\" > /result/heredoc-shebang\nEOF\n",
+    ("heredoc-shebang",
+     "RUN <<EOF\n#!/bin/sh\necho \"shebang $#\" > /result/heredoc-shebang\nEOF\n",
      "shebang 0\n"),
     ("heredoc-as-stdin", "RUN cat <<EOF > /result/heredoc-as-stdin\nhello $HOME\nEOF\n",
      "hello /root\n"),
@@ -188,7 +189,8 @@ def test_built_image_runs_under_runc(tmp_path: Path, registry: Registry,
         "WORKDIR /srv\n"
         "USER app\n"
         "ENV WHO=runc\n"
-        "ENTRYPOINT [\"/bin/sh\", \"-c\", \"echo $WHO $(id -u):$(id -g) $(pwd) $0 $1\", \"first\"]\n"
+        "ENTRYPOINT [\"/bin/sh\", \"-c\","
+        " \"echo $WHO $(id -u):$(id -g) $(pwd) $0 $1\", \"first\"]\n"
         "CMD [\"second\"]\n"
     )})
     dest = registry.ref("e2e/runc:latest")
