@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.build_support import add_file, add_symlink, layer_tar, push_image, tag_exists
-from tests.e2e.helpers import build, write_tree
+from tests.e2e.helpers import build, unpack_image, write_tree
 from tests.fixtures.images import BaseImages
 from tests.fixtures.registry import Registry
 
@@ -62,5 +62,30 @@ def test_escaping_layer_is_refused(tmp_path: Path, registry: Registry, base_imag
     assert sentinel.read_text() == "original\n"
     assert not (tmp_path / "escape").exists()
     assert not (work / "escape").exists()
+    assert list(work.iterdir()) == [], "a failed build leaves nothing in --kanipy-dir"
     assert not Path("/abs-escape").exists()
     assert not tag_exists(dest)
+
+
+def test_workdir_through_symlinks_stays_inside_the_root(
+        tmp_path: Path, registry: Registry, base_images: BaseImages) -> None:
+    """WORKDIR follows the image's own symlinks, resolved inside the root, never the host's."""
+    marker = f"kanipy-e2e-pwned-{tmp_path.name}"
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": (
+        f"FROM {base_images.oci}\n"
+        "RUN mkdir /srv && ln -s /srv /link && ln -s ../../../../../../../.. /up"
+        f" && ln -s /{marker}-abs /dangling\n"
+        "WORKDIR /link/app\n"
+        f"WORKDIR /up/tmp/{marker}\n"
+        "WORKDIR /dangling/sub\n"
+        "RUN pwd > /tmp/pwd\n"
+    )})
+    dest = registry.ref("e2e/workdir-symlinks:latest")
+    build(context, "-d", dest).check()
+    assert not Path(f"/tmp/{marker}").exists()
+    assert not Path(f"/{marker}-abs").exists()
+    rootfs = unpack_image(dest, tmp_path / "out")
+    assert (rootfs / "srv/app").is_dir()
+    assert (rootfs / "tmp" / marker).is_dir()
+    assert (rootfs / f"{marker}-abs/sub").is_dir()
+    assert (rootfs / "tmp/pwd").read_text() == f"/{marker}-abs/sub\n"

@@ -62,13 +62,15 @@ def test_output_streams_under_step_prefix_and_daemon_neither_hangs_nor_survives(
         f"FROM {base_images.oci}\n"
         "RUN echo line-one && echo line-two 1>&2\n"
         f"RUN {marker} & echo started\n"
+        "RUN printf no-newline\n"
     )})
     dest = registry.ref("e2e/run-daemon:latest")
     result = build(context, "-d", dest).check()  # the helper's timeout bounds a hang
     lines = result.stderr.splitlines()
-    assert any(line.startswith("[1/1] STEP 2/3") and line.endswith("line-one") for line in lines)
-    assert any(line.startswith("[1/1] STEP 2/3") and line.endswith("line-two") for line in lines)
-    assert any(line.startswith("[1/1] STEP 3/3") and line.endswith("started") for line in lines)
+    assert any(line.startswith("[1/1] STEP 2/4") and line.endswith("line-one") for line in lines)
+    assert any(line.startswith("[1/1] STEP 2/4") and line.endswith("line-two") for line in lines)
+    assert any(line.startswith("[1/1] STEP 3/4") and line.endswith("started") for line in lines)
+    assert "[1/1] STEP 4/4  | no-newline" in lines, "a last line without a newline is shown"
     assert processes_matching(marker) == []
     assert tag_exists(dest)
 
@@ -88,7 +90,7 @@ def test_environment_user_workdir(tmp_path: Path, registry: Registry,
         "WORKDIR /srv/app\n"
         "RUN pwd > /out/pwd\n"
         "USER 1234:5678\n"
-        "RUN id > /out/id-numeric\n"
+        "RUN id > /out/id-numeric && echo \"$HOME\" > /out/home-numeric\n"
         "USER root\n"
         "WORKDIR /created/by/run\n"
     )})
@@ -112,6 +114,7 @@ def test_environment_user_workdir(tmp_path: Path, registry: Registry,
     assert "2000(extra)" in id_name, "supplementary groups from /etc/group"
     assert (out / "id-numeric").read_text().startswith("uid=1234 gid=5678"), \
         (out / "id-numeric").read_text()
+    assert (out / "home-numeric").read_text() == "/\n", "a uid without a passwd entry"
     assert (out / "pwd").read_text() == "/srv/app\n"
     # BuildKit creates a missing WORKDIR owned by the current USER.
     assert lstat_info(rootfs / "srv/app")[1:] == (1000, 1000)
