@@ -158,6 +158,9 @@ class Build:
                         dockerfile_path.name)
         if options.dry_run:
             return BuildResult(stdout_lines=[format_plan(plan, None).rstrip("\n")])
+        if options.compression == "zstd" and options.image_format == "docker":
+            raise UsageError("--compression zstd needs OCI media types: Docker schema 2 has no "
+                             "zstd layer type; drop --image-format docker or use gzip")
         if not options.no_push:
             for ref in destinations:
                 self.client.check_push_permission(ref)
@@ -190,6 +193,12 @@ class Build:
 
         final = self.stages[plan.stages[-1].index]
         image_format = options.image_format or final.image_format
+        if options.compression == "zstd" and image_format == "docker":
+            # A Docker schema 2 manifest cannot name a zstd layer (skopeo refuses
+            # it); like BuildKit, zstd switches an image from a Docker base to OCI.
+            log.info("--compression zstd: writing an OCI manifest (the base image is Docker "
+                     "schema 2, which has no zstd layer type)")
+            image_format = "oci"
         config = final.config.with_metadata(created=policy.created)
         if options.labels:
             # --label (Kaniko, docker build) applies to the final image and wins over
