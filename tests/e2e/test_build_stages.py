@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.build_support import raw_config
-from tests.e2e.helpers import build, skopeo_manifest, unpack_image, write_tree
+from tests.e2e.build_support import copy_to_layout, raw_config
+from tests.e2e.helpers import build, run_tool, skopeo_manifest, unpack_image, write_tree
 from tests.fixtures.images import BaseImages
 from tests.fixtures.registry import Registry
+from tests.tools import require_tool
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
@@ -117,3 +118,29 @@ def test_custom_platform_picks_from_the_index(tmp_path: Path, registry: Registry
     assert config["architecture"] == "arm64"
     assert config["os"] == "linux"
     assert config.get("variant") == "v8"
+
+
+def test_zstd_on_a_docker_base_gives_an_oci_image(tmp_path: Path, registry: Registry,
+                                                  base_images: BaseImages) -> None:
+    """Docker schema 2 has no zstd layer type: the image becomes OCI, readable by skopeo."""
+    context = write_tree(tmp_path / "ctx", {
+        "Dockerfile": f"FROM {base_images.docker}\nCOPY file.txt /file.txt\n",
+        "file.txt": "content\n",
+    })
+    dest = registry.ref("e2e/format:zstd")
+    build(context, "-d", dest, "--compression", "zstd").check()
+    manifest = skopeo_manifest(dest)
+    assert manifest["mediaType"] == OCI_MANIFEST
+    assert [layer["mediaType"] for layer in manifest["layers"]] == \
+        [OCI_LAYER, "application/vnd.oci.image.layer.v1.tar+zstd"]
+    # This umoci cannot unpack zstd; skopeo copies it and GNU tar (zstd) reads the layer.
+    layout = tmp_path / "layout"
+    copied = copy_to_layout(dest, layout)
+    blob = layout / "blobs" / "sha256" / copied["layers"][-1]["digest"].split(":")[1]
+    require_tool("zstd")
+    assert run_tool(["tar", "--zstd", "-xOf", str(blob), "file.txt"]) == "content\n"
+
+    forced = build(context, "-d", registry.ref("e2e/format:zstd-docker"),
+                   "--compression", "zstd", "--image-format", "docker")
+    assert forced.returncode == 2, forced.stderr
+    assert "zstd" in forced.stderr.strip().splitlines()[-1]
