@@ -42,7 +42,9 @@ def test_run_changes_come_out_right(tmp_path: Path, registry: Registry,
         " && chmod 600 /etc/group"
         " && echo h > /h1 && ln /h1 /h2 && ln /etc/passwd /passwd-link"
         " && cat /etc/resolv.conf /etc/hosts > /dev/null && ls /proc/self /sys > /dev/null"
-        " && echo scratch > /dev/shm/x\n"
+        " && echo scratch > /dev/shm/x"
+        " && mknod /chardev c 1 3 && mkdir -m 2775 /sgid && mkdir -m 1777 /sticky"
+        " && touch -d '2001-02-03 04:05:06' /old\n"
     )})
     dest = registry.ref("e2e/snapshots:latest")
     build(context, "-d", dest).check()
@@ -82,6 +84,12 @@ def test_run_changes_come_out_right(tmp_path: Path, registry: Registry,
     assert os.lstat(root / "h1").st_ino == os.lstat(root / "h2").st_ino
     assert os.lstat(root / "passwd-link").st_ino == os.lstat(root / "etc/passwd").st_ino
     assert (root / "passwd-link").read_text().startswith("root:x:0:0:")
+    chardev = os.lstat(root / "chardev")
+    assert stat.S_ISCHR(chardev.st_mode) and os.major(chardev.st_rdev) == 1 \
+        and os.minor(chardev.st_rdev) == 3
+    assert lstat_info(root / "sgid")[0] == "0o2775"
+    assert lstat_info(root / "sticky")[0] == "0o1777"
+    assert os.lstat(root / "old").st_mtime == 981173106  # 2001-02-03T04:05:06Z
     assert not (root / "dev/shm/x").exists()
     assert not (root / "etc/resolv.conf").exists()
     assert not (root / "etc/hosts").exists()
