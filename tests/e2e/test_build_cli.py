@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import pty
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.build_support import tag_exists
-from tests.e2e.helpers import build, write_tree
+from tests.e2e.helpers import REPO, build, write_tree
 from tests.fixtures.images import BaseImages
 from tests.fixtures.registry import Registry, free_port
 
@@ -118,3 +122,39 @@ def test_every_destination_gets_the_image(tmp_path: Path, registry: Registry,
     assert lines[1].startswith(f"{registry.host}/e2e/multi-dest-b@sha256:")
     assert lines[0].split("@")[1] == lines[1].split("@")[1]
     assert tag_exists(first) and tag_exists(second)
+
+
+def test_live_transfer_line_on_a_terminal(tmp_path: Path, registry: Registry,
+                                          base_images: BaseImages) -> None:
+    """On a TTY pulls and pushes draw one overwritten line; the push counts only its blobs."""
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": (
+        f"FROM {base_images.docker}\nRUN echo x > /x\n")})
+    dest = registry.ref("e2e/tty:latest")
+    main, child = pty.openpty()
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kanipy", "build", "-c", str(context), "-d", dest],
+            stdout=subprocess.PIPE, stderr=child, stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": str(REPO)})
+        os.close(child)
+        chunks = []
+        while True:
+            try:
+                data = os.read(main, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        assert proc.stdout is not None
+        stdout = proc.stdout.read().decode()
+        assert proc.wait(timeout=120) == 0
+    finally:
+        os.close(main)
+    terminal = b"".join(chunks).decode(errors="replace")
+    assert stdout.startswith(f"{registry.host}/e2e/tty@sha256:")
+    live = re.findall(r"\r\x1b\[K(\w+) (\d+) blob\(s\)", terminal)
+    assert any(phase == "download" for phase, _ in live), terminal
+    pushed = terminal[terminal.index("STEP 2/2: done"):]
+    push_counts = [int(n) for _, n in re.findall(r"\r\x1b\[K(\w+) (\d+) blob\(s\)", pushed)]
+    assert push_counts and max(push_counts) <= 3, pushed  # config + base layer + RUN layer
