@@ -176,11 +176,13 @@ def test_an_interrupted_build_cleans_up(tmp_path: Path, registry: Registry,
     context = write_tree(tmp_path / "ctx", {"Dockerfile": (
         f"FROM {base_images.oci}\nRUN echo step-started && {marker}\n")})
     work = tmp_path / "work"
+    scratch = tmp_path / "tmp"  # TMPDIR: the runner's per-step files land here
+    scratch.mkdir()
     proc = subprocess.Popen(
         [sys.executable, "-m", "kanipy", "build", "-c", str(context),
          "-d", registry.ref("e2e/interrupted:x"), "--kanipy-dir", str(work)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        env={**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(scratch)},
         # A shell's background job inherits SIGINT ignored; a CI runner's child does not.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
@@ -200,4 +202,5 @@ def test_an_interrupted_build_cleans_up(tmp_path: Path, registry: Registry,
         time.sleep(0.1)
     assert processes_matching(marker) == []
     assert list(work.iterdir()) == [], "the work directory must not outlive the build"
+    assert list(scratch.iterdir()) == [], "nor the runner's temporary files"
     assert not tag_exists(registry.ref("e2e/interrupted:x"))
