@@ -201,6 +201,9 @@ class ConsoleReporter:
         if self._live:
             self.stream.write("\r\x1b[K")
             self._live = False
+            # A live line covers one run of transfers (the pull before a stage,
+            # the push at the end); the next one counts afresh.
+            self._transfers.clear()
         self.stream.write(text + "\n")
         self.stream.flush()
 

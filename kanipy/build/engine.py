@@ -178,6 +178,9 @@ class Build:
                         dockerfile_path.name)
         if options.dry_run:
             return BuildResult(stdout_lines=[format_plan(plan, None).rstrip("\n")])
+        if options.compression == "zstd" and options.image_format == "docker":
+            raise UsageError("--compression zstd needs OCI media types: Docker schema 2 has no "
+                             "zstd layer type; drop --image-format docker or use gzip")
         if not options.no_push:
             for ref in destinations:
                 self.client.check_push_permission(ref)
@@ -194,13 +197,15 @@ class Build:
         self.runner = ChrootRunner()
         count = len(plan.stages)
         for number, stage in enumerate(plan.stages, start=1):
+            self.reporter.stage_started(number, count, stage.name, _base_text(stage, plan))
+            started = time.monotonic()
             base = self._base(stage, plan, store, build_dir)
-            self.reporter.stage_started(number, count, stage.name, _base_text(stage))
             builder = StageBuilder(
                 plan=plan, stage=stage, number=number, count=count, base=base,
                 ctx_factory=self._ctx_factory(plan, stage, context, build_dir, store),
                 store=store, policy=policy, reporter=self.reporter,
                 single_snapshot=options.single_snapshot and stage is plan.stages[-1],
+                base_seconds=time.monotonic() - started,
             )
             built = builder.build()
             self.summaries += builder.summaries
@@ -208,7 +213,17 @@ class Build:
 
         final = self.stages[plan.stages[-1].index]
         image_format = options.image_format or final.image_format
+        if options.compression == "zstd" and image_format == "docker":
+            # A Docker schema 2 manifest cannot name a zstd layer (skopeo refuses
+            # it); like BuildKit, zstd switches an image from a Docker base to OCI.
+            log.info("--compression zstd: writing an OCI manifest (the base image is Docker "
+                     "schema 2, which has no zstd layer type)")
+            image_format = "oci"
         config = final.config.with_metadata(created=policy.created)
+        if options.labels:
+            # --label (Kaniko, docker build) applies to the final image and wins over
+            # a Dockerfile LABEL of the same key.
+            config = config.with_labels(dict(options.labels))
         layers = [_layer_for_format(d, image_format) for d in final.layers]
         image = store_image(store, config, layers, image_format)
         result = BuildResult(image=image, digest=str(image.digest), summaries=self.summaries)
@@ -383,9 +398,11 @@ def _read_dockerfile(path: Path) -> str:
         raise DockerfileError("not valid UTF-8", None, path.name) from None
 
 
-def _base_text(stage: Stage) -> str:
+def _base_text(stage: Stage, plan: BuildPlan) -> str:
     if isinstance(stage.base, StageRef):
-        return f"stage {stage.base.index}"
+        # The name the Dockerfile used (``FROM builder``), not an internal index.
+        parents = [s for s in plan.stages if s.index == stage.base.index]
+        return parents[0].name if parents and parents[0].name else f"stage {stage.base.index}"
     return str(stage.base)
 
 

@@ -97,6 +97,7 @@ class StageBuilder:
         policy: LayerPolicy,
         reporter: BuildReporter,
         single_snapshot: bool,
+        base_seconds: float = 0.0,
     ) -> None:
         self.plan = plan
         self.stage = stage
@@ -108,6 +109,7 @@ class StageBuilder:
         self.policy = policy
         self.reporter = reporter
         self.single_snapshot = single_snapshot
+        self.base_seconds = base_seconds
         self.summaries: list[StepSummary] = []
 
     def build(self) -> BuiltStage:
@@ -140,11 +142,20 @@ class StageBuilder:
         if self.single_snapshot:
             first_snapshot = take_snapshot(rootfs.path, scaffolding)
 
-        for number, ins in enumerate(instructions, start=1):
+        # FROM is step 1, as buildah and Docker's classic builder count
+        # (``STEP 1/5: FROM base``); its time is the pull and unpack.
+        steps = len(instructions) + 1
+        frm = scope.resolve(self.stage.from_instruction)
+        from_info = StepInfo(self.number, self.count, self.stage.name, 1, steps,
+                             frm.render(), frm.line)
+        self.reporter.step_started(from_info)
+        self.summaries.append(StepSummary(from_info, self.base_seconds, None))
+        self.reporter.step_finished(self.summaries[-1])
+
+        for number, ins in enumerate(instructions, start=2):
             resolved = scope.resolve(ins)
             step_info = StepInfo(self.number, self.count, self.stage.name, number,
-                                 len(instructions), resolved.render().split("\n")[0],
-                                 resolved.line)
+                                 steps, resolved.render().split("\n")[0], resolved.line)
             self.reporter.step_started(step_info)
             started = time.monotonic()
             handler = HANDLERS.get(type(resolved))

@@ -43,7 +43,7 @@ def handle_run(ins: Run, state: StageState, ctx: StageContext) -> StepResult:
     if network not in ("default", "none", "host"):
         raise DockerfileError(f"RUN --network={network}: expected default, none or host",
                               ins.line, ctx.plan.filename)
-    user = exec_user(ctx, state.user)
+    user = exec_user(ctx, state.user, line=ins.line)
     workdir = state.workdir
     ctx.rootfs.mkdirs(workdir)  # Docker creates a missing WORKDIR for the step
     args_env = ctx.scope.run_environment()

@@ -22,7 +22,7 @@ def handle_workdir(ins, state: StageState, ctx: StageContext) -> StepResult:  # 
     path = posixpath.normpath(path)
     if path.startswith("//"):
         path = path[1:]
-    user = exec_user(ctx, state.user) if state.user else None
+    user = exec_user(ctx, state.user, line=ins.line) if state.user else None
     try:
         created = ctx.rootfs.mkdirs(path, user.uid if user else 0, user.gid if user else 0)
     except NotADirectoryError as exc:
