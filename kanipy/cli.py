@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 import time
 import traceback
@@ -305,10 +306,19 @@ def options_from_flags(kw: dict[str, Any]) -> BuildOptions:
     )
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a cancelled CI job) unwinds like Ctrl-C, so every cleanup runs."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: maps KanipyError to its exit code, bugs to 70."""
     args = argv if argv is not None else sys.argv[1:]
     debug = "--debug" in args
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         cli.main(args=args, prog_name="kanipy", standalone_mode=False)
     except click.exceptions.Abort:
@@ -324,6 +334,9 @@ def main(argv: list[str] | None = None) -> None:
             traceback.print_exc()
         click.echo(f"kanipy: error: {exc.message}", err=True)
         sys.exit(exc.exit_code)
+    except _Terminated:
+        click.echo("kanipy: terminated (SIGTERM)", err=True)
+        sys.exit(143)
     except KeyboardInterrupt:
         click.echo("kanipy: interrupted", err=True)
         sys.exit(130)

@@ -164,9 +164,7 @@ def test_live_transfer_line_on_a_terminal(tmp_path: Path, registry: Registry,
 
 @pytest.mark.parametrize("signum", [
     pytest.param(signal.SIGINT, id="SIGINT"),
-    pytest.param(signal.SIGTERM, id="SIGTERM", marks=pytest.mark.xfail(
-        strict=True, reason="cli.main has no SIGTERM handler: Python dies without running "
-                            "the engine's cleanup, leaving the unpacked root behind")),
+    pytest.param(signal.SIGTERM, id="SIGTERM"),
 ])
 def test_an_interrupted_build_cleans_up(tmp_path: Path, registry: Registry,
                                         base_images: BaseImages, signum: int) -> None:
