@@ -348,7 +348,12 @@ class _Unpacker:
         os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
 
     def _link_target(self, member: tarfile.TarInfo) -> str:
-        parts = self._split(member.linkname)
+        try:
+            parts = self._split(member.linkname)
+        except ConfinementError:
+            # Name the entry itself; its target is what is wrong.
+            raise self._fail(member.name, f"is a hardlink leaving the root "
+                                          f"({member.linkname!r})") from None
         if not parts:
             raise self._fail(member.name, "is a hardlink to the root directory")
         parent = self._parent_dir(parts[:-1], member.name, create=False)

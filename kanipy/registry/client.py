@@ -166,7 +166,7 @@ class RegistryClient:
     ) -> Manifest:
         """The manifest ``ref`` names, raw, verified against the digest asked for or sent."""
         what = (f"manifest {ref.digest}" if ref.digest is not None
-                else f"manifest unknown: no tag {ref.tag!r} in {ref.name}")
+                else f"tag {ref.tag!r} in {ref.name}")
         resp = self.request(ref, "GET", f"/manifests/{ref.identifier}", action="pull",
                             headers={"Accept": ", ".join(accept)}, stream=True)
         with resp:

@@ -24,7 +24,7 @@ ESCAPES = [
                             add_file(t, "up/sentinel", b"overwritten\n")),
                  "up/sentinel", id="through-relative-symlink"),
     pytest.param(lambda t: (_add_hardlink(t, "hl", "../../../sentinel")),
-                 "../../../sentinel", id="hardlink-outside"),
+                 "'hl' is a hardlink leaving the root", id="hardlink-outside"),
 ]
 
 
