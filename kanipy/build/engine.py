@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -27,7 +28,7 @@ from kanipy.build.stage import BuiltStage, LayerPolicy, StageBuilder
 from kanipy.build.step import StageContext
 from kanipy.context import BuildContext, open_context
 from kanipy.dockerfile import BuildPlan, Stage, StageRef, StageScope, format_plan, plan_build
-from kanipy.errors import DockerfileError, UsageError
+from kanipy.errors import BuildError, DockerfileError, UsageError
 from kanipy.fs.rootfs import Rootfs
 from kanipy.fs.unpack import unpack_layer
 from kanipy.oci import mediatypes
@@ -239,7 +240,7 @@ class Build:
         root.mkdir()
         if isinstance(stage.base, StageRef):
             parent = self.stages[stage.base.index]
-            self._unpack(Rootfs(root), parent.layers, store)
+            _copy_root(parent.root, root)
             return BuiltStage(stage.index, root, parent.config, list(parent.layers),
                               parent.image_format, dict(parent.layer_sources))
         platform = self._stage_platform(stage)
@@ -382,6 +383,18 @@ def _kaniko_name(ref: Reference) -> str:
     if ref.registry == DOCKER_HUB:
         return f"index.docker.io/{ref.repository}"
     return ref.name
+
+
+def _copy_root(source: Path, target: Path) -> None:
+    """A stage built FROM an earlier one starts from a copy of that stage's finished root.
+
+    GNU ``cp -a`` keeps owners, modes, times, hardlinks, device nodes and xattrs,
+    and is several times faster than unpacking the parent's layers again.
+    """
+    proc = subprocess.run(["cp", "-a", "--reflink=auto", f"{source}/.", str(target)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BuildError(f"could not copy the root of the earlier stage: {proc.stderr.strip()}")
 
 
 def _write_text(path: Path, text: str) -> None:
