@@ -168,7 +168,7 @@ def build(**kw: Any) -> None:
         )
     from kanipy.build.engine import run_build
 
-    reporter = ConsoleReporter(sys.stderr)
+    reporter = ConsoleReporter(sys.stderr, json_lines=kw["log_format"] == "json")
     result = run_build(options, reporter)
     for line in result.stdout_lines:
         click.echo(line)
@@ -190,11 +190,14 @@ class ConsoleReporter:
 
     On a terminal, pulls and pushes draw one live progress line that is
     overwritten in place; elsewhere (CI logs) transfers are not drawn at all.
+    With ``json_lines`` every line is a JSON object like the log records, so a
+    log collector never sees a mix of formats.
     """
 
-    def __init__(self, stream: Any) -> None:
+    def __init__(self, stream: Any, json_lines: bool = False) -> None:
         self.stream = stream
-        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self.json_lines = json_lines
+        self.tty = not json_lines and bool(getattr(stream, "isatty", lambda: False)())
         self._live = False
         self._transfers: dict[str, tuple[int, int | None]] = {}
 
@@ -205,6 +208,11 @@ class ConsoleReporter:
             # A live line covers one run of transfers (the pull before a stage,
             # the push at the end); the next one counts afresh.
             self._transfers.clear()
+        if self.json_lines:
+            text = json.dumps({
+                "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "level": "info", "logger": "kanipy.build", "msg": text,
+            })
         self.stream.write(text + "\n")
         self.stream.flush()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -202,3 +203,17 @@ def test_an_interrupted_build_cleans_up(tmp_path: Path, registry: Registry,
     assert list(work.iterdir()) == [], "the work directory must not outlive the build"
     assert list(scratch.iterdir()) == [], "nor the runner's temporary files"
     assert not tag_exists(registry.ref("e2e/interrupted:x"))
+
+
+def test_json_log_format_writes_only_json_lines(
+        tmp_path: Path, registry: Registry, base_images: BaseImages) -> None:
+    """A log collector parsing --log-format json must never meet a plain-text line."""
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": (
+        f"FROM {base_images.oci}\nRUN echo from-the-step\n")})
+    result = build(context, "--log-format", "json", "--build-arg", "UNUSED=1",
+                   "-d", registry.ref("e2e/json-log:latest")).check()
+    records = [json.loads(line) for line in result.stderr.splitlines()]
+    messages = [r["msg"] for r in records]
+    assert any(m.endswith("| from-the-step") for m in messages), messages
+    assert any("UNUSED" in r["msg"] and r["level"] == "warning" for r in records), records
+    assert any(m.startswith("[1/1] STEP 2/2: RUN echo from-the-step") for m in messages)
