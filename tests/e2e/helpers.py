@@ -100,3 +100,24 @@ def lstat_info(path: Path) -> tuple[str, int, int]:
     """``(octal mode, uid, gid)`` of ``path`` without following a final symlink."""
     st = os.lstat(path)
     return (oct(st.st_mode & 0o7777), st.st_uid, st.st_gid)
+
+
+def run_with_runc(rootfs: Path, args: list[str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the bundle ``umoci unpack`` made (``rootfs``'s parent) with runc; its result.
+
+    ``args`` replaces the process arguments the image config gave; no terminal.
+    """
+    require_tool("runc")
+    bundle = rootfs.parent
+    spec = json.loads((bundle / "config.json").read_text())
+    spec["process"]["terminal"] = False
+    if args is not None:
+        spec["process"]["args"] = args
+    (bundle / "config.json").write_text(json.dumps(spec))
+    name = f"kanipy-test-{os.getpid()}-{bundle.parent.name}"
+    try:
+        return subprocess.run(["runc", "run", "--bundle", str(bundle), name],
+                              capture_output=True, text=True, timeout=60,
+                              stdin=subprocess.DEVNULL)
+    finally:
+        subprocess.run(["runc", "delete", "--force", name], capture_output=True)

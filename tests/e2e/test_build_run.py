@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
-import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.e2e.build_support import processes_matching, push_image, raw_config, tag_exists
-from tests.e2e.helpers import build, lstat_info, skopeo_config, unpack_image, write_tree
+from tests.e2e.helpers import (
+    build,
+    lstat_info,
+    run_with_runc,
+    skopeo_config,
+    unpack_image,
+    write_tree,
+)
 from tests.fixtures.images import BaseImages
 from tests.fixtures.registry import Registry
 from tests.tools import require_tool
@@ -198,17 +203,6 @@ def test_built_image_runs_under_runc(tmp_path: Path, registry: Registry,
     )})
     dest = registry.ref("e2e/runc:latest")
     build(context, "-d", dest).check()
-    rootfs = unpack_image(dest, tmp_path / "out")
-    bundle = rootfs.parent
-    spec = json.loads((bundle / "config.json").read_text())
-    spec["process"]["terminal"] = False
-    (bundle / "config.json").write_text(json.dumps(spec))
-    name = f"kanipy-e2e-{os.getpid()}"
-    try:
-        proc = subprocess.run(["runc", "run", "--bundle", str(bundle), name],
-                              capture_output=True, text=True, timeout=60,
-                              stdin=subprocess.DEVNULL)
-    finally:
-        subprocess.run(["runc", "delete", "--force", name], capture_output=True)
+    proc = run_with_runc(unpack_image(dest, tmp_path / "out"))
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "runc 1000:1000 /srv first second\n"
