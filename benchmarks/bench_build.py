@@ -23,9 +23,12 @@ tree (sampled from /proc every 0.1 s). Figures only, no assertions.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import os
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -71,8 +74,6 @@ def push_debian(work: Path, registry_host: str) -> str:
     layout = OCILayout(work / "debian-layout")
     layer_digest = _file_digest(gz)
     shutil.copyfile(gz, layout.path / "blobs" / "sha256" / layer_digest.split(":", 1)[1])
-    import json
-
     config = layout.put(Blob("application/vnd.oci.image.config.v1+json", json.dumps({
         "architecture": "amd64", "os": "linux", "created": "2023-11-14T22:13:20Z",
         "config": {"Env": [PATH_ENV], "Cmd": ["bash"]},
@@ -94,8 +95,6 @@ def push_debian(work: Path, registry_host: str) -> str:
 
 
 def _file_digest(path: Path) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while chunk := fh.read(1 << 20):
@@ -186,7 +185,7 @@ WORKLOADS = {w.name: w for w in [
 ]}
 
 
-def context_for(work: Path, wl: Workload, scale: float, base_ref: str) -> Path:
+def context_for(wl: Workload, scale: float, base_ref: str) -> Path:
     """The workload's context dir (made once per scale, reused with --keep)."""
     ctx = CACHE / "contexts" / f"{wl.name}-{scale:g}"
     done = ctx / ".complete"
@@ -323,6 +322,14 @@ def buildah_driver(work: Path) -> str:
     return "overlay" if proc.returncode == 0 else "vfs"
 
 
+def summary(runs: list[Measure]) -> Measure | None:
+    """Median wall time (noise on a shared machine is large) and the highest peaks."""
+    if not runs:
+        return None
+    return Measure(statistics.median(r.seconds for r in runs),
+                   max(r.max_rss_mb for r in runs), max(r.tree_mb for r in runs))
+
+
 # ----------------------------------------------------------------------------- main
 
 def main() -> None:
@@ -339,6 +346,9 @@ def main() -> None:
     parser.add_argument("--buildah-layers", action="store_true",
                         help="buildah bud --layers (one layer per step, as kanipy makes)")
     parser.add_argument("--only", choices=["kanipy", "buildah"], help="run one tool only")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="builds per tool and workload, alternating; the median wall "
+                             "time and the highest peaks are reported (default 1)")
     parser.add_argument("--profile", metavar="DIR",
                         help="run kanipy under cProfile, writing DIR/WORKLOAD.prof")
     args = parser.parse_args()
@@ -364,19 +374,26 @@ def main() -> None:
         for name in names:
             wl = WORKLOADS[name]
             print(f"== {name}: {wl.describe} (scale {args.scale:g})", file=sys.stderr)
-            ctx = context_for(work, wl, args.scale, bases[wl.base])
-            k = b = None
-            if args.only != "buildah":
-                prof = Path(args.profile) / f"{name}.prof" if args.profile else None
-                if prof:
-                    prof.parent.mkdir(parents=True, exist_ok=True)
-                k = run_kanipy(ctx, reg.ref(f"bench/{name}-kanipy:latest"), reg.host, work,
-                               log, prof)
-                print(f"   kanipy  {k.seconds:7.1f} s  {k.max_rss_mb:5.0f} MB", file=sys.stderr)
-            if args.only != "kanipy":
-                b = run_buildah(ctx, reg.ref(f"bench/{name}-buildah:latest"), work, log,
-                                driver, args.buildah_layers)
-                print(f"   buildah {b.seconds:7.1f} s  {b.max_rss_mb:5.0f} MB", file=sys.stderr)
+            ctx = context_for(wl, args.scale, bases[wl.base])
+            ks: list[Measure] = []
+            bs: list[Measure] = []
+            for _ in range(args.repeat):
+                if args.only != "buildah":
+                    prof = Path(args.profile) / f"{name}.prof" if args.profile else None
+                    if prof:
+                        prof.parent.mkdir(parents=True, exist_ok=True)
+                    m = run_kanipy(ctx, reg.ref(f"bench/{name}-kanipy:latest"), reg.host, work,
+                                   log, prof)
+                    ks.append(m)
+                    print(f"   kanipy  {m.seconds:7.1f} s  {m.max_rss_mb:5.0f} MB",
+                          file=sys.stderr)
+                if args.only != "kanipy":
+                    m = run_buildah(ctx, reg.ref(f"bench/{name}-buildah:latest"), work, log,
+                                    driver, args.buildah_layers)
+                    bs.append(m)
+                    print(f"   buildah {m.seconds:7.1f} s  {m.max_rss_mb:5.0f} MB",
+                          file=sys.stderr)
+            k, b = summary(ks), summary(bs)
             rows.append((name, k, b))
     finally:
         reg.stop()
@@ -385,18 +402,18 @@ def main() -> None:
         else:
             shutil.rmtree(work, ignore_errors=True)
 
-    print(f"scale {args.scale:g}; buildah {driver}"
+    print(f"scale {args.scale:g}; median of {args.repeat}; buildah {driver}"
           f"{' --layers' if args.buildah_layers else ''}; {os.cpu_count()} CPUs; "
           "peak = largest process / whole tree, MB")
     print(f"{'workload':12}{'kanipy s':>10}{'buildah s':>11}{'ratio':>7}"
           f"{'kanipy peak':>14}{'buildah peak':>15}")
     for name, k, b in rows:
         ratio = f"{k.seconds / b.seconds:7.2f}" if k and b else f"{'-':>7}"
-        ks = f"{k.seconds:10.1f}" if k else f"{'-':>10}"
-        bs = f"{b.seconds:11.1f}" if b else f"{'-':>11}"
+        k_s = f"{k.seconds:10.1f}" if k else f"{'-':>10}"
+        b_s = f"{b.seconds:11.1f}" if b else f"{'-':>11}"
         kp = f"{k.max_rss_mb:.0f} / {k.tree_mb:.0f}" if k else "-"
         bp = f"{b.max_rss_mb:.0f} / {b.tree_mb:.0f}" if b else "-"
-        print(f"{name:12}{ks}{bs}{ratio}{kp:>14}{bp:>15}")
+        print(f"{name:12}{k_s}{b_s}{ratio}{kp:>14}{bp:>15}")
 
 
 if __name__ == "__main__":
