@@ -237,12 +237,13 @@ def _tree_rss_kb(root_pid: int) -> int:
     return total
 
 
-def measure(argv: list[str], log: Path, env: dict[str, str] | None = None) -> Measure:
+def measure(argv: list[str], log: Path, env: dict[str, str] | None = None,
+            cwd: Path | None = None) -> Measure:
     """Run ``argv`` to completion; its wall time and peak memory. Fails on non-zero exit."""
     start = time.perf_counter()
     with open(log, "ab") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, env=env)
+                                stdin=subprocess.DEVNULL, env=env, cwd=cwd)
     peak = 0
     stop = threading.Event()
 
@@ -274,9 +275,11 @@ def run_kanipy(ctx: Path, dest: str, registry: str, work: Path, log: Path,
     argv = head + ["-m", "kanipy", "build", "--context", str(ctx), "--destination", dest,
                    "--insecure-registry", registry, "--kanipy-dir", str(kdir),
                    "--verbosity", "warn"]
+    # cwd too: ``python -m`` puts the working directory before PYTHONPATH, so
+    # another checkout there would be benchmarked instead of this one.
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     try:
-        return measure(argv, log, env)
+        return measure(argv, log, env, cwd=ROOT)
     finally:
         shutil.rmtree(kdir, ignore_errors=True)
 
