@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Make (once) a Debian bookworm minbase root filesystem as a layer tarball, for
+# benchmarks/bench_build.py. debootstrap downloads from Debian's package mirror;
+# the result is cached, so later runs reuse it:
+#
+#   benchmarks/make_debian_base.sh [CACHE_DIR]   # default ~/.cache/kanipy-bench
+#
+# Prints the path of the tarball: sorted entries, numeric owners, no device
+# nodes (a builder provides its own /dev), no apt caches.
+set -euo pipefail
+cache=${1:-${XDG_CACHE_HOME:-$HOME/.cache}/kanipy-bench}
+out="$cache/debian-bookworm-minbase.tar"
+mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+if [[ -s $out ]]; then
+    echo "$out"
+    exit 0
+fi
+mkdir -p "$cache"
+root=$(mktemp -d "$cache/rootfs.XXXXXX")
+trap 'rm -rf "$root"' EXIT
+echo "debootstrap --variant=minbase bookworm (a few minutes, once) ..." >&2
+debootstrap --variant=minbase bookworm "$root" "$mirror" >"$cache/debootstrap.log" 2>&1 || {
+    tail -20 "$cache/debootstrap.log" >&2
+    exit 1
+}
+rm -rf "${root:?}"/dev/* "${root:?}"/var/cache/apt/archives/*.deb "${root:?}"/var/lib/apt/lists/* \
+    "${root:?}"/var/log/* "${root:?}"/debootstrap
+tar --numeric-owner --sort=name --xattrs -C "$root" -cf "$out.tmp" .
+mv "$out.tmp" "$out"
+echo "$out"
