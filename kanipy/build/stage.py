@@ -66,21 +66,6 @@ class LayerPolicy:
         return mediatypes.layer_media_type(image_format, self.compression)
 
 
-def _under(path: str, roots: frozenset[str]) -> bool:
-    while path:
-        if path in roots:
-            return True
-        path = path.rpartition("/")[0]
-    return False
-
-
-def _without(snapshot: Snapshot, excluded: frozenset[str]) -> Snapshot:
-    if not excluded:
-        return snapshot
-    kept = {p: r for p, r in snapshot.records.items() if not _under(p, excluded)}
-    return Snapshot(snapshot.root, kept)
-
-
 class StageBuilder:
     """Runs one stage's instructions on a root that already holds its base."""
 
@@ -173,7 +158,7 @@ class StageBuilder:
                 excluded = scaffolding | frozenset(str(p) for p in ctx.runner.excluded_paths)
                 after = take_snapshot(rootfs.path, excluded)
                 assert snapshot is not None
-                changes = diff(_without(snapshot, excluded), after)
+                changes = diff(snapshot, after, excluded)
                 snapshot = after
             elif result.changed:
                 changes = changes_for_paths(rootfs.path, sorted(result.changed), scaffolding)

@@ -16,14 +16,26 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 log = logging.getLogger(__name__)
 
-# (st_mode, uid, gid, size, mtime_ns, ctime_ns, inode, symlink target or None)
-Record = tuple[int, int, int, int, int, int, int, "str | None"]
+# One record is bytes: st_mode, uid, gid (u32 each), size, mtime_ns, ctime_ns,
+# inode (64-bit each), then the symlink target's bytes. Packed, a record costs
+# ~90 bytes against ~290 for a tuple of int objects: a 100,000-entry tree's
+# snapshot fits in ~13 MB instead of ~37 MB, and a RUN step holds two.
+Record = bytes
+_PACK = struct.Struct("<IIIqqqQ")
+_DIR_MODE_OWNER = slice(0, 12)
+_MTIME = slice(20, 28)
+
+
+def record_mode(record: Record) -> int:
+    """st_mode of a record."""
+    return int.from_bytes(record[:4], "little")
 
 
 @dataclass(frozen=True)
@@ -60,9 +72,15 @@ class Changes:
         return tuple(sorted(self.added + self.modified, key=path_sort_key))
 
 
-def path_sort_key(path: str) -> list[str]:
-    """Sort by components, so a directory's entries stay together after it."""
-    return path.split("/")
+def path_sort_key(path: str) -> str:
+    """Sort by components, so a directory's entries stay together after it.
+
+    The path with each "/" turned into NUL, which sorts below every character a
+    name can hold: the same order as comparing lists of components, at one
+    string per path instead of a list of strings (for 100,000 paths, ~30 MB
+    less at the peak of a sort).
+    """
+    return path.replace("/", "\x00")
 
 
 def _normalize(paths: Iterable[str | PurePosixPath]) -> set[str]:
@@ -70,8 +88,9 @@ def _normalize(paths: Iterable[str | PurePosixPath]) -> set[str]:
 
 
 def _record(st: os.stat_result, link: str | None) -> Record:
-    return (st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
-            st.st_ino, link)
+    packed = _PACK.pack(st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns,
+                        st.st_ctime_ns, st.st_ino)
+    return packed if link is None else packed + os.fsencode(link)
 
 
 def _walk(host: str, prefix: str, exclude: set[str], records: dict[str, Record]) -> None:
@@ -111,18 +130,31 @@ def take_snapshot(
 
 
 def _changed(old: Record, new: Record) -> bool:
-    if stat.S_ISDIR(old[0]) and stat.S_ISDIR(new[0]):
+    if stat.S_ISDIR(record_mode(old)) and stat.S_ISDIR(record_mode(new)):
         # Directories: mode, owner and mtime only. Their size and ctime move
         # whenever an entry is created and removed inside them, and the RUN runner
         # creates and removes scaffolding (mount points) and then restores the
         # parent's mtime; comparing ctime or size would put such directories in
         # every layer. A real change to a directory's entries moves its mtime.
-        return old[0] != new[0] or old[1] != new[1] or old[2] != new[2] or old[4] != new[4]
+        return old[_DIR_MODE_OWNER] != new[_DIR_MODE_OWNER] or old[_MTIME] != new[_MTIME]
     return old != new
 
 
-def diff(before: Snapshot, after: Snapshot) -> Changes:
-    """The changes from ``before`` to ``after`` (two snapshots of the same root)."""
+def _under(path: str, roots: frozenset[str]) -> bool:
+    while path:
+        if path in roots:
+            return True
+        path = path.rpartition("/")[0]
+    return False
+
+
+def diff(before: Snapshot, after: Snapshot, ignore: frozenset[str] = frozenset()) -> Changes:
+    """The changes from ``before`` to ``after`` (two snapshots of the same root).
+
+    Paths at or under ``ignore`` (what ``after`` was taken without: a step's
+    mount points) are not reported deleted. Checking only the candidates for
+    deletion spares copying ``before`` without them, which costs a dict of the
+    whole tree per RUN step."""
     old, new = before.records, after.records
     added: list[str] = []
     modified: list[str] = []
@@ -134,7 +166,7 @@ def diff(before: Snapshot, after: Snapshot) -> Changes:
             modified.append(path)
     deleted: list[str] = []
     for path in old:
-        if path in new:
+        if path in new or (ignore and _under(path, ignore)):
             continue
         parent = path.rpartition("/")[0]
         # One whiteout per deleted subtree: a child of a deleted directory, or
@@ -144,7 +176,7 @@ def diff(before: Snapshot, after: Snapshot) -> Changes:
             deleted.append(path)
             continue
         parent_now = new.get(parent)
-        if parent_now is not None and stat.S_ISDIR(parent_now[0]):
+        if parent_now is not None and stat.S_ISDIR(record_mode(parent_now)):
             deleted.append(path)
     return Changes(
         tuple(sorted(added, key=path_sort_key)),

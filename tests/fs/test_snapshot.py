@@ -111,3 +111,17 @@ def test_changes_for_paths_takes_subtrees_and_parents(tmp_path: Path) -> None:
     assert got.added == ("/app", "/app/src", "/app/src/pkg", "/app/src/pkg/mod.py", "/etc",
                          "/etc/conf")
     assert got.present == got.added and not got.deleted
+
+
+def test_paths_mounted_over_during_a_step_are_not_deleted(tmp_path: Path) -> None:
+    """A RUN --mount target that already held files in the image: the snapshot after
+    the step skips it, and the diff must not turn its contents into whiteouts."""
+    base_tree(tmp_path)
+    before = take_snapshot(tmp_path)
+    (tmp_path / "plain").write_text("changed")
+    mounted = frozenset({"/dir/sub"})
+    after = take_snapshot(tmp_path, mounted)
+    changes = diff(before, after, mounted)
+    assert changes.deleted == ()
+    assert changes.modified == ("/plain",)
+    assert diff(before, after).deleted == ("/dir/sub",), "without ignore it looks deleted"
