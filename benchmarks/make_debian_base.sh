@@ -10,7 +10,15 @@
 set -euo pipefail
 cache=${1:-${XDG_CACHE_HOME:-$HOME/.cache}/kanipy-bench}
 out="$cache/debian-bookworm-minbase.tar"
-mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# The mirror this machine's apt already uses (DEBIAN_MIRROR overrides it).
+apt_mirror() {
+    local uri
+    uri=$(grep -hs '^URIs:' /etc/apt/sources.list.d/*.sources | awk '{print $2}' \
+        | grep -v -- '-security' | head -n1)
+    [[ -n $uri ]] || uri=$(grep -hs '^deb ' /etc/apt/sources.list | awk '{print $2}' | head -n1)
+    echo "$uri"
+}
+mirror=${DEBIAN_MIRROR:-$(apt_mirror)}
 if [[ -s $out ]]; then
     echo "$out"
     exit 0
@@ -19,7 +27,8 @@ mkdir -p "$cache"
 root=$(mktemp -d "$cache/rootfs.XXXXXX")
 trap 'rm -rf "$root"' EXIT
 echo "debootstrap --variant=minbase bookworm (a few minutes, once) ..." >&2
-debootstrap --variant=minbase bookworm "$root" "$mirror" >"$cache/debootstrap.log" 2>&1 || {
+# With no mirror found, debootstrap uses its own default.
+debootstrap --variant=minbase bookworm "$root" ${mirror:+"$mirror"} >"$cache/debootstrap.log" 2>&1 || {
     tail -20 "$cache/debootstrap.log" >&2
     exit 1
 }
