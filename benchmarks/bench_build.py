@@ -2,7 +2,7 @@
 
 Starts its own docker-registry on 127.0.0.1 (tests/fixtures/registry.py), pushes
 the base images (busybox from tests/fixtures/images.py; a Debian bookworm
-minbase from benchmarks/make_debian_base.sh, cached under ~/.cache/kanipy-bench),
+minbase from scripts/make_debian_base.sh, cached under ~/.cache/kanipy-bench),
 writes each workload's context and Dockerfile (seeded, so every run builds the
 same bytes), then for each workload runs
 
@@ -23,8 +23,6 @@ tree (sampled from /proc every 0.1 s). Figures only, no assertions.
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
 import random
 import shutil
@@ -42,9 +40,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.fixtures.images import (  # noqa: E402
-    Blob,
-    OCILayout,
     build_and_push_busybox,
+    debian_layer_tar,
+    push_layer_tar,
 )
 from tests.fixtures.registry import Registry  # noqa: E402
 
@@ -55,51 +53,11 @@ PATH_ENV = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 # ----------------------------------------------------------------------------- base images
 
-def debian_layer_tar() -> Path:
-    """The cached Debian minbase layer tarball (made by make_debian_base.sh once)."""
-    script = Path(__file__).resolve().parent / "make_debian_base.sh"
-    out = subprocess.run(["bash", str(script), str(CACHE)], check=True,
-                         stdout=subprocess.PIPE, text=True).stdout.strip()
-    return Path(out.splitlines()[-1])
-
-
 def push_debian(work: Path, registry_host: str) -> str:
     """Push the Debian minbase as a one-layer OCI image; returns its reference."""
-    layer_tar = debian_layer_tar()
-    gz = CACHE / "debian-bookworm-minbase.tar.gz"
-    if not gz.exists() or gz.stat().st_mtime < layer_tar.stat().st_mtime:
-        # gzip once and keep it: re-runs push in seconds.
-        subprocess.run(f"gzip -n -6 -c {layer_tar} > {gz}.tmp && mv {gz}.tmp {gz}",
-                       shell=True, check=True)
-    layout = OCILayout(work / "debian-layout")
-    layer_digest = _file_digest(gz)
-    shutil.copyfile(gz, layout.path / "blobs" / "sha256" / layer_digest.split(":", 1)[1])
-    config = layout.put(Blob("application/vnd.oci.image.config.v1+json", json.dumps({
-        "architecture": "amd64", "os": "linux", "created": "2023-11-14T22:13:20Z",
-        "config": {"Env": [PATH_ENV], "Cmd": ["bash"]},
-        "rootfs": {"type": "layers", "diff_ids": [_file_digest(layer_tar)]},
-        "history": [{"created": "2023-11-14T22:13:20Z",
-                     "created_by": "debootstrap --variant=minbase bookworm"}],
-    }, sort_keys=True).encode()))
-    manifest = layout.put(Blob("application/vnd.oci.image.manifest.v1+json", json.dumps({
-        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": config.descriptor(),
-        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                    "digest": layer_digest, "size": gz.stat().st_size}],
-    }, sort_keys=True).encode()))
-    layout.tag(manifest, "bookworm")
-    ref = f"{registry_host}/bench/debian:bookworm"
-    subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false",
-                    f"oci:{layout.path}:bookworm", f"docker://{ref}"], check=True)
-    return ref
-
-
-def _file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return "sha256:" + h.hexdigest()
+    return push_layer_tar(work / "debian", debian_layer_tar(CACHE),
+                          f"{registry_host}/bench/debian:bookworm",
+                          created_by="debootstrap --variant=minbase bookworm", cmd=["bash"])
 
 
 # ----------------------------------------------------------------------------- workloads

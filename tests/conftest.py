@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.fixtures.images import BaseImages, build_and_push_busybox
+from tests.fixtures.images import (
+    BaseImages,
+    build_and_push_busybox,
+    debian_layer_tar,
+    push_layer_tar,
+)
 from tests.fixtures.registry import CertificateAuthority, Registry
 from tests.tools import require_tool
 
@@ -60,3 +67,21 @@ def base_images(registry: Registry, tmp_path_factory: pytest.TempPathFactory) ->
     require_tool("skopeo")
     require_tool("busybox")
     return build_and_push_busybox(tmp_path_factory.mktemp("busybox"), registry.host, _host_arch())
+
+
+@pytest.fixture(scope="session")
+def debian_python_base(registry: Registry, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A Debian bookworm minbase with python3 (debootstrap, cached), pushed to ``registry``.
+
+    The first run on a machine runs debootstrap against the mirror apt uses (~35 s);
+    the tarball is kept under ~/.cache/kanipy-test for later runs.
+    """
+    require_tool("debootstrap")
+    require_tool("skopeo")
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kanipy-test"
+    tarball = debian_layer_tar(cache, include="python3")
+    return push_layer_tar(
+        tmp_path_factory.mktemp("debian"), tarball, registry.ref("kanipy-test/debian:python"),
+        created_by="debootstrap --variant=minbase --include=python3 bookworm",
+        cmd=["bash"], arch=_host_arch(),
+    )

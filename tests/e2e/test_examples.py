@@ -44,3 +44,18 @@ def test_multi_stage(tmp_path: Path, registry: Registry, base_images: BaseImages
     proc = run_with_runc(rootfs)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == "hello, world (app 2.5.0)\n"
+
+
+def test_python_app(tmp_path: Path, registry: Registry, debian_python_base: str) -> None:
+    dest = registry.ref("examples/python-app:latest")
+    build(EXAMPLES / "python-app", "--build-arg", f"BASE={debian_python_base}",
+          "-d", dest).check()
+    config = skopeo_config(dest)["config"]
+    assert config["User"] == "app"
+    assert config["WorkingDir"] == "/app"
+    assert "PYTHONUNBUFFERED=1" in config["Env"]
+    rootfs = unpack_image(dest, tmp_path / "out")
+    assert "app:x:10001:" in (rootfs / "etc/passwd").read_text()
+    proc = run_with_runc(rootfs, ["python3", "/app/app.py", "--check"])
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == '{"path": "/health", "status": "ok"}\n'
