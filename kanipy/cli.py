@@ -89,6 +89,52 @@ def _multi(*names: str, **kw: Any) -> Any:
     return click.option(*names, multiple=True, **kw)
 
 
+# Kaniko executor flags that kanipy accepts so a pipeline can switch unchanged,
+# but that change nothing in the image: each gets one log line saying why.
+# (flag, takes a value, note)
+_KANIKO_COMPAT: tuple[tuple[str, bool, str], ...] = (
+    ("--cache", False, "kanipy has no layer cache yet: every step runs, and the image is the "
+                       "same as with a cache"),
+    ("--cache-repo", True, "kanipy has no layer cache yet; --cache-repo is not used"),
+    ("--cache-ttl", True, "kanipy has no layer cache yet; --cache-ttl is not used"),
+    ("--cache-copy-layers", False, "kanipy has no layer cache yet"),
+    ("--cache-run-layers", False, "kanipy has no layer cache yet"),
+    ("--cleanup", False, "kanipy always removes its work directory after a build"),
+    ("--use-new-run", False, "kanipy always snapshots by metadata (the new-run behaviour)"),
+    ("--snapshot-mode", True, "kanipy always compares full lstat metadata, which finds every "
+                              "change 'full' would, without reading file contents"),
+    ("--skip-unused-stages", False, "kanipy always builds only the stages the target needs"),
+    ("--force", False, "kanipy builds in its own directory and needs no container check"),
+    ("--ignore-path", True, "kanipy never builds over / , so no host path can reach an image"),
+    ("--ignore-var-run", False, "kanipy never builds over / , so the host's /var/run never "
+                                "reaches an image"),
+)
+
+
+def _compat_dest(flag: str) -> str:
+    return "compat_" + flag.lstrip("-").replace("-", "_")
+
+
+def _kaniko_compat(func: Any) -> Any:
+    for flag, takes_value, _ in _KANIKO_COMPAT:
+        if takes_value:
+            func = click.option(flag, _compat_dest(flag), multiple=True, hidden=True)(func)
+        else:
+            # Kaniko's booleans are written both as --flag and --flag=true|false.
+            func = click.option(flag, _compat_dest(flag), is_flag=False, flag_value="true",
+                                default=None, hidden=True,
+                                type=click.Choice(["true", "false"]))(func)
+    return func
+
+
+def _note_compat_flags(kw: dict[str, Any]) -> None:
+    for flag, takes_value, note in _KANIKO_COMPAT:
+        value = kw.pop(_compat_dest(flag), None)
+        if (takes_value and value) or value == "true":
+            log.warning("%s is accepted for Kaniko compatibility and has no effect: %s",
+                        flag, note)
+
+
 @cli.command(context_settings={"max_content_width": 100})
 @click.option("-f", "--dockerfile", default="Dockerfile", show_default=True,
               help="Path to the Dockerfile: absolute, or relative to the context.")
@@ -152,6 +198,7 @@ def _multi(*names: str, **kw: Any) -> Any:
 @click.option("--log-format", type=click.Choice(["text", "color", "json"]), default="text",
               show_default=True, help="Log line format.")
 @click.option("--debug", is_flag=True, help="Show tracebacks for internal errors.")
+@_kaniko_compat
 def build(**kw: Any) -> None:
     """Build an image from a Dockerfile and push it.
 
@@ -159,6 +206,7 @@ def build(**kw: Any) -> None:
     kanipy build -f Dockerfile -c /workspace/src -d registry.example.com/app:1.0
     """
     configure_logging(kw["verbosity"], kw["log_format"])
+    _note_compat_flags(kw)
     options = options_from_flags(kw)
     if not options.destinations and not options.no_push and not options.dry_run \
             and not (options.tar_path or options.oci_layout_path):
