@@ -17,7 +17,8 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +41,7 @@ from kanipy.oci.image import StoredImage, store_image
 from kanipy.reference import DOCKER_HUB, Reference
 from kanipy.registry import RegistryClient, RegistryOptions
 from kanipy.registry.progress import ProgressEvent
+from kanipy.registry.transport import ConnectionFailed
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +138,7 @@ class Build:
         self._client: RegistryClient | None = None
         self._image_roots: dict[str, Path] = {}
         self._cleaner: threading.Thread | None = None
+        self.filename = "Dockerfile"
 
     @property
     def client(self) -> RegistryClient:
@@ -166,6 +169,7 @@ class Build:
             options.context, build_dir, options.dockerfile, options.context_sub_path,
             env=options.env)
         text = _read_dockerfile(dockerfile_path)
+        self.filename = dockerfile_path.name
         build_args = {}
         for key, value in options.build_args:
             if value is None:
@@ -188,7 +192,8 @@ class Build:
                              "zstd layer type; drop --image-format docker or use gzip")
         if not options.no_push:
             for ref in destinations:
-                self.client.check_push_permission(ref)
+                with _unreachable_hint(f"push to {ref.name}"):
+                    self.client.check_push_permission(ref)
 
         store = BlobStore(options.cache_dir or build_dir / "blobs")
         epoch = _source_date_epoch(options)
@@ -276,12 +281,16 @@ class Build:
         except UsageError as exc:
             if stage is None:
                 raise
-            raise DockerfileError(f"FROM {text}: {exc}", stage.from_instruction.line) from None
+            raise DockerfileError(f"FROM {text}: {exc}", stage.from_instruction.line,
+                                  self.filename) from None
         rootfs = Rootfs(root)
+        where = (f"pull of {ref} (FROM on {self.filename}:{stage.from_instruction.line})"
+                 if stage is not None else f"pull of {ref} (--from)")
         # Each layer is unpacked as soon as it has arrived, while later ones download.
-        pulled = self.client.pull_image(
-            ref, platform, store, on_progress=self._progress("pull"),
-            on_layer=lambda desc: self._unpack(rootfs, [desc], store))
+        with _unreachable_hint(where):
+            pulled = self.client.pull_image(
+                ref, platform, store, on_progress=self._progress("pull"),
+                on_layer=lambda desc: self._unpack(rootfs, [desc], store))
         config = ImageConfig.parse(pulled.config_raw)
         image_format = "docker" if pulled.manifest_media_type == mediatypes.DOCKER_MANIFEST \
             else "oci"
@@ -394,6 +403,25 @@ def _kaniko_name(ref: Reference) -> str:
     if ref.registry == DOCKER_HUB:
         return f"index.docker.io/{ref.repository}"
     return ref.name
+
+
+@contextmanager
+def _unreachable_hint(doing: str) -> Iterator[None]:
+    """Say what was being done when a registry could not be reached, and what to try.
+
+    The registry client's connection errors name the host and the reason; only
+    the engine knows whether it was the push check or which FROM's pull.
+    """
+    try:
+        yield
+    except ConnectionFailed as exc:
+        hint = ""
+        if not exc.tls_untrusted:
+            hint = ("; check the registry address and that it is running (a plain-HTTP "
+                    "registry needs --insecure-registry HOST:PORT)")
+        exc.message = f"{doing} failed: {exc.message}{hint}"
+        exc.args = (exc.message,)
+        raise
 
 
 def _copy_root(source: Path, target: Path) -> None:

@@ -52,11 +52,17 @@ def _failing(tmp_path: Path, registry: Registry, base_images: BaseImages):  # ty
         ("missing-context", ok, ["--context", str(tmp_path / "absent"),
                                  "-d", registry.ref("e2e/cli:x")], 2, ["absent"]),
         ("no-destination", ok, [], 2, ["--destination"]),
+        ("unreachable-destination", ok, ["-d", f"127.0.0.1:{free_port()}/app:1",
+                                         "--push-retry", "0"], 4,
+         ["push to 127.0.0.1:", "connection refused", "--insecure-registry"]),
+        ("unreachable-base", f"FROM 127.0.0.1:{free_port()}/base:1\n",
+         ["--no-push", "--push-retry", "0"], 4,
+         ["FROM on Dockerfile:1", "connection refused"]),
     ]
 
 
 CASES = ["bad-destination", "bad-destination-tag", "syntax-error", "missing-base",
-         "missing-context", "no-destination"]
+         "missing-context", "no-destination", "unreachable-destination", "unreachable-base"]
 
 
 @pytest.mark.parametrize("case", CASES)
