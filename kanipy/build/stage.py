@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from kanipy.build.handlers import HANDLERS
 from kanipy.build.progress import BuildReporter, StepInfo, StepSummary
@@ -36,6 +36,7 @@ from kanipy.oci import mediatypes
 from kanipy.oci.blobstore import BlobStore
 from kanipy.oci.config import HistoryEntry, ImageConfig
 from kanipy.oci.descriptor import Descriptor
+from kanipy.oci.digest import Digest
 
 log = logging.getLogger(__name__)
 
@@ -204,8 +205,8 @@ class StageBuilder:
                           dict(base.layer_sources))
 
 
-def _single_layer_history(config: ImageConfig, base_entries: int, diff_id, created: str
-                          ) -> ImageConfig:  # type: ignore[no-untyped-def]
+def _single_layer_history(config: ImageConfig, base_entries: int, diff_id: Digest,
+                          created: str) -> ImageConfig:
     """--single-snapshot: the stage's steps share one layer, recorded on the last entry."""
     doc = config.to_json()
     history = doc.get("history") or []
@@ -220,4 +221,4 @@ def _single_layer_history(config: ImageConfig, base_entries: int, diff_id, creat
     return ImageConfig(doc)
 
 
-__all__ = ["BuiltStage", "LayerPolicy", "PurePosixPath", "StageBuilder"]
+__all__ = ["BuiltStage", "LayerPolicy", "StageBuilder"]

@@ -7,10 +7,11 @@ from pathlib import PurePosixPath
 
 from kanipy.build.handlers.users import exec_user
 from kanipy.build.step import StageContext, StageState, StepResult
+from kanipy.dockerfile import Workdir
 from kanipy.errors import BuildError
 
 
-def handle_workdir(ins, state: StageState, ctx: StageContext) -> StepResult:  # type: ignore[no-untyped-def]
+def handle_workdir(ins: Workdir, state: StageState, ctx: StageContext) -> StepResult:
     """``WORKDIR /path``: relative paths are against the previous WORKDIR.
 
     BuildKit creates missing directories owned by the current USER (mode 0755);
