@@ -27,8 +27,10 @@ Interchange Format"; GNU tar's manual, "Basic Tar Format"):
 The end of an archive is its first zero block, as for GNU tar and ``tarfile``
 (a lone zero block followed by more data is logged; the data is not read).
 An archive that simply stops at a header boundary, without the two zero
-blocks, is accepted as both of those do (an empty stream is not); a stream that stops inside a header,
-an extended header or an entry's data is an IntegrityError.
+blocks, is accepted as both of those do (an empty stream is not); a stream
+that stops inside a header, an extended header or an entry's data, a bad
+checksum or an unparsable field is an IntegrityError (tarfile's streaming mode
+silently stopped at those after the first entry).
 """
 
 from __future__ import annotations
