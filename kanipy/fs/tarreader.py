@@ -379,8 +379,12 @@ class TarReader:
             uid = _number(fields[2])
             gid = _number(fields[3])
             mtime_ns = _number(fields[5]) * 1_000_000_000
-            devmajor = _number(fields[13])
-            devminor = _number(fields[14])
+            # Only devices use these; other writers leave them empty or as spaces.
+            if typeflag == CHRTYPE or typeflag == BLKTYPE:
+                devmajor = _number(fields[13])
+                devminor = _number(fields[14])
+            else:
+                devmajor = devminor = 0
         except ValueError as exc:
             raise self._bad(offset, f"numeric field ({exc})") from None
         name = _decode(raw_name)

@@ -278,6 +278,9 @@ class _Unpacker:
         assert parent is not None
         path = parent + "/" + base
         kind = member.type
+        if kind == REGTYPE:
+            self._regular_file(path, member, reader)
+            return
         is_dir = kind == DIRTYPE
         try:
             existing: os.stat_result | None = os.lstat(path)
@@ -293,8 +296,6 @@ class _Unpacker:
         if is_dir:
             if existing is None:
                 os.mkdir(path, 0o700)
-        elif kind == REGTYPE:
-            self._write_file(path, member, reader)
         elif kind == SYMTYPE:
             os.symlink(member.linkname, path)
         elif kind == LNKTYPE:
@@ -319,15 +320,7 @@ class _Unpacker:
         self._added.add(path)
         # Numeric owners only (OCI layers carry ids; names would be the host's).
         os.chown(path, member.uid, member.gid, follow_symlinks=False)
-        for xname, xvalue in member.xattrs.items():
-            try:
-                os.setxattr(path, xname, xvalue, follow_symlinks=False)
-            except OSError as exc:
-                if not self._warned_xattr:
-                    log.warning("layer %s: cannot set xattr %s on %s (%s); "
-                                "further xattr failures in this layer are not reported",
-                                self.layer_name, xname, name, exc.strerror)
-                    self._warned_xattr = True
+        self._set_xattrs(path, member)
         mtime_ns = member.mtime_ns
         if is_dir:
             self._dirs["/".join(parts)] = path
@@ -355,26 +348,62 @@ class _Unpacker:
             )
         return parent + "/" + parts[-1]
 
-    def _write_file(self, path: str, member: TarEntry, reader: TarReader) -> None:
-        fd = os.open(path, _OPEN_FLAGS, 0o600)
+    def _set_xattrs(self, target: str | int, member: TarEntry) -> None:
+        for xname, xvalue in member.xattrs.items():
+            try:
+                if isinstance(target, int):
+                    os.setxattr(target, xname, xvalue)
+                else:
+                    os.setxattr(target, xname, xvalue, follow_symlinks=False)
+            except OSError as exc:
+                if not self._warned_xattr:
+                    log.warning("layer %s: cannot set xattr %s on %s (%s); "
+                                "further xattr failures in this layer are not reported",
+                                self.layer_name, xname, member.name, exc.strerror)
+                    self._warned_xattr = True
+
+    def _regular_file(self, path: str, member: TarEntry, reader: TarReader) -> None:
+        """Create, fill and finish a regular file through one descriptor.
+
+        Most paths are new (a base layer), so creating first and looking at what
+        is there only when that fails saves an lstat per file, and metadata set
+        through the descriptor saves a path lookup per call.
+        """
         try:
-            while True:
-                view = reader.read(_READ_CHUNK)
-                size = len(view)
-                if not size:
-                    break
-                self.file_bytes += size
-                if member.sparse and view.tobytes().count(0) == size:
-                    # A hole (or zeros) of a sparse file: seek over it to keep it a hole.
-                    os.lseek(fd, size, os.SEEK_CUR)
-                    continue
-                while view:
-                    written = os.write(fd, view)
-                    view = view[written:]
-            if member.sparse:
-                os.ftruncate(fd, member.size)
+            fd = os.open(path, _OPEN_FLAGS, 0o600)
+        except FileExistsError:
+            self._remove(path, os.lstat(path))
+            fd = os.open(path, _OPEN_FLAGS, 0o600)
+        self.entries += 1
+        self._added.add(path)
+        try:
+            self._write_file(fd, member, reader)
+            # Owner, then xattrs (chown drops security.capability), then mode
+            # (chown also clears setuid/setgid), then times, last.
+            os.fchown(fd, member.uid, member.gid)
+            if member.xattrs:
+                self._set_xattrs(fd, member)
+            os.fchmod(fd, member.mode & 0o7777)
+            os.utime(fd, ns=(member.mtime_ns, member.mtime_ns))
         finally:
             os.close(fd)
+
+    def _write_file(self, fd: int, member: TarEntry, reader: TarReader) -> None:
+        while True:
+            view = reader.read(_READ_CHUNK)
+            size = len(view)
+            if not size:
+                break
+            self.file_bytes += size
+            if member.sparse and view.tobytes().count(0) == size:
+                # A hole (or zeros) of a sparse file: seek over it to keep it a hole.
+                os.lseek(fd, size, os.SEEK_CUR)
+                continue
+            while view:
+                written = os.write(fd, view)
+                view = view[written:]
+        if member.sparse:
+            os.ftruncate(fd, member.size)
 
     def _whiteout(self, parts: list[str], name: str) -> None:
         base = parts[-1]
