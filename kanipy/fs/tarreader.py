@@ -66,6 +66,7 @@ FIFOTYPE = b"6"
 CONTTYPE = b"7"
 XHDTYPE = b"x"
 XGLTYPE = b"g"
+SOLARIS_XHDTYPE = b"X"  # Solaris tar's name for a pax "x" header
 GNU_LONGNAME = b"L"
 GNU_LONGLINK = b"K"
 GNU_SPARSE = b"S"
@@ -310,7 +311,7 @@ class TarReader:
                 raise self._bad(offset, f"size field {fields[4]!r}") from None
             if size < 0:
                 raise self._bad(offset, f"negative size {size}")
-            if typeflag == XHDTYPE or typeflag == XGLTYPE:
+            if typeflag == XHDTYPE or typeflag == XGLTYPE or typeflag == SOLARIS_XHDTYPE:
                 data = self._take(size, f"a pax extended header (offset {offset})")
                 try:
                     records = _parse_pax(data)
