@@ -2,7 +2,7 @@
 # The main job, end to end, on a fresh machine (as root): install everything,
 # start a registry on loopback, push a busybox base image, build the
 # examples/static-site Dockerfile with kanipy and push it, then check the
-# result with tools that are not kanipy (skopeo, umoci).
+# result with tools that are not kanipy (skopeo, umoci, runc).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -30,4 +30,14 @@ echo "== files of the image (umoci unpack)" >&2
 skopeo copy --quiet --src-tls-verify=false "docker://$DEST" "oci:$work/layout:demo"
 umoci unpack --image "$work/layout:demo" "$work/bundle" >/dev/null
 ls -l "$work/bundle/rootfs/var/www" >&2
+echo "== run it with runc: cat /var/www/index.html as the image's user" >&2
+.venv/bin/python - "$work/bundle/config.json" <<'PY'
+import json, sys
+spec = json.load(open(sys.argv[1]))
+spec["process"]["terminal"] = False
+spec["process"]["args"] = ["cat", "/var/www/index.html"]
+json.dump(spec, open(sys.argv[1], "w"))
+PY
+runc run --bundle "$work/bundle" "kanipy-demo-$$" </dev/null >&2
+runc delete --force "kanipy-demo-$$" >/dev/null 2>&1 || true
 echo "== demo: done" >&2
