@@ -271,7 +271,7 @@ class Build:
                 return Platform.parse(stage.platform)
             except ValueError as exc:
                 raise DockerfileError(f"FROM --platform: {exc}",
-                                      stage.from_instruction.line) from None
+                                      stage.from_instruction.line, self.filename) from None
         return self.options.target_platform
 
     def _pull_into(self, text: str, platform: Platform, root: Path, store: BlobStore,
