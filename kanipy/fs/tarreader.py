@@ -46,26 +46,28 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from kanipy.errors import IntegrityError
+from kanipy.fs.tarformat import (  # noqa: F401 - re-exported for the reader's callers
+    AREGTYPE,
+    BLKTYPE,
+    BLOCK,
+    CHRTYPE,
+    CONTTYPE,
+    DIRTYPE,
+    FIFOTYPE,
+    LNKTYPE,
+    REGTYPE,
+    SYMTYPE,
+    XGLTYPE,
+    XHDTYPE,
+)
 
 log = logging.getLogger(__name__)
 
-BLOCK = 512
 _READ_CHUNK = 1 << 20
 # Extended headers (pax records, GNU long names) are held in memory; a bigger
 # one is not a real archive's and would let a layer make us allocate at will.
 _MAX_META = 16 << 20
 
-REGTYPE = b"0"
-AREGTYPE = b"\0"
-LNKTYPE = b"1"
-SYMTYPE = b"2"
-CHRTYPE = b"3"
-BLKTYPE = b"4"
-DIRTYPE = b"5"
-FIFOTYPE = b"6"
-CONTTYPE = b"7"
-XHDTYPE = b"x"
-XGLTYPE = b"g"
 SOLARIS_XHDTYPE = b"X"  # Solaris tar's name for a pax "x" header
 GNU_LONGNAME = b"L"
 GNU_LONGLINK = b"K"

@@ -17,21 +17,24 @@ import logging
 import os
 from typing import Protocol
 
+from kanipy.fs.tarformat import (  # noqa: F401 - re-exported for the writer's callers
+    BLKTYPE,
+    BLOCK,
+    CHRTYPE,
+    DIRTYPE,
+    FIFOTYPE,
+    LNKTYPE,
+    REGTYPE,
+    SYMTYPE,
+    XHDTYPE,
+)
+
 log = logging.getLogger(__name__)
 
-BLOCK = 512
 _FLUSH_AT = 1 << 20
 _CHUNK = 1 << 20
 _PAX_NAME = b"././@PaxHeader"
 
-REGTYPE = b"0"
-LNKTYPE = b"1"
-SYMTYPE = b"2"
-CHRTYPE = b"3"
-BLKTYPE = b"4"
-DIRTYPE = b"5"
-FIFOTYPE = b"6"
-XHDTYPE = b"x"
 
 
 class Sink(Protocol):
