@@ -121,3 +121,29 @@ def run_with_runc(rootfs: Path, args: list[str] | None = None) -> subprocess.Com
                               stdin=subprocess.DEVNULL)
     finally:
         subprocess.run(["runc", "delete", "--force", name], capture_output=True)
+
+
+def finish_copy_context(root: Path, mtime: int) -> Path:
+    """The entries COPY tests need that files alone cannot give, then one mtime for all.
+
+    ``links/rel`` (inside the context) and ``links/abs`` (leaving it), ``hard/two``
+    hardlinked to ``hard/one``, modes on ``exec.sh``, ``hello.txt`` and ``dir/sub``,
+    a socket ``dir/app.sock`` (never copied), and ``mtime`` on every entry.
+    """
+    import socket
+
+    links = root / "links"
+    links.mkdir(exist_ok=True)
+    (links / "rel").unlink(missing_ok=True)
+    (links / "rel").symlink_to("../hello.txt")
+    (links / "abs").symlink_to("/etc/passwd")
+    os.link(root / "hard/one", root / "hard/two")
+    (root / "exec.sh").chmod(0o755)
+    (root / "hello.txt").chmod(0o640)
+    (root / "dir/sub").chmod(0o750)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(root / "dir/app.sock"))
+    sock.close()
+    for path in root.rglob("*"):
+        os.utime(path, (mtime, mtime), follow_symlinks=False)
+    return root

@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import tarfile
 from pathlib import Path
 
 import pytest
 
 from kanipy.build.handlers.copy_sources import go_match_regex
-from tests.e2e.helpers import build, lstat_info, skopeo_config, unpack_image, write_tree
+from tests.e2e.helpers import (
+    build,
+    finish_copy_context,
+    lstat_info,
+    skopeo_config,
+    unpack_image,
+    write_tree,
+)
 from tests.fixtures.images import BaseImages
 from tests.fixtures.registry import Registry
 
@@ -61,20 +67,8 @@ def _context(root: Path) -> Path:
         "secret.key": "never copied\n",
         ".dockerignore": "ignored\n!ignored/keep.txt\nsecret.key\n",
     })
-    (root / "links/rel").unlink()
-    (root / "links/rel").symlink_to("../hello.txt")
-    (root / "links/abs").symlink_to("/etc/passwd")          # would leave the context
     (root / "links/dangling").symlink_to("nowhere")
-    os.link(root / "hard/one", root / "hard/two")
-    (root / "exec.sh").chmod(0o755)
-    (root / "hello.txt").chmod(0o640)
-    (root / "dir/sub").chmod(0o750)
-    sock = socket.socket(socket.AF_UNIX)
-    sock.bind(str(root / "dir/app.sock"))
-    sock.close()
-    for path in root.rglob("*"):
-        os.utime(path, (MTIME, MTIME), follow_symlinks=False)
-    return root
+    return finish_copy_context(root, MTIME)
 
 
 def test_copy_from_the_context(tmp_path: Path, registry: Registry,

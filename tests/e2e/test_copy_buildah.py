@@ -13,7 +13,6 @@ import gzip
 import hashlib
 import io
 import os
-import socket
 import stat
 import subprocess
 import tarfile
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import build, run_tool, unpack_image, write_tree
+from tests.e2e.helpers import build, finish_copy_context, run_tool, unpack_image, write_tree
 from tests.fixtures.images import BaseImages
 from tests.fixtures.registry import Registry
 from tests.tools import require_root, require_tool
@@ -85,20 +84,8 @@ def _context(root: Path, base: str) -> Path:
         "overlay/tmp/new.txt": "in tmp\n", "overlay/var/keep/k.txt": "k\n",
         "pkg.tgz": _archive(), "fake.tar.gz": "not an archive\n",
     })
-    (root / "links").mkdir()
-    (root / "links/rel").symlink_to("../hello.txt")
-    (root / "links/abs").symlink_to("/etc/passwd")
-    os.link(root / "hard/one", root / "hard/two")
-    (root / "exec.sh").chmod(0o755)
-    (root / "hello.txt").chmod(0o640)
-    (root / "dir/sub").chmod(0o750)
     (root / "overlay/tmp").chmod(0o700)
-    sock = socket.socket(socket.AF_UNIX)
-    sock.bind(str(root / "dir/app.sock"))
-    sock.close()
-    for path in root.rglob("*"):
-        os.utime(path, (MTIME, MTIME), follow_symlinks=False)
-    return root
+    return finish_copy_context(root, MTIME)
 
 
 def _inventory(rootfs: Path) -> dict[str, tuple[object, ...]]:
