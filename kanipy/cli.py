@@ -19,9 +19,9 @@ from typing import Any
 import click
 
 from kanipy import __version__
-from kanipy.build.options import BuildOptions, parse_key_value, parse_secret
-from kanipy.build.progress import StepInfo, StepSummary
 from kanipy.errors import KanipyError, UsageError
+from kanipy.executor.options import BuildOptions, parse_key_value, parse_secret
+from kanipy.executor.progress import StepInfo, StepSummary
 from kanipy.oci.descriptor import Platform
 from kanipy.registry.progress import ProgressEvent
 
@@ -214,7 +214,7 @@ def build(**kw: Any) -> None:
             "no --destination given: name where to push (-d registry/repo:tag), "
             "or pass --no-push to only build"
         )
-    from kanipy.build.engine import run_build
+    from kanipy.executor.engine import run_build
 
     reporter = ConsoleReporter(sys.stderr, json_lines=kw["log_format"] == "json")
     result = run_build(options, reporter)
@@ -259,7 +259,7 @@ class ConsoleReporter:
         if self.json_lines:
             text = json.dumps({
                 "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "level": "info", "logger": "kanipy.build", "msg": text,
+                "level": "info", "logger": "kanipy.executor", "msg": text,
             })
         self.stream.write(text + "\n")
         self.stream.flush()

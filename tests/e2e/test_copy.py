@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kanipy.build.handlers.copy_sources import go_match_regex
+from kanipy.executor.handlers.copy_sources import go_match_regex
 from tests.e2e.helpers import (
     build,
     finish_copy_context,

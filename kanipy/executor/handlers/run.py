@@ -21,12 +21,12 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 
-from kanipy.build.handlers.users import exec_user
-from kanipy.build.runner import Mount as RunnerMount
-from kanipy.build.runner import RunSpec
-from kanipy.build.step import StageContext, StageState, StepResult
 from kanipy.dockerfile import Mount, Run
 from kanipy.errors import BuildError, DockerfileError
+from kanipy.executor.handlers.users import exec_user
+from kanipy.executor.runner import Mount as RunnerMount
+from kanipy.executor.runner import RunSpec
+from kanipy.executor.step import StageContext, StageState, StepResult
 from kanipy.fs.rootfs import Rootfs
 
 log = logging.getLogger(__name__)
@@ -295,7 +295,7 @@ def _secret_mount(m: Mount, ins: Run, ctx: StageContext, scratch: Path,
 def _mount_source_root(m: Mount, ctx: StageContext) -> Path:
     if m.from_ is None:
         return ctx.context.root
-    from kanipy.build.handlers.copy import source_root_for
+    from kanipy.executor.handlers.copy import source_root_for
     return source_root_for(m.from_, ctx)
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import posixpath
 from pathlib import PurePosixPath
 
-from kanipy.build.handlers.users import exec_user
-from kanipy.build.step import StageContext, StageState, StepResult
 from kanipy.dockerfile import Workdir
 from kanipy.errors import BuildError
+from kanipy.executor.handlers.users import exec_user
+from kanipy.executor.step import StageContext, StageState, StepResult
 
 
 def handle_workdir(ins: Workdir, state: StageState, ctx: StageContext) -> StepResult:

@@ -32,21 +32,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
-from kanipy.build.handlers.archive import extract_archive, is_tar_archive
-from kanipy.build.handlers.copy_sources import Source, SourceFinder, has_wildcard
-from kanipy.build.handlers.copy_tree import Ownership, SkipRule, TreeWriter
-from kanipy.build.handlers.download import (
+from kanipy.dockerfile import Add, Copy, StageRef
+from kanipy.dockerfile.ignore import DockerIgnore
+from kanipy.errors import BuildError, DockerfileError
+from kanipy.executor.handlers.archive import extract_archive, is_tar_archive
+from kanipy.executor.handlers.copy_sources import Source, SourceFinder, has_wildcard
+from kanipy.executor.handlers.copy_tree import Ownership, SkipRule, TreeWriter
+from kanipy.executor.handlers.download import (
     Downloaded,
     clone_git,
     download,
     is_git_url,
     is_url,
 )
-from kanipy.build.handlers.users import exec_user
-from kanipy.build.step import StageContext, StageState, StepResult
-from kanipy.dockerfile import Add, Copy, StageRef
-from kanipy.dockerfile.ignore import DockerIgnore
-from kanipy.errors import BuildError, DockerfileError
+from kanipy.executor.handlers.users import exec_user
+from kanipy.executor.step import StageContext, StageState, StepResult
 from kanipy.oci.digest import Digest
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from kanipy.build.userdb import ExecUser, home_of_uid, resolve_user
 from kanipy.errors import BuildError
+from kanipy.executor.userdb import ExecUser, home_of_uid, resolve_user
 
 PASSWD = """\
 root:x:0:0:root:/root:/bin/sh

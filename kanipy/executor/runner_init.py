@@ -1,6 +1,6 @@
 """The inside of a RUN step: what runs in the helper process and the step's namespaces.
 
-``kanipy.build.runner`` starts this module in a fresh ``python -I -S`` helper
+``kanipy.executor.runner`` starts this module in a fresh ``python -I -S`` helper
 (``_helper_main``). The helper unshares the mount and PID namespaces (plus
 network and UTS when asked), forks the init (PID 1 of the new PID namespace),
 and waits. The init makes mount propagation private, chroots into the rootfs,
@@ -10,7 +10,7 @@ step, and when the step's main process ends kills what is left, unmounts, and
 removes the mount points it created. It reports back over a status pipe as
 JSON lines: ``{"exit", "missing", "warnings", "mounted"}`` or ``{"error"}``.
 
-Only the standard library and ``kanipy.build.userdb`` may be used here: the
+Only the standard library and ``kanipy.executor.userdb`` may be used here: the
 helper does not load the engine's dependencies.
 """
 
@@ -29,7 +29,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from kanipy.build.userdb import home_of_uid
+from kanipy.executor.userdb import home_of_uid
 
 # The helper has no log handlers: what the engine must know goes over the status pipe.
 log = logging.getLogger(__name__)

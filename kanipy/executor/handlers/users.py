@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from kanipy.build.step import StageContext
-from kanipy.build.userdb import ExecUser, resolve_user
 from kanipy.errors import BuildError
+from kanipy.executor.step import StageContext
+from kanipy.executor.userdb import ExecUser, resolve_user
 
 
 def exec_user(ctx: StageContext, user: str, *, line: int | None = None) -> ExecUser:

@@ -22,8 +22,8 @@ from kanipy.fs.rootfs import Rootfs
 from kanipy.oci.config import ImageConfig
 
 if TYPE_CHECKING:
-    from kanipy.build.options import BuildOptions
-    from kanipy.build.runner import Runner
+    from kanipy.executor.options import BuildOptions
+    from kanipy.executor.runner import Runner
 
 
 @dataclass(frozen=True)

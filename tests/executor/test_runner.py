@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from kanipy.build.runner import DEFAULT_PATH, ChrootRunner, Mount, RunSpec
-from kanipy.build.userdb import resolve_user
 from kanipy.errors import BuildError
+from kanipy.executor.runner import DEFAULT_PATH, ChrootRunner, Mount, RunSpec
+from kanipy.executor.userdb import resolve_user
 from tests.tools import require_root, require_tool
 
 PASSWD = """\
@@ -220,7 +220,7 @@ def test_degraded_path_warns_once_and_still_runs(rootfs: Path,
                                                  caplog: pytest.LogCaptureFixture) -> None:
     runner = ChrootRunner(degraded=True)
     before = listing(rootfs, ["", *SCAFFOLDING])
-    with caplog.at_level(logging.WARNING, logger="kanipy.build.runner"):
+    with caplog.at_level(logging.WARNING, logger="kanipy.executor.runner"):
         first = run(rootfs, "echo hello; test -e /proc/self || echo no-proc", runner)
         # A shell needs /dev/null for a background job: this image ships one.
         (rootfs / "dev").mkdir()

@@ -13,7 +13,7 @@ How, and why this way:
   mounts, their error reporting, or the cleanup inside the root, and would add a
   tool whose flags vary by version.
 - The work happens in a fresh helper process (``python -I -S`` running
-  ``kanipy.build.runner_init``), never in the engine itself: the engine may
+  ``kanipy.executor.runner_init``), never in the engine itself: the engine may
   have threads (a thread cannot ``unshare`` a mount namespace it shares with
   others, and ``fork`` with threads is unsafe), and its namespaces must stay
   untouched. The helper unshares, forks a child that
@@ -52,8 +52,8 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, Protocol
 
-from kanipy.build.runner_init import DEFAULT_PATH
 from kanipy.errors import BuildError
+from kanipy.executor.runner_init import DEFAULT_PATH
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ class ChrootRunner:
         out_r, out_w = os.pipe()
         boot = (
             "import sys; sys.path.insert(0, sys.argv[1]); "
-            "from kanipy.build.runner_init import _helper_main; _helper_main(sys.argv[2:])"
+            "from kanipy.executor.runner_init import _helper_main; _helper_main(sys.argv[2:])"
         )
         try:
             proc = subprocess.Popen(

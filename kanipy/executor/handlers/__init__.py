@@ -2,25 +2,6 @@
 
 from __future__ import annotations
 
-from kanipy.build.handlers.copy import handle_add, handle_copy
-from kanipy.build.handlers.metadata import (
-    handle_arg,
-    handle_cmd,
-    handle_entrypoint,
-    handle_env,
-    handle_expose,
-    handle_healthcheck,
-    handle_label,
-    handle_maintainer,
-    handle_onbuild,
-    handle_shell,
-    handle_stopsignal,
-    handle_user,
-    handle_volume,
-)
-from kanipy.build.handlers.run import handle_run
-from kanipy.build.handlers.workdir import handle_workdir
-from kanipy.build.step import Handler
 from kanipy.dockerfile import (
     Add,
     Arg,
@@ -40,6 +21,25 @@ from kanipy.dockerfile import (
     Volume,
     Workdir,
 )
+from kanipy.executor.handlers.copy import handle_add, handle_copy
+from kanipy.executor.handlers.metadata import (
+    handle_arg,
+    handle_cmd,
+    handle_entrypoint,
+    handle_env,
+    handle_expose,
+    handle_healthcheck,
+    handle_label,
+    handle_maintainer,
+    handle_onbuild,
+    handle_shell,
+    handle_stopsignal,
+    handle_user,
+    handle_volume,
+)
+from kanipy.executor.handlers.run import handle_run
+from kanipy.executor.handlers.workdir import handle_workdir
+from kanipy.executor.step import Handler
 
 HANDLERS: dict[type, Handler] = {
     Add: handle_add,

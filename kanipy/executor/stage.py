@@ -16,10 +16,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kanipy.build.handlers import HANDLERS
-from kanipy.build.progress import BuildReporter, StepInfo, StepSummary
-from kanipy.build.runner import SCAFFOLDING
-from kanipy.build.step import StageContext, StageState
 from kanipy.dockerfile import (
     BuildPlan,
     Cmd,
@@ -29,6 +25,10 @@ from kanipy.dockerfile import (
     parse_instructions,
 )
 from kanipy.errors import DockerfileError
+from kanipy.executor.handlers import HANDLERS
+from kanipy.executor.progress import BuildReporter, StepInfo, StepSummary
+from kanipy.executor.runner import SCAFFOLDING
+from kanipy.executor.step import StageContext, StageState
 from kanipy.fs.layer import write_layer
 from kanipy.fs.rootfs import Rootfs
 from kanipy.fs.snapshot import Changes, Snapshot, changes_for_paths, diff, take_snapshot

@@ -6,7 +6,6 @@ Dockerfile reference; where Docker's behaviour is subtle, the comment says so.
 
 from __future__ import annotations
 
-from kanipy.build.step import StageContext, StageState, StepResult
 from kanipy.dockerfile import (
     Arg,
     Cmd,
@@ -23,6 +22,7 @@ from kanipy.dockerfile import (
     User,
     Volume,
 )
+from kanipy.executor.step import StageContext, StageState, StepResult
 from kanipy.oci.config import ImageConfig
 
 NOTHING: frozenset = frozenset()

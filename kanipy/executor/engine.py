@@ -23,14 +23,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from kanipy.build.options import BuildOptions, host_platform
-from kanipy.build.progress import BuildReporter, StepSummary
-from kanipy.build.runner import ChrootRunner
-from kanipy.build.stage import BuiltStage, LayerPolicy, StageBuilder
-from kanipy.build.step import StageContext
 from kanipy.context import BuildContext, open_context
 from kanipy.dockerfile import BuildPlan, Stage, StageRef, StageScope, format_plan, plan_build
 from kanipy.errors import BuildError, DockerfileError, UsageError
+from kanipy.executor.options import BuildOptions, host_platform
+from kanipy.executor.progress import BuildReporter, StepSummary
+from kanipy.executor.runner import ChrootRunner
+from kanipy.executor.stage import BuiltStage, LayerPolicy, StageBuilder
+from kanipy.executor.step import StageContext
 from kanipy.fs.rootfs import Rootfs
 from kanipy.fs.unpack import unpack_layer
 from kanipy.oci import mediatypes

@@ -26,8 +26,8 @@ from typing import BinaryIO
 
 import zstandard
 
-from kanipy.build.handlers.copy_tree import Ownership
 from kanipy.errors import BuildError
+from kanipy.executor.handlers.copy_tree import Ownership
 from kanipy.fs.rootfs import Rootfs
 
 log = logging.getLogger(__name__)
