@@ -7,6 +7,11 @@ where there is one, what to do about it.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from kanipy.oci.descriptor import Platform
+
 
 class KanipyError(Exception):
     """Base of every error kanipy reports to a user."""
@@ -27,6 +32,14 @@ class BuildError(KanipyError):
     exit_code = 1
 
 
+class ConfigError(BuildError):
+    """An image config that is not valid JSON or not an object."""
+
+
+class ManifestError(BuildError):
+    """A manifest or index that kanipy cannot use: malformed, unknown type, schema 1."""
+
+
 class UsageError(KanipyError):
     """Bad flags or a bad image reference."""
 
@@ -35,6 +48,22 @@ class UsageError(KanipyError):
 
 class InvalidReferenceError(UsageError):
     """An image reference that does not parse; the message points at the bad part."""
+
+
+class ContextError(UsageError):
+    """A build context that cannot be read: malformed, unreachable or missing (exit 2)."""
+
+
+class LayoutError(UsageError):
+    """An OCI layout path that is missing, malformed, or lacks the asked-for image."""
+
+
+class PlatformNotFoundError(UsageError):
+    """An index has no entry for the requested platform; the message lists those it has."""
+
+    def __init__(self, message: str, available: list[Platform]) -> None:
+        super().__init__(message)
+        self.available = available
 
 
 class DockerfileError(KanipyError):
@@ -76,6 +105,12 @@ class RegistryError(KanipyError):
     def temporary(self) -> bool:
         """True when trying again later may succeed (429, 5xx, no status at all)."""
         return self.status is None or self.status == 429 or self.status >= 500
+
+
+class ConnectionFailed(RegistryError):
+    """The host could not be reached or the TLS handshake failed; no HTTP status."""
+
+    tls_untrusted = False
 
 
 class AuthError(RegistryError):

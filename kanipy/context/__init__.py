@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from kanipy.context.errors import ContextError
 from kanipy.context.git import checkout, is_git_source, parse_git_source
 from kanipy.context.remote import download, shown_url
 from kanipy.dockerfile.ignore import DockerIgnore, load_ignore
+from kanipy.errors import ContextError
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from kanipy.context.errors import ContextError
+from kanipy.errors import ContextError
 
 log = logging.getLogger(__name__)
 

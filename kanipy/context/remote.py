@@ -14,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from kanipy.context.errors import ContextError
+from kanipy.errors import ContextError
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from kanipy.context import BuildContext, open_context
 from kanipy.dockerfile import BuildPlan, Stage, StageRef, StageScope, format_plan, plan_build
-from kanipy.errors import BuildError, DockerfileError, UsageError
+from kanipy.errors import BuildError, ConnectionFailed, DockerfileError, UsageError
 from kanipy.executor.options import BuildOptions, host_platform
 from kanipy.executor.progress import BuildReporter, StepSummary
 from kanipy.executor.runner import ChrootRunner
@@ -41,7 +41,6 @@ from kanipy.oci.image import StoredImage, store_image
 from kanipy.reference import DOCKER_HUB, Reference
 from kanipy.registry import RegistryClient, RegistryOptions
 from kanipy.registry.progress import ProgressEvent
-from kanipy.registry.transport import ConnectionFailed
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kanipy.errors import BuildError
+from kanipy.errors import ConfigError
 from kanipy.oci.descriptor import Platform
 from kanipy.oci.digest import Digest
 
@@ -57,10 +57,6 @@ TOP_KEYS = {
     "variant": "variant",
     "os_version": "os.version",
 }
-
-
-class ConfigError(BuildError):
-    """An image config that is not valid JSON or not an object."""
 
 
 @dataclass(frozen=True)

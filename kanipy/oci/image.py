@@ -17,13 +17,13 @@ from typing import BinaryIO, Protocol, cast
 
 import zstandard
 
-from kanipy.errors import IntegrityError
+from kanipy.errors import IntegrityError, ManifestError
 from kanipy.oci import mediatypes as mt
 from kanipy.oci.blobstore import BlobStore
 from kanipy.oci.config import ImageConfig
 from kanipy.oci.descriptor import Descriptor
 from kanipy.oci.digest import Digest
-from kanipy.oci.manifest import Index, Manifest, ManifestError, build_manifest, parse_manifest
+from kanipy.oci.manifest import Index, Manifest, build_manifest, parse_manifest
 
 log = logging.getLogger(__name__)
 

@@ -18,20 +18,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kanipy.errors import UsageError
+from kanipy.errors import LayoutError, ManifestError
 from kanipy.oci import mediatypes as mt
 from kanipy.oci.blobstore import BlobStore
 from kanipy.oci.descriptor import Descriptor, Platform
 from kanipy.oci.image import StoredImage, as_oci_image
-from kanipy.oci.manifest import Index, Manifest, ManifestError, parse_manifest
+from kanipy.oci.manifest import Index, Manifest, parse_manifest
 
 log = logging.getLogger(__name__)
 
 REF_NAME = "org.opencontainers.image.ref.name"
-
-
-class LayoutError(UsageError):
-    """An OCI layout path that is missing, malformed, or lacks the asked-for image."""
 
 
 def _read_index(root: Path) -> dict[str, Any]:

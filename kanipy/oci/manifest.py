@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kanipy.errors import BuildError, UsageError
+from kanipy.errors import ManifestError, PlatformNotFoundError
 from kanipy.oci import mediatypes as mt
 from kanipy.oci.descriptor import Descriptor, Platform
 from kanipy.oci.digest import Digest
@@ -24,18 +24,6 @@ log = logging.getLogger(__name__)
 # Content-Type values some registries and static file servers answer with;
 # they say nothing about the document, so its own mediaType decides.
 _GENERIC_TYPES = frozenset({"", "application/json", "application/octet-stream", "text/plain"})
-
-
-class ManifestError(BuildError):
-    """A manifest or index that kanipy cannot use: malformed, unknown type, schema 1."""
-
-
-class PlatformNotFoundError(UsageError):
-    """An index has no entry for the requested platform; the message lists those it has."""
-
-    def __init__(self, message: str, available: list[Platform]) -> None:
-        super().__init__(message)
-        self.available = available
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import requests
 import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 
-from kanipy.errors import RegistryError
+from kanipy.errors import ConnectionFailed, RegistryError
 from kanipy.registry.auth import Challenge, parse_challenge
 from kanipy.registry.options import RegistryOptions
 
@@ -223,12 +223,6 @@ def parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
-
-
-class ConnectionFailed(RegistryError):
-    """The host could not be reached or the TLS handshake failed; no HTTP status."""
-
-    tls_untrusted = False
 
 
 def connection_error(host: str, exc: BaseException) -> ConnectionFailed:

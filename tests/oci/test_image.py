@@ -7,14 +7,14 @@ import tarfile
 
 import pytest
 
-from kanipy.errors import IntegrityError
+from kanipy.errors import IntegrityError, ManifestError
 from kanipy.oci import mediatypes as mt
 from kanipy.oci.blobstore import BlobStore
 from kanipy.oci.config import HistoryEntry, ImageConfig
 from kanipy.oci.descriptor import Descriptor
 from kanipy.oci.digest import Digest
 from kanipy.oci.image import StoredImage, store_image, validate_image
-from kanipy.oci.manifest import ManifestError, build_index, build_manifest
+from kanipy.oci.manifest import build_index, build_manifest
 
 from .conftest import make_image, make_layer
 

@@ -10,11 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from kanipy.errors import LayoutError
 from kanipy.oci import mediatypes as mt
 from kanipy.oci.blobstore import BlobStore
 from kanipy.oci.descriptor import Platform
 from kanipy.oci.image import StoredImage, validate_image
-from kanipy.oci.layout import REF_NAME, LayoutError, layout_refs, read_layout, write_layout
+from kanipy.oci.layout import REF_NAME, layout_refs, read_layout, write_layout
 from kanipy.oci.manifest import build_index
 from tests.tools import require_tool
 
