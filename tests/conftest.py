@@ -22,6 +22,26 @@ AUTH_USER = "kanipy"
 AUTH_PASSWORD = "s3cret-Pa55"
 
 
+# Fixtures that start or need real parts: a registry process, tools, root.
+REAL_PARTS = frozenset({"registry", "auth_registry", "test_ca", "base_images",
+                        "debian_python_base"})
+INTEGRATION_DIRS = ("e2e", "registry")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses real parts ``integration``.
+
+    ``pytest -m "not integration"`` then runs the unit tests alone: no network,
+    no registry, no root, a few seconds.
+    """
+    here = Path(__file__).parent
+    for item in items:
+        relative = Path(item.path).relative_to(here)
+        uses_real_parts = bool(REAL_PARTS & set(getattr(item, "fixturenames", ())))
+        if uses_real_parts or relative.parts[0] in INTEGRATION_DIRS:
+            item.add_marker(pytest.mark.integration)
+
+
 def _host_arch() -> str:
     machine = platform.machine().lower()
     return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
