@@ -8,7 +8,7 @@ a shell-form command is expanded by the shell at run time, an exec form never. A
 of one instruction see the state from before it (``ENV A=1 B=$A`` gives B the previous A).
 
 ``EXPANDERS`` maps each keyword to an ``Expander``: the instruction's fields that expand,
-each with its ``Rule``, and either a function or, for plain fields, the generic expansion
+each with its ``WordRule``, and either a function or, for plain fields, the generic expansion
 of those fields. ``StageScope.resolve`` looks the instruction's keyword up here.
 """
 
@@ -52,7 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class Rule(enum.Enum):
+class WordRule(enum.Enum):
     """How a field's words are expanded (BuildKit's shell lexer, ``lex.py``)."""
 
     WORD = "one word: quotes removed, never split (ProcessWord)"
@@ -71,11 +71,11 @@ class Expander:
 
     ``fields`` names the instruction's fields that expand, with their rule; empty means
     the instruction is left as written (``note`` says why). Without ``function``, the
-    ``fields`` are expanded generically (strings, and tuples of them, by their rule) and
-    ``check`` then looks at the result.
+    ``fields`` (strings, and tuples of them) are expanded in order and ``check`` then
+    looks at the result.
     """
 
-    fields: Mapping[str, Rule]
+    fields: Mapping[str, WordRule]
     function: Expand | None = None
     check: Check | None = None
     note: str = ""
@@ -88,19 +88,20 @@ class Expander:
             return ins
         values = {name: _expand_value(scope, getattr(ins, name), rule, env)
                   for name, rule in self.fields.items()}
-        out = dataclasses.replace(ins, **values)  # type: ignore[arg-type]
+        out = dataclasses.replace(ins, **values)
         if self.check is not None:
             self.check(out)
         return out
 
 
-def _expand_value(scope: StageScope, value: Any, rule: Rule, env: dict[str, str]) -> Any:
-    """A string by ``rule``; tuples element by element (WORDS flattens them); None stays."""
+def _expand_value(scope: StageScope, value: Any, rule: WordRule, env: dict[str, str]) -> Any:
+    """One field: a string is one word; a tuple is expanded item by item (under WORDS an
+    item may become several words); None stays None."""
     if value is None:
         return None
     if isinstance(value, str):
         return scope.lexer.process_word(value, env)
-    if rule is Rule.WORDS:
+    if rule is WordRule.WORDS:
         words: list[str] = []
         for item in value:
             words += scope.lexer.process_words(item, env)
@@ -181,8 +182,8 @@ def _check_volume(ins: Volume) -> None:
         raise SyntaxProblem("VOLUME specified can not be an empty string")
 
 
-_W = Rule.WORD
-_COPY_FIELDS = {"sources": _W, "dest": _W, "heredocs": Rule.HEREDOC, "from_": _W,
+_W = WordRule.WORD
+_COPY_FIELDS = {"sources": _W, "dest": _W, "heredocs": WordRule.HEREDOC, "from_": _W,
                 "chown": _W, "chmod": _W, "excludes": _W}
 _SHELL_EXPANDS = "the shell expands a shell-form command when it runs; an exec form never"
 
@@ -194,7 +195,7 @@ EXPANDERS: Mapping[str, Expander] = MappingProxyType({
     Cmd.keyword: _as_written(_SHELL_EXPANDS),
     Label.keyword: Expander({"pairs": _W}),
     Maintainer.keyword: _as_written("Docker leaves MAINTAINER as written"),
-    Expose.keyword: Expander({"ports": Rule.WORDS}, check=_check_expose),
+    Expose.keyword: Expander({"ports": WordRule.WORDS}, check=_check_expose),
     Env.keyword: Expander({"pairs": _W}, _expand_env),
     Add.keyword: Expander({**_COPY_FIELDS, "checksum": _W}, _expand_copy),
     Copy.keyword: Expander(_COPY_FIELDS, _expand_copy),

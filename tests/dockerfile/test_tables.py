@@ -34,6 +34,7 @@ def test_check_table_names_what_is_missing_and_unknown() -> None:
         check_table("test", dict.fromkeys(KEYWORDS - {"RUN"}))
     with pytest.raises(RuntimeError, match=r"missing none, unknown \['FOO'\]"):
         check_table("test", dict.fromkeys(KEYWORDS | {"FOO"}))
+    check_table("test", dict.fromkeys(KEYWORDS - {"FROM"}), exempt=frozenset({"FROM"}))
 
 
 # keyword -> (a line, fields its instruction must have)
