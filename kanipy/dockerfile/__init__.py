@@ -32,7 +32,7 @@ from kanipy.dockerfile.instructions import (
     Volume,
     Workdir,
 )
-from kanipy.dockerfile.parse import apply_chmod, parse_dockerfile, parse_instructions
+from kanipy.dockerfile.parse import parse_dockerfile, parse_instructions
 from kanipy.dockerfile.scope import PROXY_ARGS, StageScope
 from kanipy.dockerfile.stages import BuildPlan, Stage, StageRef, plan_build
 
@@ -43,3 +43,15 @@ __all__ = [
     "Volume", "Workdir", "apply_chmod", "format_plan", "parse_dockerfile",
     "parse_instructions", "plan_build",
 ]
+
+
+def apply_chmod(spec: str, mode: int, is_dir: bool) -> int:
+    """The mode ``--chmod=spec`` gives a copied entry; kept here for old imports.
+
+    What a mode does to a file is decided when it is copied, so the rule lives with the
+    COPY handler (``kanipy.executor.handlers.copy.apply_chmod``). Imported on call: the
+    executor imports this package.
+    """
+    from kanipy.executor.handlers.copy import apply_chmod as rule
+
+    return rule(spec, mode, is_dir)

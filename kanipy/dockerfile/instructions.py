@@ -1,14 +1,18 @@
 """Typed Dockerfile instructions: what each one says, before and after expansion.
 
-Values only; parsing lives in ``parse.py`` and expansion in ``scope.py``. Every
+Values only; parsing lives in ``parse.py`` and expansion in ``expand.py``. Every
 instruction keeps its first line number and ``original`` text (as written, continuation
 lines joined) for history entries, cache keys and error messages.
+
+Each class names its keyword (``Run.keyword == "RUN"``): the one key of every phase's
+table (parse, expand, execute), checked against ``INSTRUCTION_TYPES`` by ``check_table``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 log = logging.getLogger(__name__)
@@ -18,7 +22,7 @@ log = logging.getLogger(__name__)
 class Instruction:
     """Common part: ``keyword`` upper-case, ``line`` 1-based, ``original`` as written."""
 
-    keyword: str
+    keyword: str = ""  # each concrete class sets its own: ``Run.keyword == "RUN"``
     line: int
     original: str
 
@@ -93,6 +97,7 @@ class Mount:
 class From(Instruction):
     """``FROM [--platform=P] image [AS name]``; ``name`` lower-cased (case-insensitive)."""
 
+    keyword: str = "FROM"
     image: str
     name: str | None = None
     platform: str | None = None
@@ -120,6 +125,7 @@ class Run(Instruction):
       heredocs itself. ``shell_script()`` builds that text.
     """
 
+    keyword: str = "RUN"
     command: Command
     mounts: tuple[Mount, ...] = ()
     network: str | None = None
@@ -168,6 +174,7 @@ def _is_lone_heredoc(text: str, doc: Heredoc) -> bool:
 class Cmd(Instruction):
     """``CMD ["exe", "arg"]`` or ``CMD command`` (never expanded by the builder)."""
 
+    keyword: str = "CMD"
     command: Command
 
     def render(self) -> str:
@@ -178,6 +185,7 @@ class Cmd(Instruction):
 class Entrypoint(Instruction):
     """``ENTRYPOINT ["exe", "arg"]`` or ``ENTRYPOINT command`` (never expanded)."""
 
+    keyword: str = "ENTRYPOINT"
     command: Command
 
     def render(self) -> str:
@@ -188,6 +196,7 @@ class Entrypoint(Instruction):
 class Shell(Instruction):
     """``SHELL ["executable", "parameters"]`` (JSON form only)."""
 
+    keyword: str = "SHELL"
     args: tuple[str, ...]
 
     def render(self) -> str:
@@ -198,6 +207,7 @@ class Shell(Instruction):
 class Env(Instruction):
     """``ENV K=V ...`` or the legacy ``ENV K V``; all values see the state before the line."""
 
+    keyword: str = "ENV"
     pairs: tuple[tuple[str, str], ...]
 
     def render(self) -> str:
@@ -209,6 +219,7 @@ class Env(Instruction):
 class Arg(Instruction):
     """``ARG NAME[=default] ...``; a default of None means declared without one."""
 
+    keyword: str = "ARG"
     pairs: tuple[tuple[str, str | None], ...]
 
     def render(self) -> str:
@@ -222,6 +233,7 @@ class Arg(Instruction):
 class Label(Instruction):
     """``LABEL k=v ...`` (or legacy ``LABEL k v``)."""
 
+    keyword: str = "LABEL"
     pairs: tuple[tuple[str, str], ...]
 
     def render(self) -> str:
@@ -236,6 +248,7 @@ def _needs_quote(value: str) -> bool:
 class Expose(Instruction):
     """``EXPOSE 80 443/tcp 8000-8010/udp``; after expansion see ``exposed_ports()``."""
 
+    keyword: str = "EXPOSE"
     ports: tuple[str, ...]
 
     def exposed_ports(self) -> list[str]:
@@ -257,6 +270,7 @@ class Expose(Instruction):
 class User(Instruction):
     """``USER user[:group]``."""
 
+    keyword: str = "USER"
     user: str
 
     def render(self) -> str:
@@ -267,6 +281,7 @@ class User(Instruction):
 class Workdir(Instruction):
     """``WORKDIR /path`` (relative paths are relative to the previous WORKDIR)."""
 
+    keyword: str = "WORKDIR"
     path: str
 
     def render(self) -> str:
@@ -277,6 +292,7 @@ class Workdir(Instruction):
 class Volume(Instruction):
     """``VOLUME ["/a", "/b"]`` or ``VOLUME /a /b``."""
 
+    keyword: str = "VOLUME"
     paths: tuple[str, ...]
 
     def render(self) -> str:
@@ -292,6 +308,7 @@ class Copy(Instruction):
     ``sources`` lists only the paths (or URLs, for ADD) among the sources.
     """
 
+    keyword: str = "COPY"
     sources: tuple[str, ...]
     dest: str
     heredocs: tuple[Heredoc, ...] = ()
@@ -329,6 +346,7 @@ class Copy(Instruction):
 class Add(Copy):
     """``ADD`` = COPY's flags plus ``--checksum``, ``--keep-git-dir``, ``--unpack``."""
 
+    keyword: str = "ADD"
     checksum: str | None = None
     keep_git_dir: bool = False
     unpack: bool | None = None
@@ -351,6 +369,7 @@ class Healthcheck(Instruction):
     ``test`` is the image-config form: ``["NONE"]``, ``["CMD", ...]`` or ``["CMD-SHELL", s]``.
     """
 
+    keyword: str = "HEALTHCHECK"
     test: tuple[str, ...]
     interval: int | None = None
     timeout: int | None = None
@@ -377,6 +396,7 @@ class Healthcheck(Instruction):
 class StopSignal(Instruction):
     """``STOPSIGNAL SIGTERM`` (a name or a number)."""
 
+    keyword: str = "STOPSIGNAL"
     signal: str
 
     def render(self) -> str:
@@ -387,6 +407,7 @@ class StopSignal(Instruction):
 class Maintainer(Instruction):
     """``MAINTAINER name`` (deprecated; sets the config's Author)."""
 
+    keyword: str = "MAINTAINER"
     name: str
 
     def render(self) -> str:
@@ -397,8 +418,33 @@ class Maintainer(Instruction):
 class Onbuild(Instruction):
     """``ONBUILD <instruction>``: ``expression`` is what goes into the config's OnBuild list."""
 
+    keyword: str = "ONBUILD"
     expression: str
     trigger: Instruction = field(compare=False)
 
     def render(self) -> str:
         return f"ONBUILD {self.expression}"
+
+
+# Every instruction a Dockerfile may hold, in the Dockerfile reference's order.
+INSTRUCTION_TYPES: tuple[type[Instruction], ...] = (
+    From, Run, Cmd, Label, Maintainer, Expose, Env, Add, Copy, Entrypoint, Volume, User,
+    Workdir, Arg, Onbuild, StopSignal, Healthcheck, Shell,
+)
+KEYWORDS: frozenset[str] = frozenset(cls.keyword for cls in INSTRUCTION_TYPES)
+
+
+def check_table(phase: str, table: Mapping[str, object],
+                exempt: frozenset[str] = frozenset()) -> None:
+    """Fail at import when a phase's table (parse, expand, execute) misses a keyword or
+    has one no class names: a new instruction cannot be parsed and then never run.
+
+    ``exempt``: keywords the phase handles outside its table (the stage loop runs FROM).
+    """
+    missing = sorted(KEYWORDS - exempt - table.keys())
+    unknown = sorted(table.keys() - KEYWORDS)
+    if missing or unknown:
+        raise RuntimeError(
+            f"the {phase} table does not match the instruction classes: "
+            f"missing {missing or 'none'}, unknown {unknown or 'none'}"
+        )

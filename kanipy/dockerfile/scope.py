@@ -1,37 +1,18 @@
-"""Per-stage ARG/ENV state and the expansion of an instruction's words.
+"""Per-stage ARG/ENV state: what the words of each instruction of a stage are expanded in.
 
-Docker expands variables in ADD, COPY, ENV, EXPOSE, FROM, LABEL, STOPSIGNAL, USER, VOLUME,
-WORKDIR and ARG (Dockerfile reference, "Environment replacement"), plus the values of
-``COPY --from/--chown/--chmod/--exclude``, ``ADD --checksum`` and ``RUN --mount``. RUN, CMD,
-ENTRYPOINT, SHELL, HEALTHCHECK, MAINTAINER and ONBUILD are left as written: a shell-form
-command is expanded by the shell at run time, an exec form never. All words of one
-instruction see the state from before it (``ENV A=1 B=$A`` gives B the previous A).
+``StageScope.resolve`` expands an instruction by its keyword's entry in ``expand.py``'s
+table, with the state from before the instruction, and ARG and ENV advance the state.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import TYPE_CHECKING
 
-from kanipy.dockerfile.instructions import (
-    Add,
-    Arg,
-    Copy,
-    Env,
-    Expose,
-    From,
-    Heredoc,
-    Instruction,
-    Label,
-    Run,
-    StopSignal,
-    User,
-    Volume,
-    Workdir,
-)
+from kanipy.dockerfile.expand import EXPANDERS
+from kanipy.dockerfile.instructions import Heredoc, Instruction
 from kanipy.dockerfile.lex import ExpansionError, ShellLexer
-from kanipy.dockerfile.parse import SyntaxProblem, check_chmod, check_port, parse_mount
+from kanipy.dockerfile.values import SyntaxProblem
 from kanipy.errors import DockerfileError
 
 if TYPE_CHECKING:
@@ -110,59 +91,12 @@ class StageScope:
         """``ins`` with its words expanded per Docker's rules; ARG and ENV update the state."""
         env = self.expansion_env()
         try:
-            return self._resolve(ins, env)
+            return EXPANDERS[ins.keyword].apply(self, ins, env)
         except (ExpansionError, SyntaxProblem) as exc:
             raise self._error(exc, ins) from None
 
-    def _resolve(self, ins: Instruction, env: dict[str, str]) -> Instruction:
-        word = self.lexer.process_word
-        replace = dataclasses.replace
-        if isinstance(ins, Arg):
-            pairs: list[tuple[str, str | None]] = []
-            for name, default in ins.pairs:
-                value = self._arg_value(name, default, env)
-                pairs.append((name, value))
-            for name, value in pairs:
-                self.args[name] = value
-            return replace(ins, pairs=tuple(pairs))
-        if isinstance(ins, Env):
-            env_pairs = [(word(k, env), word(v, env)) for k, v in ins.pairs]
-            for key, value in env_pairs:
-                if not key:
-                    raise SyntaxProblem("ENV names can not be blank")
-                self.env[key] = value
-            return replace(ins, pairs=tuple(env_pairs))
-        if isinstance(ins, Label):
-            return replace(ins, pairs=tuple((word(k, env), word(v, env)) for k, v in ins.pairs))
-        if isinstance(ins, From):
-            return replace(ins, image=self.stage.base_text, platform=self.stage.platform)
-        if isinstance(ins, Run):
-            mounts = tuple(parse_mount(word(m.spec, env)) for m in ins.mounts)
-            return replace(ins, mounts=mounts)
-        if isinstance(ins, Copy):
-            return self._resolve_copy(ins, env)
-        if isinstance(ins, Expose):
-            ports: list[str] = []
-            for spec in ins.ports:
-                ports += self.lexer.process_words(spec, env)
-            for port in ports:
-                check_port(port)
-            return replace(ins, ports=tuple(ports))
-        if isinstance(ins, User):
-            return replace(ins, user=word(ins.user, env))
-        if isinstance(ins, Workdir):
-            return replace(ins, path=word(ins.path, env))
-        if isinstance(ins, StopSignal):
-            return replace(ins, signal=word(ins.signal, env))
-        if isinstance(ins, Volume):
-            paths = tuple(word(p, env) for p in ins.paths)
-            if any(not p for p in paths):
-                raise SyntaxProblem("VOLUME specified can not be an empty string")
-            return replace(ins, paths=paths)
-        return ins
-
-    def _arg_value(self, name: str, default: str | None, env: dict[str, str]) -> str | None:
-        """--build-arg wins; then the default; then a heading ARG or a platform ARG."""
+    def arg_value(self, name: str, default: str | None, env: dict[str, str]) -> str | None:
+        """An ARG's value: --build-arg wins; then the default; then a heading or platform ARG."""
         plan = self.plan
         if name in plan.build_args:
             return plan.build_args[name]
@@ -171,34 +105,6 @@ class StageScope:
         if name in plan.meta_args:
             return plan.meta_args[name]
         return plan.platform_args.get(name)
-
-    def _resolve_copy(self, ins: Copy, env: dict[str, str]) -> Copy:
-        word = self.lexer.process_word
-
-        def opt(value: str | None) -> str | None:
-            return None if value is None else word(value, env)
-
-        chmod = opt(ins.chmod)
-        if chmod is not None:
-            check_chmod(chmod)
-        docs = tuple(
-            dataclasses.replace(d, content=self.lexer.process_heredoc(d.stripped_content, env),
-                                chomp=False, expand=False)
-            if d.expand else d
-            for d in ins.heredocs
-        )
-        fields: dict[str, object] = {
-            "sources": tuple(word(s, env) for s in ins.sources),
-            "dest": word(ins.dest, env),
-            "heredocs": docs,
-            "from_": opt(ins.from_),
-            "chown": opt(ins.chown),
-            "chmod": chmod,
-            "excludes": tuple(word(e, env) for e in ins.excludes),
-        }
-        if isinstance(ins, Add):
-            fields["checksum"] = opt(ins.checksum)
-        return dataclasses.replace(ins, **fields)  # type: ignore[arg-type]
 
 
 def heredoc_file_content(doc: Heredoc) -> str:

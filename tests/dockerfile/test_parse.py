@@ -8,6 +8,7 @@ import io
 import pytest
 from dockerfile_parse import DockerfileParser
 
+import kanipy.dockerfile
 from kanipy.dockerfile import (
     Add,
     Arg,
@@ -22,11 +23,11 @@ from kanipy.dockerfile import (
     Run,
     Shell,
     Volume,
-    apply_chmod,
     parse_dockerfile,
     parse_instructions,
 )
 from kanipy.errors import DockerfileError
+from kanipy.executor.handlers.copy import apply_chmod
 
 
 def one(text: str) -> object:
@@ -266,7 +267,9 @@ CHMOD_CASES = [
 @pytest.mark.parametrize(("spec", "mode", "is_dir", "expected"), [c[1:] for c in CHMOD_CASES],
                          ids=[c[0] for c in CHMOD_CASES])
 def test_apply_chmod(spec: str, mode: int, is_dir: bool, expected: int) -> None:
+    # The rule is the COPY handler's; kanipy.dockerfile keeps its old export working.
     assert apply_chmod(spec, mode, is_dir) == expected
+    assert kanipy.dockerfile.apply_chmod(spec, mode, is_dir) == expected
 
 
 PLAIN = """\
