@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +19,10 @@ from typing import BinaryIO
 from kanipy.context.git import checkout, is_git_source, parse_git_source
 from kanipy.context.remote import download, shown_url
 from kanipy.dockerfile.ignore import DockerIgnore, load_ignore
-from kanipy.errors import ContextError
+from kanipy.errors import BuildError, ContextError, IntegrityError
+from kanipy.fs.compression import open_decompressed
+from kanipy.fs.rootfs import Rootfs
+from kanipy.fs.unpack import CONTEXT_RULES, extract_tar
 
 log = logging.getLogger(__name__)
 
@@ -132,13 +134,19 @@ def _find_dockerfile(dockerfile: str, root: Path) -> Path:
 
 
 def _extract_tar(stream: BinaryIO, root: Path, what: str) -> None:
-    """Extract a context tarball; the 'data' filter refuses entries leaving ``root``."""
+    """Extract a context tarball (plain or compressed, by content) into ``root``;
+    entries or links leaving it are refused (``kanipy.fs.unpack.CONTEXT_RULES``)."""
     root.mkdir(parents=True, exist_ok=True)
+    label = f"--context {what}"
     try:
-        with tarfile.open(fileobj=stream, mode="r|*") as tar:
-            tar.extractall(root, filter="data")
-    except (tarfile.TarError, OSError) as exc:
-        raise ContextError(f"--context {what}: not a readable tarball: {exc}") from None
+        extract_tar(Rootfs(root), open_decompressed(stream, "auto", label), what=label,
+                    rules=CONTEXT_RULES)
+    except IntegrityError as exc:
+        raise ContextError(f"{label}: not a readable tarball: {exc.message}") from None
+    except BuildError as exc:  # ConfinementError among them
+        raise ContextError(exc.message) from None
+    except OSError as exc:
+        raise ContextError(f"{label}: cannot extract the tarball: {exc}") from None
 
 
 __all__ = ["BuildContext", "ContextError", "open_context"]
