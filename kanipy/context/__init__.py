@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import BinaryIO
 
 from kanipy.context.git import checkout, is_git_source, parse_git_source
-from kanipy.context.remote import download, shown_url
 from kanipy.dockerfile.ignore import DockerIgnore, load_ignore
 from kanipy.errors import BuildError, ContextError, IntegrityError
 from kanipy.fs.compression import open_decompressed
 from kanipy.fs.rootfs import Rootfs
 from kanipy.fs.unpack import CONTEXT_RULES, extract_tar
+from kanipy.http import download_to_file, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +66,7 @@ def open_context(
     env = os.environ if env is None else env
     root = _materialize(source, workdir, stdin, env)
     if not root.is_dir():
-        raise ContextError(f"--context {source!r}: no such directory")
+        raise ContextError(f"--context {redact_url(source)!r}: no such directory")
     root = root.resolve()
     if sub_path:
         sub = (root / sub_path).resolve()
@@ -100,15 +100,21 @@ def _materialize(source: str, workdir: Path, stdin: BinaryIO | None,
         spec = parse_git_source(source, env)
         return checkout(spec, unpacked, env)
     if source.startswith(("https://", "http://")):
-        archive = download(source, workdir / "context-download")
-        with open(archive, "rb") as fh:
-            _extract_tar(fh, unpacked, shown_url(source))
-        archive.unlink()
+        # Kaniko's "Https Context", BuildKit's remote tarball: saved to the work dir
+        # while it streams, then extracted like a local context tarball.
+        shown = redact_url(source)
+        fetched = download_to_file(source, workdir, what=f"--context {shown}",
+                                   error=ContextError)
+        try:
+            with open(fetched.path, "rb") as fh:
+                _extract_tar(fh, unpacked, shown)
+        finally:
+            fetched.path.unlink()
         return unpacked
     scheme = source.partition("://")[0]
     if "://" in source:
         raise ContextError(
-            f"--context {source!r}: {scheme}:// contexts are not supported; use a "
+            f"--context {redact_url(source)!r}: {scheme}:// contexts are not supported; use a "
             "directory, a tarball (file, tar://-, https://) or a git repository"
         )
     if os.path.isfile(source):
