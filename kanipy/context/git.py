@@ -170,15 +170,17 @@ def _fetch_commit(git: _Git, source: GitSource) -> str:
     assert done is not None
     if done.returncode == 0:
         return git.resolve(source.commit or "FETCH_HEAD", wanted)
-    everything = git.call("fetch", "-q", "origin", "+refs/heads/*:refs/remotes/origin/*",
-                          "+refs/tags/*:refs/tags/*")
-    if everything.returncode == 0 and source.commit is None:
-        for candidate in (wanted, f"refs/remotes/origin/{wanted}", f"refs/tags/{wanted}"):
-            found = git.call("rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}")
-            if found.returncode == 0:
-                return found.stdout.strip()
-    raise git.error(f"{git.what}: cannot fetch {wanted}: no branch, tag or commit {wanted!r} "
-                    f"in the repository ({git.message(done)})")
+    if source.commit is None:
+        everything = git.call("fetch", "-q", "origin", "+refs/heads/*:refs/remotes/origin/*",
+                              "+refs/tags/*:refs/tags/*")
+        if everything.returncode == 0:
+            for candidate in (wanted, f"refs/remotes/origin/{wanted}", f"refs/tags/{wanted}"):
+                found = git.call("rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}")
+                if found.returncode == 0:
+                    return found.stdout.strip()
+            raise git.error(f"{git.what}: cannot fetch {wanted}: no branch, tag or commit "
+                            f"{wanted!r} in the repository")
+    raise git.error(f"{git.what}: cannot fetch {wanted}: {git.message(done)}")
 
 
 class _Git:
