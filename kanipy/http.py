@@ -145,7 +145,7 @@ def download_to_file(
     own_session = session is None
     if session is None:
         session = make_session(retries=DOWNLOAD_RETRIES)
-    log.info("downloading %s", redact_url(url))
+    log.debug("downloading %s", redact_url(url))
     fd, name = tempfile.mkstemp(prefix="download-", dir=directory)
     target = Path(name)
     try:

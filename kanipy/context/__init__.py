@@ -103,6 +103,7 @@ def _materialize(source: str, workdir: Path, stdin: BinaryIO | None,
         # Kaniko's "Https Context", BuildKit's remote tarball: saved to the work dir
         # while it streams, then extracted like a local context tarball.
         shown = redact_url(source)
+        log.info("downloading context %s", shown)
         fetched = download_to_file(source, workdir, what=f"--context {shown}",
                                    error=ContextError)
         try:

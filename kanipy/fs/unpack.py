@@ -271,6 +271,8 @@ class _Unpacker:
             self._regular_file(path, member, reader)
             return
         is_dir = kind == DIRTYPE
+        if kind == SYMTYPE and self.rules.confine_symlinks:
+            self._check_symlink(parts, member)
         try:
             existing: os.stat_result | None = os.lstat(path)
         except FileNotFoundError:
@@ -286,8 +288,6 @@ class _Unpacker:
             if existing is None:
                 os.mkdir(path, 0o700)
         elif kind == SYMTYPE:
-            if self.rules.confine_symlinks:
-                self._check_symlink(parts, member)
             os.symlink(member.linkname, path)
         elif kind == LNKTYPE:
             target = self._link_target(member)
