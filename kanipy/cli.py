@@ -22,6 +22,7 @@ from kanipy import __version__
 from kanipy.errors import KanipyError, UsageError
 from kanipy.executor.options import BuildOptions, parse_key_value, parse_secret
 from kanipy.executor.progress import StepInfo, StepSummary
+from kanipy.http import redact_urls_in
 from kanipy.oci.descriptor import Platform
 from kanipy.registry.progress import ProgressEvent
 
@@ -269,7 +270,7 @@ class ConsoleReporter:
         self._line(f"[{number}/{count}] STAGE{label} FROM {base}")
 
     def step_started(self, step: StepInfo) -> None:
-        self._line(f"{step.label}: {step.text}")
+        self._line(f"{step.label}: {redact_urls_in(step.text)}")
 
     def step_output(self, step: StepInfo, line: bytes) -> None:
         text = line.decode("utf-8", "replace").rstrip("\n")
@@ -299,10 +300,10 @@ class ConsoleReporter:
     def finished(self, summaries: list[StepSummary]) -> None:
         if not summaries:
             return
-        width = min(60, max(len(f"{s.step.label}: {s.step.text}") for s in summaries))
+        texts = [f"{s.step.label}: {redact_urls_in(s.step.text)}" for s in summaries]
+        width = min(60, max(len(text) for text in texts))
         self._line(f"{'step'.ljust(width)}  {'seconds':>8}  {'layer':>9}")
-        for s in summaries:
-            text = f"{s.step.label}: {s.step.text}"
+        for s, text in zip(summaries, texts, strict=True):
             if len(text) > width:
                 text = text[: width - 1] + "…"
             self._line(f"{text.ljust(width)}  {s.seconds:8.2f}  {_human_size(s.layer_size):>9}")

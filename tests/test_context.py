@@ -59,7 +59,7 @@ def test_bad_pull_method_and_commit() -> None:
 
 def test_credentials_never_shown() -> None:
     spec = parse_git_source("https://user:hunter2@example.com/r.git", {})
-    assert "hunter2" not in spec.shown and spec.shown == "https://example.com/r.git"
+    assert "hunter2" not in spec.shown and spec.shown == "https://<hidden>@example.com/r.git"
 
 
 def test_directory_with_sub_path_and_outside_dockerfile(tmp_path: Path) -> None:
@@ -109,7 +109,7 @@ def test_tarball_cannot_escape(tmp_path: Path) -> None:
     archive.write_bytes(_tarball({"../escaped": "x"}, "w"))
     work = tmp_path / "work"
     work.mkdir()
-    with pytest.raises(ContextError, match="not a readable tarball"):
+    with pytest.raises(ContextError, match="'../escaped' is outside of the destination"):
         open_context(f"tar://{archive}", work, "Dockerfile")
     assert not (tmp_path / "escaped").exists()
 

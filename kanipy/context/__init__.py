@@ -11,16 +11,18 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import tarfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from kanipy.context.git import checkout, is_git_source, parse_git_source
-from kanipy.context.remote import download, shown_url
 from kanipy.dockerfile.ignore import DockerIgnore, load_ignore
-from kanipy.errors import ContextError
+from kanipy.errors import BuildError, ContextError, IntegrityError
+from kanipy.fs.compression import open_decompressed
+from kanipy.fs.rootfs import Rootfs
+from kanipy.fs.unpack import CONTEXT_RULES, extract_tar
+from kanipy.http import download_to_file, redact_url
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +66,7 @@ def open_context(
     env = os.environ if env is None else env
     root = _materialize(source, workdir, stdin, env)
     if not root.is_dir():
-        raise ContextError(f"--context {source!r}: no such directory")
+        raise ContextError(f"--context {redact_url(source)!r}: no such directory")
     root = root.resolve()
     if sub_path:
         sub = (root / sub_path).resolve()
@@ -98,15 +100,22 @@ def _materialize(source: str, workdir: Path, stdin: BinaryIO | None,
         spec = parse_git_source(source, env)
         return checkout(spec, unpacked, env)
     if source.startswith(("https://", "http://")):
-        archive = download(source, workdir / "context-download")
-        with open(archive, "rb") as fh:
-            _extract_tar(fh, unpacked, shown_url(source))
-        archive.unlink()
+        # Kaniko's "Https Context", BuildKit's remote tarball: saved to the work dir
+        # while it streams, then extracted like a local context tarball.
+        shown = redact_url(source)
+        log.info("downloading context %s", shown)
+        fetched = download_to_file(source, workdir, what=f"--context {shown}",
+                                   error=ContextError)
+        try:
+            with open(fetched.path, "rb") as fh:
+                _extract_tar(fh, unpacked, shown)
+        finally:
+            fetched.path.unlink()
         return unpacked
     scheme = source.partition("://")[0]
     if "://" in source:
         raise ContextError(
-            f"--context {source!r}: {scheme}:// contexts are not supported; use a "
+            f"--context {redact_url(source)!r}: {scheme}:// contexts are not supported; use a "
             "directory, a tarball (file, tar://-, https://) or a git repository"
         )
     if os.path.isfile(source):
@@ -132,13 +141,19 @@ def _find_dockerfile(dockerfile: str, root: Path) -> Path:
 
 
 def _extract_tar(stream: BinaryIO, root: Path, what: str) -> None:
-    """Extract a context tarball; the 'data' filter refuses entries leaving ``root``."""
+    """Extract a context tarball (plain or compressed, by content) into ``root``;
+    entries or links leaving it are refused (``kanipy.fs.unpack.CONTEXT_RULES``)."""
     root.mkdir(parents=True, exist_ok=True)
+    label = f"--context {what}"
     try:
-        with tarfile.open(fileobj=stream, mode="r|*") as tar:
-            tar.extractall(root, filter="data")
-    except (tarfile.TarError, OSError) as exc:
-        raise ContextError(f"--context {what}: not a readable tarball: {exc}") from None
+        extract_tar(Rootfs(root), open_decompressed(stream, "auto", label), what=label,
+                    rules=CONTEXT_RULES)
+    except IntegrityError as exc:
+        raise ContextError(f"{label}: not a readable tarball: {exc.message}") from None
+    except BuildError as exc:  # ConfinementError among them
+        raise ContextError(exc.message) from None
+    except OSError as exc:
+        raise ContextError(f"{label}: cannot extract the tarball: {exc}") from None
 
 
 __all__ = ["BuildContext", "ContextError", "open_context"]

@@ -1,35 +1,46 @@
-"""Unpacking one image layer (a tar stream) into a Rootfs, confined to it.
+"""The one tar extractor: a tar stream into a Rootfs, every entry confined to it.
 
-Follows the OCI image spec, "Image Layer Filesystem Changeset": entries replace
-what lower layers put at the same path (a file may replace a directory and vice
-versa), ``.wh.NAME`` deletes NAME from lower layers and ``.wh..wh..opq`` hides
-everything lower layers put in its directory while keeping what this layer
-adds, wherever in the tar it appears.
+It applies image layers (``unpack_layer``), ADD's local archives and context
+tarballs (``extract_tar`` with other ``ExtractRules``). The rules differ the
+way Docker's do, and only there:
 
-Confinement (DESIGN.md decision 1): entry names with ``..`` components or
-absolute names, parents reached through a symlink that climbs above the root,
-and hardlinks to anything outside the root are refused with ConfinementError
-before anything is written. Parent directories are resolved with the image's
-own symlinks inside the root (an absolute link such as ``/var/run -> /run``
-works as it would under chroot), and the final component is never followed:
-whatever is there is removed and replaced.
+* image layers (OCI image spec, "Image Layer Filesystem Changeset"): entries
+  replace what lower layers put at the same path (a file may replace a
+  directory and vice versa), ``.wh.NAME`` deletes NAME from lower layers and
+  ``.wh..wh..opq`` hides everything lower layers put in its directory while
+  keeping what this layer adds, wherever in the tar it appears; owners are the
+  archive's numeric ids; entry names with ``..`` components or absolute names,
+  and parents reached through a symlink that climbs above the root, are refused;
+* ADD archives (moby ``pkg/archive.Unpack``): names are relative to the
+  destination (a leading ``/`` is dropped, ``..`` that climbs above the
+  destination is refused), ``.wh.`` names are ordinary files, existing
+  directories are merged and take the archive's metadata but are never
+  replaced by a non-directory, ``--chown`` overrides the archive's owners;
+* context tarballs: as ADD, owners are left as created, and symbolic links
+  leaving the root are refused (what ``tarfile``'s "data" filter refused).
+
+Confinement (DESIGN.md decision 1) goes through ``Rootfs.resolve``: parent
+directories are resolved with the image's own symlinks inside the root (an
+absolute link such as ``/var/run -> /run`` works as it would under chroot),
+the final component is never followed (whatever is there is removed and
+replaced), and hardlinks are resolved inside the root like any other name.
+Anything refused raises ConfinementError before it is written.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import posixpath
 import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import BinaryIO, Protocol, cast
-
-import zstandard
-from isal import isal_zlib
+from typing import BinaryIO
 
 from kanipy.errors import BuildError, ConfinementError, IntegrityError
-from kanipy.fs.rootfs import Rootfs
+from kanipy.fs.compression import Readable, open_decompressed
+from kanipy.fs.rootfs import Rootfs, image_parts
 from kanipy.fs.tarreader import (
     BLKTYPE,
     CHRTYPE,
@@ -49,109 +60,55 @@ WHITEOUT_META_PREFIX = ".wh..wh."
 WHITEOUT_OPAQUE = ".wh..wh..opq"
 
 _READ_CHUNK = 1 << 20
-_GZIP_MAGIC = b"\x1f\x8b"
-_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_ROOT = PurePosixPath("/")
 
 
-class _Readable(Protocol):
-    def read(self, n: int = -1, /) -> bytes: ...
+@dataclass(frozen=True)
+class ExtractRules:
+    """How an archive's entries land in the root; the defaults are an image layer's."""
+
+    # ``.wh.NAME`` and ``.wh..wh..opq`` delete from lower layers (layers only).
+    whiteouts: bool = True
+    # False: absolute names and any ``..`` component are refused (layers). True:
+    # names are relative to the destination, cleaned, and refused only when they
+    # climb above it (moby's ``pkg/archive``, "breakout").
+    relative_names: bool = False
+    # A non-directory entry may replace an existing directory (layers); else refused.
+    replace_directories: bool = True
+    # Owners: the archive's numeric ids, each overridden when set (ADD --chown) ...
+    uid: int | None = None
+    gid: int | None = None
+    # ... or left as created (a context tarball, possibly unpacked without root).
+    chown: bool = True
+    xattrs: bool = True
+    # A parent reached through a symlink whose target climbs above the root is
+    # refused (layers) instead of resolved as under chroot, where ``..`` stops at /.
+    escape_is_error: bool = True
+    # Symbolic links that are absolute or climb above the root are refused.
+    confine_symlinks: bool = False
+
+
+LAYER_RULES = ExtractRules()
+CONTEXT_RULES = ExtractRules(whiteouts=False, relative_names=True, replace_directories=False,
+                             chown=False, xattrs=False, escape_is_error=False,
+                             confine_symlinks=True)
+
+
+def add_archive_rules(uid: int | None, gid: int | None) -> ExtractRules:
+    """ADD's rules for a local archive; ``uid``/``gid`` from ``--chown`` (None: the archive's)."""
+    return ExtractRules(whiteouts=False, relative_names=True, replace_directories=False,
+                        uid=uid, gid=gid, xattrs=False, escape_is_error=False)
 
 
 @dataclass(frozen=True)
 class UnpackStats:
-    """What one ``unpack_layer`` call wrote."""
+    """What one extraction wrote; ``top`` holds the first component of every entry
+    name (the names it created or changed directly under the destination)."""
 
     entries: int
     file_bytes: int
-
-
-class _Prefixed:
-    """``prefix`` followed by the rest of ``source``: lets us sniff magic bytes."""
-
-    def __init__(self, prefix: bytes, source: _Readable) -> None:
-        self._prefix = prefix
-        self._source = source
-
-    def read(self, n: int = -1, /) -> bytes:
-        if self._prefix:
-            data = self._prefix if n < 0 else self._prefix[:n]
-            self._prefix = self._prefix[len(data) :]
-            return data
-        return self._source.read(n)
-
-
-class _GunzipReader:
-    """Streaming gunzip (ISA-L's inflate, ~2x zlib's), multi-member aware, bounded reads."""
-
-    def __init__(self, source: _Readable, what: str) -> None:
-        self._source = source
-        self._what = what
-        self._d = isal_zlib.decompressobj(15 | 16)
-        self._pending = b""
-        self._started = False
-        self._eof = False
-
-    def read(self, n: int = -1, /) -> bytes:
-        limit = _READ_CHUNK if n is None or n < 0 else max(n, 1)
-        while not self._eof:
-            data = self._pending or self._source.read(_READ_CHUNK)
-            if not data:
-                if self._started:
-                    raise IntegrityError(f"{self._what}: gzip stream is truncated")
-                self._eof = True
-                break
-            if not self._started and not data.startswith(_GZIP_MAGIC[: len(data)]):
-                # Trailing padding after the last gzip member: ignore it, as gzip(1) does.
-                self._eof = True
-                break
-            self._started = True
-            try:
-                out = self._d.decompress(data, limit)
-            except isal_zlib.error as exc:  # type: ignore[misc]  # the stub types it loosely
-                raise IntegrityError(f"{self._what}: corrupt gzip data ({exc})") from exc
-            if self._d.eof:
-                self._pending = self._d.unused_data
-                self._d = isal_zlib.decompressobj(15 | 16)
-                self._started = False
-            else:
-                self._pending = self._d.unconsumed_tail
-            if out:
-                return out
-        return b""
-
-
-def open_layer_stream(fileobj: BinaryIO, compression: str, what: str) -> _Readable:
-    """A readable of the uncompressed tar inside ``fileobj``.
-
-    ``compression`` is ``gzip``, ``zstd``, ``none`` or ``auto`` (sniffed from the
-    magic bytes, since registries' media types are not always truthful).
-    """
-    source: _Readable = fileobj
-    if compression == "auto":
-        head = b""
-        while len(head) < 4:
-            more = fileobj.read(4 - len(head))
-            if not more:
-                break
-            head += more
-        if head.startswith(_GZIP_MAGIC):
-            compression = "gzip"
-        elif head.startswith(_ZSTD_MAGIC):
-            compression = "zstd"
-        else:
-            compression = "none"
-        source = _Prefixed(head, fileobj)
-    if compression == "gzip":
-        return _GunzipReader(source, what)
-    if compression == "zstd":
-        reader: _Readable = zstandard.ZstdDecompressor().stream_reader(
-            cast(BinaryIO, source), read_size=_READ_CHUNK, read_across_frames=True
-        )
-        return reader
-    if compression == "none":
-        return source
-    raise ValueError(f"unknown layer compression {compression!r}")
+    top: frozenset[str] = frozenset()
 
 
 def unpack_layer(
@@ -159,49 +116,79 @@ def unpack_layer(
 ) -> UnpackStats:
     """Apply the layer tar in ``fileobj`` onto ``rootfs`` (streamed, never held in memory).
 
+    ``compression`` is one of ``kanipy.fs.compression.COMPRESSIONS`` or ``auto``.
     ``layer_name`` (its digest, usually) names the layer in errors. Raises
     ConfinementError for an entry that would land outside the root,
     IntegrityError for a corrupt stream, BuildError for an entry that cannot
     be applied (a parent that is a file).
     """
-    stream = open_layer_stream(fileobj, compression, f"layer {layer_name}")
-    unpacker = _Unpacker(rootfs, layer_name)
+    what = f"layer {layer_name}"
+    stream = open_decompressed(fileobj, compression, what)
+    return extract_tar(rootfs, stream, what=what)
+
+
+def extract_tar(rootfs: Rootfs, stream: Readable, *, what: str,
+                rules: ExtractRules = LAYER_RULES, dest: PurePosixPath = _ROOT) -> UnpackStats:
+    """Extract the (uncompressed) tar ``stream`` into the image directory ``dest`` of
+    ``rootfs`` by ``rules``; ``what`` names the archive in errors.
+
+    ``dest`` must be a symlink-free path of an existing directory
+    (``Rootfs.resolve_image_path``). Errors are as for ``unpack_layer``.
+    """
+    unpacker = _Unpacker(rootfs, what, rules, dest)
     # Our own reader, not tarfile: its header parsing cost four times GNU tar's
     # whole unpack on a layer of small files (see kanipy/fs/tarreader.py).
-    reader = TarReader(stream, f"layer {layer_name}")
-    try:
-        for entry in reader:
-            unpacker.apply(entry, reader)
-    except zstandard.ZstdError as exc:
-        raise IntegrityError(f"layer {layer_name}: corrupt zstd data ({exc})") from exc
+    reader = TarReader(stream, what)
+    for entry in reader:
+        unpacker.apply(entry, reader)
     unpacker.finish()
-    log.debug("unpacked layer %s: %d entries", layer_name, unpacker.entries)
-    return UnpackStats(unpacker.entries, unpacker.file_bytes)
+    log.debug("extracted %s: %d entries", what, unpacker.entries)
+    return UnpackStats(unpacker.entries, unpacker.file_bytes, frozenset(unpacker.top))
+
+
+def is_tar_stream(stream: Readable, what: str) -> bool:
+    """True when a tar reader finds a first entry in ``stream`` (BuildKit's test for
+    an archive: ``tar.Reader.Next`` succeeds)."""
+    try:
+        return next(iter(TarReader(stream, what)), None) is not None
+    except IntegrityError:
+        return False
 
 
 class _Unpacker:
-    """The state of one layer being applied: resolved directories and what it added."""
+    """The state of one archive being extracted: resolved directories and what it added."""
 
-    def __init__(self, rootfs: Rootfs, layer_name: str) -> None:
+    def __init__(self, rootfs: Rootfs, what: str, rules: ExtractRules,
+                 dest: PurePosixPath) -> None:
         self.rootfs = rootfs
-        self.root = str(rootfs.path)
-        self.layer_name = layer_name
-        # image directory (as named in the tar) -> real host directory; only
+        self.what = what
+        self.rules = rules
+        self.dest = dest
+        self.dest_depth = len(image_parts(dest))
+        self.root = str(rootfs.resolve(dest))
+        # directory (as named in the tar) -> real host directory; only
         # symlink-free host paths are cached, and any removal of a directory or
         # symlink drops the entries under it (see _forget).
         self._dirs: dict[str, str] = {"": self.root}
-        # host paths this layer created: opaque whiteouts and whiteouts spare them.
+        # host paths this archive created: opaque whiteouts and whiteouts spare them.
         self._added: set[str] = set()
         # directory metadata applied after their contents are written.
         self._dir_meta: list[tuple[str, int, int]] = []
         self.entries = 0
         self.file_bytes = 0
+        self.top: set[str] = set()
         self._warned_xattr = False
 
     def _fail(self, name: str, reason: str) -> ConfinementError:
-        return ConfinementError(f"layer {self.layer_name}: entry {name!r} {reason}")
+        return ConfinementError(f"{self.what}: entry {name!r} {reason}")
 
     def _split(self, name: str) -> list[str]:
+        if self.rules.relative_names:
+            clean = posixpath.normpath(name.lstrip("/"))
+            if clean == ".." or clean.startswith("../"):
+                # moby/pkg/archive refuses these too ("breakout"), failing the step.
+                raise self._fail(name, "is outside of the destination")
+            return [p for p in clean.split("/") if p and p != "."]
         if name.startswith("/"):
             raise self._fail(name, "has an absolute name")
         parts = [p for p in name.split("/") if p and p != "."]
@@ -215,9 +202,8 @@ class _Unpacker:
         if hit is not None:
             return hit
         try:
-            host = str(
-                self.rootfs.resolve(PurePosixPath("/", *parts), escape_is_error=True)
-            )
+            host = str(self.rootfs.resolve(self.dest.joinpath(*parts),
+                                           escape_is_error=self.rules.escape_is_error))
         except ConfinementError as exc:
             raise self._fail(
                 name, f"has a parent path that leads outside the root: {exc}"
@@ -231,20 +217,20 @@ class _Unpacker:
                 os.makedirs(host, 0o755, exist_ok=True)
             except (NotADirectoryError, FileExistsError) as exc:
                 raise BuildError(
-                    f"layer {self.layer_name}: entry {name!r}: a parent is not a directory"
+                    f"{self.what}: entry {name!r}: a parent is not a directory"
                 ) from exc
         except NotADirectoryError as exc:
             if not create:
                 return None
             raise BuildError(
-                f"layer {self.layer_name}: entry {name!r}: a parent is not a directory"
+                f"{self.what}: entry {name!r}: a parent is not a directory"
             ) from exc
         else:
             if not stat.S_ISDIR(st.st_mode):
                 if not create:
                     return None
                 raise BuildError(
-                    f"layer {self.layer_name}: entry {name!r}: a parent is not a directory"
+                    f"{self.what}: entry {name!r}: a parent is not a directory"
                 )
         self._dirs[key] = host
         return host
@@ -269,9 +255,12 @@ class _Unpacker:
         name = member.name
         parts = self._split(name)
         if not parts:
-            return  # the root itself ("./"): its metadata is the image's business, not ours
+            # The root itself ("./"): its metadata is the image's business, not
+            # ours; for ADD, the destination is left as it is.
+            return
+        self.top.add(parts[0])
         base = parts[-1]
-        if base.startswith(WHITEOUT_PREFIX):
+        if self.rules.whiteouts and base.startswith(WHITEOUT_PREFIX):
             self._whiteout(parts, name)
             return
         parent = self._parent_dir(parts[:-1], name, create=True)
@@ -282,6 +271,8 @@ class _Unpacker:
             self._regular_file(path, member, reader)
             return
         is_dir = kind == DIRTYPE
+        if kind == SYMTYPE and self.rules.confine_symlinks:
+            self._check_symlink(parts, member)
         try:
             existing: os.stat_result | None = os.lstat(path)
         except FileNotFoundError:
@@ -289,7 +280,7 @@ class _Unpacker:
         if existing is not None and not (is_dir and stat.S_ISDIR(existing.st_mode)):
             if kind == LNKTYPE and self._link_target(member) == path:
                 return  # a hardlink to itself: nothing to do
-            self._remove(path, existing)
+            self._replace(path, existing, name)
             existing = None
 
         self.entries += 1
@@ -299,7 +290,12 @@ class _Unpacker:
         elif kind == SYMTYPE:
             os.symlink(member.linkname, path)
         elif kind == LNKTYPE:
-            os.link(self._link_target(member), path, follow_symlinks=False)
+            target = self._link_target(member)
+            try:
+                os.link(target, path, follow_symlinks=False)
+            except OSError as exc:
+                raise BuildError(f"{self.what}: hardlink {name!r} -> {member.linkname!r}: "
+                                 f"{exc.strerror}") from None
             self._added.add(path)
             return  # the link shares its target's inode and metadata
         elif kind == CHRTYPE or kind == BLKTYPE:
@@ -307,20 +303,22 @@ class _Unpacker:
             try:
                 os.mknod(path, node | 0o600, os.makedev(member.devmajor, member.devminor))
             except PermissionError:
-                log.warning("layer %s: no permission to create device %s; skipped",
-                            self.layer_name, name)
+                log.warning("%s: no permission to create device %s; skipped",
+                            self.what, name)
                 return
         elif kind == FIFOTYPE:
             os.mkfifo(path, 0o600)
         else:
-            log.warning("layer %s: entry %r has unsupported type %r; skipped",
-                        self.layer_name, name, member.type)
+            log.warning("%s: entry %r has unsupported type %r; skipped",
+                        self.what, name, member.type)
             self.entries -= 1
             return
         self._added.add(path)
-        # Numeric owners only (OCI layers carry ids; names would be the host's).
-        os.chown(path, member.uid, member.gid, follow_symlinks=False)
-        self._set_xattrs(path, member)
+        if self.rules.chown:
+            # Numeric owners only (OCI layers carry ids; names would be the host's).
+            os.chown(path, *self._owner(member), follow_symlinks=False)
+        if self.rules.xattrs:
+            self._set_xattrs(path, member)
         mtime_ns = member.mtime_ns
         if is_dir:
             self._dirs["/".join(parts)] = path
@@ -343,10 +341,33 @@ class _Unpacker:
         parent = self._parent_dir(parts[:-1], member.name, create=False)
         if parent is None:
             raise BuildError(
-                f"layer {self.layer_name}: hardlink {member.name!r} -> "
+                f"{self.what}: hardlink {member.name!r} -> "
                 f"{member.linkname!r}: the target does not exist"
             )
         return parent + "/" + parts[-1]
+
+    def _owner(self, member: TarEntry) -> tuple[int, int]:
+        uid, gid = self.rules.uid, self.rules.gid
+        return (member.uid if uid is None else uid, member.gid if gid is None else gid)
+
+    def _replace(self, host: str, st: os.stat_result, name: str) -> None:
+        """Remove what is at ``host`` for the entry ``name``, if the rules allow it."""
+        if stat.S_ISDIR(st.st_mode) and not self.rules.replace_directories:
+            raise BuildError(f"{self.what}: the archive entry {name!r} would replace the "
+                             f"directory {self.rootfs.to_image_path(host)}")
+        self._remove(host, st)
+
+    def _check_symlink(self, parts: list[str], member: TarEntry) -> None:
+        """Refuse a link whose target is absolute or climbs above the root."""
+        target = member.linkname
+        depth = self.dest_depth + len(parts) - 1
+        for part in image_parts(target):
+            depth = depth - 1 if part == ".." else depth + 1
+            if depth < 0:
+                break
+        if target.startswith("/") or depth < 0:
+            raise self._fail(member.name, f"is a symbolic link leading outside the root "
+                                          f"({target!r})")
 
     def _set_xattrs(self, target: str | int, member: TarEntry) -> None:
         for xname, xvalue in member.xattrs.items():
@@ -357,9 +378,9 @@ class _Unpacker:
                     os.setxattr(target, xname, xvalue, follow_symlinks=False)
             except OSError as exc:
                 if not self._warned_xattr:
-                    log.warning("layer %s: cannot set xattr %s on %s (%s); "
-                                "further xattr failures in this layer are not reported",
-                                self.layer_name, xname, member.name, exc.strerror)
+                    log.warning("%s: cannot set xattr %s on %s (%s); "
+                                "further xattr failures in it are not reported",
+                                self.what, xname, member.name, exc.strerror)
                     self._warned_xattr = True
 
     def _regular_file(self, path: str, member: TarEntry, reader: TarReader) -> None:
@@ -372,7 +393,7 @@ class _Unpacker:
         try:
             fd = os.open(path, _OPEN_FLAGS, 0o600)
         except FileExistsError:
-            self._remove(path, os.lstat(path))
+            self._replace(path, os.lstat(path), member.name)
             fd = os.open(path, _OPEN_FLAGS, 0o600)
         self.entries += 1
         self._added.add(path)
@@ -380,8 +401,9 @@ class _Unpacker:
             self._write_file(fd, member, reader)
             # Owner, then xattrs (chown drops security.capability), then mode
             # (chown also clears setuid/setgid), then times, last.
-            os.fchown(fd, member.uid, member.gid)
-            if member.xattrs:
+            if self.rules.chown:
+                os.fchown(fd, *self._owner(member))
+            if member.xattrs and self.rules.xattrs:
                 self._set_xattrs(fd, member)
             os.fchmod(fd, member.mode & 0o7777)
             os.utime(fd, ns=(member.mtime_ns, member.mtime_ns))

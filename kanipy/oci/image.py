@@ -10,14 +10,12 @@ image is written anywhere.
 
 from __future__ import annotations
 
-import gzip
 import logging
 from collections.abc import Iterable
-from typing import BinaryIO, Protocol, cast
-
-import zstandard
+from typing import BinaryIO, Protocol
 
 from kanipy.errors import IntegrityError, ManifestError
+from kanipy.fs.compression import open_decompressed_file
 from kanipy.oci import mediatypes as mt
 from kanipy.oci.blobstore import BlobStore
 from kanipy.oci.config import ImageConfig
@@ -66,18 +64,8 @@ class Image(Protocol):
 
 def open_decompressed(stream: BinaryIO, media_type: str) -> BinaryIO:
     """Wrap ``stream`` so reads give the tar inside a layer of ``media_type``."""
-    compression = mt.layer_compression(media_type)
-    if compression == "gzip":
-        return cast(BinaryIO, gzip.GzipFile(fileobj=stream, mode="rb"))
-    if compression == "zstd":
-        # read_across_frames: layers may hold several zstd frames (zstd:chunked).
-        return cast(
-            BinaryIO,
-            zstandard.ZstdDecompressor().stream_reader(
-                stream, read_across_frames=True, closefd=True
-            ),
-        )
-    return stream
+    return open_decompressed_file(stream, mt.layer_compression(media_type),
+                                  f"layer of type {media_type}")
 
 
 class StoredLayer:

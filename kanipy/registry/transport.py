@@ -7,7 +7,8 @@ for hosts the user named insecure and for loopback hosts, as Docker does for
 localhost. ``Transport.send`` retries connection errors, 429 and 5xx with
 exponential backoff, honouring ``Retry-After`` — but only for requests the
 caller marks as safe to repeat; uploads restart from their file in their own
-loop. Nothing here logs a header or a URL's query string.
+loop. Nothing here logs a header, and URLs are logged through
+``kanipy.http.redact_url`` (re-exported here for the client's modules).
 """
 
 from __future__ import annotations
@@ -22,13 +23,12 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import requests
 import urllib3.exceptions
-from requests.adapters import HTTPAdapter
 
 from kanipy.errors import ConnectionFailed, RegistryError
+from kanipy.http import make_session, redact_url
 from kanipy.registry.auth import Challenge, parse_challenge
 from kanipy.registry.options import RegistryOptions
 
@@ -36,13 +36,6 @@ log = logging.getLogger(__name__)
 
 Body = bytes | Iterable[bytes] | Callable[[], Any] | None
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
-
-
-def redact_url(url: str) -> str:
-    """``url`` without its query string, which may carry tokens (upload ``_state``, S3 keys)."""
-    parts = urlsplit(url)
-    query = "<redacted>" if parts.query else ""
-    return urlunsplit((parts.scheme, parts.netloc, parts.path, query, ""))
 
 
 def is_loopback(host: str) -> bool:
@@ -55,18 +48,12 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def make_session(options: RegistryOptions) -> requests.Session:
-    """The one Session every registry request goes through: User-Agent, pools, no auto-retry."""
-    session = requests.Session()
-    session.headers["User-Agent"] = options.user_agent
-    # Our own loop retries; urllib3 must not repeat requests behind our back.
-    adapter = HTTPAdapter(pool_connections=8, pool_maxsize=max(8, options.concurrency * 2),
-                          max_retries=0)
-    session.mount("https://", adapter)
-    session.mount("http://", adapter)
-    # Never pick up credentials from ~/.netrc: config.json is the only source.
-    session.trust_env = False
-    return session
+def registry_session(options: RegistryOptions) -> requests.Session:
+    """The Session every registry request goes through (``kanipy.http.make_session``)."""
+    # Our own loop retries (retries=0: urllib3 must not repeat requests behind our
+    # back); never pick up credentials from ~/.netrc: config.json is the only source.
+    return make_session(user_agent=options.user_agent, retries=0,
+                        pool_maxsize=options.concurrency * 2, trust_env=False)
 
 
 @dataclass(frozen=True)
@@ -82,7 +69,7 @@ class Transport:
 
     def __init__(self, options: RegistryOptions, session: requests.Session | None = None):
         self.options = options
-        self.session = session or make_session(options)
+        self.session = session or registry_session(options)
         self._endpoints: dict[str, Endpoint] = {}
         self._lock = threading.Lock()
         self.sleep: Callable[[float], None] = time.sleep
@@ -261,3 +248,7 @@ def _short_ssl_reason(text: str) -> str:
     if marker in text:
         return "certificate verify failed: " + text.split(marker, 1)[1].split(")")[0].strip()
     return text.split("(", 1)[-1].split(")")[0][:160]
+
+
+__all__ = ["Endpoint", "Transport", "connection_error", "is_loopback", "parse_retry_after",
+           "redact_url", "registry_session"]

@@ -162,3 +162,13 @@ def test_tar_on_stdin_with_sub_path_and_outside_dockerfile(
     kanipy("build", "-c", "tar://-", "--context-sub-path", "sub", "-f", str(dockerfile),
            "-d", dest, stdin=buf.getvalue()).check()
     assert _which(dest, tmp_path / "out") == "stdin\n"
+
+
+def test_context_url_never_shows_credentials(http_server: tuple[str, Path]) -> None:
+    url, _ = http_server
+    result = build(url.replace("http://", "http://bob:hunter2@") + "/missing.tar.gz?sig=s3cr3t",
+                   "--no-push", "--verbosity", "debug")
+    assert result.returncode == 2, result.stderr
+    assert "hunter2" not in result.stdout + result.stderr
+    assert "s3cr3t" not in result.stdout + result.stderr
+    assert "--context http://<hidden>@127.0.0.1:" in result.stderr

@@ -198,3 +198,20 @@ def test_add_refuses_an_archive_leaving_the_destination(tmp_path: Path,
     result = build(context, "--no-push")
     assert result.returncode == 1, result.stderr
     assert "'../../escape.txt' is outside of the destination" in result.stderr
+
+
+@pytest.mark.parametrize("source", [
+    "{url}/nope.txt?token=s3cr3t-token",
+    "{url}/nope.git#main",
+], ids=["download", "git"])
+def test_add_never_shows_credentials(tmp_path: Path, base_images: BaseImages,
+                                     http_files: tuple[str, Path], source: str) -> None:
+    url, _ = http_files
+    with_password = url.replace("http://", "http://bob:hunter2@")
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": (
+        f"FROM {base_images.oci}\nADD {source.format(url=with_password)} /dl/\n")})
+    result = build(context, "--no-push", "--verbosity", "debug")
+    assert result.returncode == 1, result.stderr
+    output = result.stdout + result.stderr
+    assert "hunter2" not in output and "s3cr3t-token" not in output
+    assert "Dockerfile:2: ADD http://<hidden>@127.0.0.1:" in result.stderr

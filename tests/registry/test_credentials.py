@@ -149,6 +149,6 @@ def test_transport_helpers() -> None:
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
     assert parse_retry_after("soon") is None
     assert redact_url("https://r/v2/a/blobs/uploads/x?_state=abc&digest=d") == \
-        "https://r/v2/a/blobs/uploads/x?<redacted>"
+        "https://r/v2/a/blobs/uploads/x?_state=<hidden>&digest=d"
     assert is_loopback("127.0.0.1:5000") and is_loopback("localhost")
     assert is_loopback("[::1]:5000") and not is_loopback("reg.example.com:5000")

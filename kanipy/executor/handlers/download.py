@@ -7,9 +7,12 @@ mismatch leaves the image untouched.
 
 Docker's rules (Dockerfile reference, "ADD"): a downloaded file gets mode 0600
 and, when the server sends ``Last-Modified``, that time as its mtime; its name
-is the last component of the URL path. A git source is cloned with the ``git``
-command; ``#ref`` picks a branch, tag or commit and ``:subdir`` a directory;
-the ``.git`` directory is kept only with ``--keep-git-dir``.
+is the last component of the URL path. A git source is fetched by
+``kanipy.context.git.fetch_repository``, as a git context is (credentials from
+``GIT_USERNAME``/``GIT_PASSWORD``); ``#ref`` picks a branch, tag or commit and
+``:subdir`` a directory; the ``.git`` directory is kept only with
+``--keep-git-dir``. Downloads go through ``kanipy.http``; URLs in messages are
+redacted there.
 """
 
 from __future__ import annotations
@@ -17,19 +20,15 @@ from __future__ import annotations
 import email.utils
 import logging
 import os
-import re
-import shutil
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
-import requests
-
-from kanipy import __version__
+from kanipy.context.git import GitSource, fetch_repository
 from kanipy.errors import BuildError
-from kanipy.oci.digest import Digest, HashingWriter
+from kanipy.http import download_to_file, redact_url
+from kanipy.oci.digest import Digest
 
 log = logging.getLogger(__name__)
 
@@ -66,34 +65,12 @@ def url_file_name(url: str) -> str:
 
 def download(url: str, scratch: Path, expected: Digest | None, where: str) -> Downloaded:
     """GET ``url`` into a file under ``scratch``; verified against ``expected``."""
-    try:
-        resp = requests.get(url, stream=True, timeout=(10, 60),
-                            headers={"User-Agent": f"kanipy/{__version__}"})
-    except requests.RequestException as exc:
-        raise BuildError(f"{where}: ADD {url}: download failed: {exc}") from exc
-    fd, tmp_name = tempfile.mkstemp(prefix="add-", dir=scratch)
-    tmp = Path(tmp_name)
-    try:
-        with resp, os.fdopen(fd, "wb") as out:
-            if resp.status_code != 200:
-                raise BuildError(f"{where}: ADD {url}: the server answered "
-                                 f"{resp.status_code} {resp.reason}")
-            algorithm = expected.algorithm if expected else "sha256"
-            hasher = HashingWriter(out, algorithm)  # type: ignore[arg-type]
-            for chunk in resp.iter_content(1 << 20):
-                hasher.write(chunk)
-        if expected is not None and hasher.digest != expected:
-            raise BuildError(
-                f"{where}: ADD {url}: checksum mismatch: expected {expected}, got "
-                f"{hasher.digest}; nothing was written to the image")
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return Downloaded(tmp, url_file_name(url), _last_modified_ns(resp.headers))
+    fetched = download_to_file(url, scratch, what=f"{where}: ADD {redact_url(url)}",
+                               error=BuildError, expected=expected)
+    return Downloaded(fetched.path, url_file_name(url), _last_modified_ns(fetched.last_modified))
 
 
-def _last_modified_ns(headers: requests.structures.CaseInsensitiveDict[str]) -> int | None:
-    value = headers.get("Last-Modified")
+def _last_modified_ns(value: str | None) -> int | None:
     if not value:
         return None
     try:
@@ -106,57 +83,10 @@ def _last_modified_ns(headers: requests.structures.CaseInsensitiveDict[str]) -> 
 def clone_git(source: str, scratch: Path, keep_git_dir: bool, where: str) -> Path:
     """Clone ``URL[#ref][:subdir]`` into a new directory under ``scratch``; returns
     the directory to copy (the subdir when one is named)."""
-    git = shutil.which("git")
-    if git is None:
-        raise BuildError(f"{where}: ADD {source}: the git command is needed for git "
-                         "sources and was not found")
     url, _, fragment = source.partition("#")
     ref, _, subdir = fragment.partition(":")
-    target = Path(tempfile.mkdtemp(prefix="add-git-", dir=scratch))
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1"}
-    _git([git, "clone", "--quiet", "--no-checkout", "--", url, str(target)], env, source,
-         where)
-    commit = _resolve_ref(git, target, ref or "HEAD", env)
-    if commit is None:
-        raise BuildError(f"{where}: ADD {_redact(source)}: no branch, tag or commit "
-                         f"{ref!r} in the repository")
-    _git([git, "-C", str(target), "checkout", "--quiet", "--detach", commit, "--"],
-         env, source, where)
-    _git([git, "-C", str(target), "submodule", "update", "--quiet", "--init", "--recursive"],
-         env, source, where)
-    if not keep_git_dir:
-        shutil.rmtree(target / ".git")
-    if subdir:
-        clean = os.path.normpath("/" + subdir).lstrip("/")
-        chosen = (target / clean).resolve()
-        if not chosen.is_relative_to(target.resolve()) or not chosen.is_dir():
-            raise BuildError(f"{where}: ADD {source}: {subdir!r} is not a directory of "
-                             "the repository")
-        return chosen
-    return target
-
-
-def _resolve_ref(git: str, repo: Path, ref: str, env: dict[str, str]) -> str | None:
-    """The commit ``ref`` names: a tag, a commit, or a branch (only the default branch
-    exists locally after a clone; the others are ``origin/NAME``)."""
-    for candidate in (ref, f"origin/{ref}"):
-        proc = subprocess.run(
-            [git, "-C", str(repo), "rev-parse", "--verify", "--quiet", f"{candidate}^{{commit}}"],
-            env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
-        if proc.returncode == 0:
-            return proc.stdout.strip()
-    return None
-
-
-def _git(argv: list[str], env: dict[str, str], source: str, where: str) -> None:
-    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600,
-                          stdin=subprocess.DEVNULL)
-    if proc.returncode != 0:
-        # The URL may carry credentials (https://user:token@host): never echo it whole.
-        message = re.sub(r"://[^/@\s]+@", "://<hidden>@", proc.stderr.strip())
-        raise BuildError(f"{where}: ADD {_redact(source)}: git {argv[1 if argv[1] != '-C' else 3]}"
-                         f" failed: {message}")
-
-
-def _redact(url: str) -> str:
-    return re.sub(r"://[^/@\s]+@", "://<hidden>@", url)
+    target = Path(tempfile.mkdtemp(prefix="add-git-", dir=scratch)) / "repo"
+    spec = GitSource(url, ref or None, None, subdir or None)
+    return fetch_repository(spec, target, os.environ, what=f"{where}: ADD {redact_url(source)}",
+                            error=BuildError, keep_git_dir=keep_git_dir,
+                            submodules_required=True)
