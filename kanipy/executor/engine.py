@@ -35,12 +35,14 @@ from kanipy.fs.rootfs import Rootfs
 from kanipy.fs.unpack import unpack_layer
 from kanipy.oci import mediatypes
 from kanipy.oci.blobstore import BlobStore
-from kanipy.oci.config import ImageConfig, new_config
+from kanipy.oci.config import new_config
 from kanipy.oci.descriptor import Descriptor, Platform
 from kanipy.oci.image import StoredImage, store_image
 from kanipy.reference import DOCKER_HUB, Reference
 from kanipy.registry import RegistryClient, RegistryOptions
 from kanipy.registry.progress import ProgressEvent
+from kanipy.registry.pull import pull
+from kanipy.registry.push import push
 
 log = logging.getLogger(__name__)
 
@@ -287,16 +289,17 @@ class Build:
                  if stage is not None else f"pull of {ref} (--from)")
         # Each layer is unpacked as soon as it has arrived, while later ones download.
         with _unreachable_hint(where):
-            pulled = self.client.pull_image(
-                ref, platform, store, on_progress=self._progress("pull"),
+            pulled = pull(
+                ref, client=self.client, platform=platform, store=store,
+                on_progress=self._progress("pull"),
                 on_layer=lambda desc: self._unpack(rootfs, [desc], store))
-        config = ImageConfig.parse(pulled.config_raw)
-        image_format = "docker" if pulled.manifest_media_type == mediatypes.DOCKER_MANIFEST \
+        manifest = pulled.manifest()
+        image_format = "docker" if manifest.media_type == mediatypes.DOCKER_MANIFEST \
             else "oci"
         sources = {str(d.digest): (pulled.source.registry, pulled.source.repository)
-                   for d in pulled.layers}
-        return BuiltStage(stage.index if stage else -1, root, config, list(pulled.layers),
-                          image_format, sources)
+                   for d in manifest.layers}
+        return BuiltStage(stage.index if stage else -1, root, pulled.config(),
+                          list(manifest.layers), image_format, sources)
 
     def _unpack(self, rootfs: Rootfs, layers: Sequence[Descriptor], store: BlobStore) -> None:
         for desc in layers:
@@ -338,16 +341,14 @@ class Build:
         digest = image.digest
         manifest = image.manifest()
         if not options.no_push:
-            blobs = [manifest.config, *manifest.layers]
             for ref in destinations:
                 mounts = {}
                 for desc in manifest.layers:
                     source = final.layer_sources.get(str(desc.digest))
                     if source and source[0] == ref.registry and source[1] != ref.repository:
                         mounts[desc.digest] = source[1]
-                pushed = self.client.push_image(
-                    ref, manifest.raw, manifest.media_type, blobs, image.store,
-                    mount_sources=mounts, on_progress=self._progress("push"))
+                pushed = push(image, ref, client=self.client, mount_sources=mounts,
+                              on_progress=self._progress("push"))
                 self.reporter.pushed(str(ref), str(pushed))
                 result.pushed.append(f"{ref.name}@{pushed}")
                 result.stdout_lines.append(f"{ref.name}@{pushed}")
