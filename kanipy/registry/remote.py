@@ -118,7 +118,8 @@ class RemoteImage:
         """A fresh stream of one of this image's blobs (from the store, once fetched there)."""
         if self.store is None:
             return self.client.open_blob(self.source, descriptor)
-        self.client.fetch_blob(self.source, descriptor, self.store, self._on_progress)
+        if not self.store.has(descriptor.digest):
+            self.client.fetch_blob(self.source, descriptor, self.store, self._on_progress)
         return self.store.open(descriptor.digest)
 
     def fetch_all(self, on_layer: LayerCallback | None = None) -> None:
