@@ -209,8 +209,7 @@ class RegistryClient:
                             raise IntegrityError(f"{what}: received more than the "
                                                  f"{descriptor.size} bytes declared")
                         emit(on_progress, digest, done, descriptor.size, "download")
-            except (requests.RequestException, urllib3.exceptions.HTTPError,
-                    ConnectionError) as exc:
+            except _STREAM_ERRORS as exc:
                 error = connection_error(ref.api_host, exc)
                 if attempt + 1 >= attempts:
                     raise RegistryError(f"pull from {ref.name} failed: {what}: {error}",
