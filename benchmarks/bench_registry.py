@@ -27,7 +27,6 @@ sys.path.insert(0, str(ROOT))
 from kanipy.oci import mediatypes  # noqa: E402
 from kanipy.oci.blobstore import BlobStore  # noqa: E402
 from kanipy.oci.descriptor import Descriptor  # noqa: E402
-from kanipy.oci.digest import Digest  # noqa: E402
 from tests.fixtures.registry import Registry  # noqa: E402
 
 MB = 1_000_000
@@ -84,20 +83,17 @@ def child(argv: list[str]) -> tuple[float, int]:
 
 def run_kanipy(mode: str, ref: str, store: str) -> None:
     """Child side: one push or pull with kanipy's client."""
+    from kanipy.oci.layout import read_layout
     from kanipy.reference import Reference
     from kanipy.registry import RegistryClient, RegistryOptions
+    from kanipy.registry.pull import pull
+    from kanipy.registry.push import push
 
     client = RegistryClient(RegistryOptions(docker_config_dir=Path(store) / "no-docker"))
-    blob_store = BlobStore(store)
     if mode == "push":
-        index = json.loads((Path(store) / "index.json").read_text())
-        digest = Digest.parse(index["manifests"][0]["digest"])
-        raw = blob_store.read_bytes(digest)
-        doc = json.loads(raw)
-        blobs = [Descriptor.from_json(d) for d in [doc["config"], *doc["layers"]]]
-        client.push_image(Reference.parse(ref), raw, doc["mediaType"], blobs, blob_store)
+        push(read_layout(store, "bench"), Reference.parse(ref), client=client)
     else:
-        client.pull_image(Reference.parse(ref), None, blob_store)
+        pull(Reference.parse(ref), client=client, store=BlobStore(store))
 
 
 def main() -> None:

@@ -2,50 +2,43 @@
 
 ``run_build`` is what ``kanipy build`` calls. It checks every destination
 before any work (a denied push fails in a second, not after a long build),
-builds the needed stages in dependency order, assembles the image in the blob
-store, and only then writes outputs: registries (manifest last), a
-``docker load`` tarball, an OCI layout, digest files. A failed build writes
-nothing anywhere.
+builds the needed stages in dependency order (their bases come from
+``bases``), assembles the image in the blob store, validates it, and only then
+writes outputs (``outputs``): registries (manifest last), a ``docker load``
+tarball, an OCI layout, digest files. A failed build writes nothing anywhere.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from kanipy.context import BuildContext, open_context
 from kanipy.dockerfile import BuildPlan, Stage, StageRef, StageScope, format_plan, plan_build
-from kanipy.errors import BuildError, ConnectionFailed, DockerfileError, UsageError
+from kanipy.errors import DockerfileError, UsageError
+from kanipy.executor import outputs
+from kanipy.executor.bases import StageBases, unreachable_hint
 from kanipy.executor.options import BuildOptions, host_platform
 from kanipy.executor.progress import BuildReporter, StepSummary
 from kanipy.executor.runner import ChrootRunner
 from kanipy.executor.stage import BuiltStage, LayerPolicy, StageBuilder
 from kanipy.executor.step import StageContext
 from kanipy.fs.rootfs import Rootfs
-from kanipy.fs.unpack import unpack_layer
 from kanipy.oci import mediatypes
 from kanipy.oci.blobstore import BlobStore
-from kanipy.oci.config import ImageConfig, new_config
-from kanipy.oci.descriptor import Descriptor, Platform
-from kanipy.oci.image import StoredImage, store_image
-from kanipy.reference import DOCKER_HUB, Reference
+from kanipy.oci.descriptor import Descriptor
+from kanipy.oci.image import StoredImage, store_image, validate_image
+from kanipy.reference import Reference
 from kanipy.registry import RegistryClient, RegistryOptions
-from kanipy.registry.progress import ProgressEvent
 
 log = logging.getLogger(__name__)
-
-# Kaniko's name for the image of a --no-push build without --destination.
-UNSET_DESTINATION = "docker.io/unset-repo/unset-image-name:latest"
 
 
 @dataclass
@@ -134,8 +127,11 @@ class Build:
         self.reporter = reporter
         self.stages: dict[int, BuiltStage] = {}
         self.summaries: list[StepSummary] = []
+        self.secrets: dict[str, bytes] = {}
+        self.runner = ChrootRunner()
+        # Made by _run once the store and the Dockerfile's name are known.
+        self.bases: StageBases | None = None
         self._client: RegistryClient | None = None
-        self._image_roots: dict[str, Path] = {}
         self._cleaner: threading.Thread | None = None
         self.filename = "Dockerfile"
 
@@ -191,7 +187,7 @@ class Build:
                              "zstd layer type; drop --image-format docker or use gzip")
         if not options.no_push:
             for ref in destinations:
-                with _unreachable_hint(f"push to {ref.name}"):
+                with unreachable_hint(f"push to {ref.name}"):
                     self.client.check_push_permission(ref)
 
         store = BlobStore(options.cache_dir or build_dir / "blobs")
@@ -203,12 +199,16 @@ class Build:
             created=_rfc3339(epoch if epoch is not None else time.time()),
         )
         self.secrets = _read_secrets(options)
-        self.runner = ChrootRunner()
+        bases = self.bases = StageBases(
+            client=lambda: self.client, store=store, build_dir=build_dir,
+            reporter=self.reporter, target_platform=options.target_platform,
+            image_format=options.image_format, filename=self.filename,
+        )
         count = len(plan.stages)
         for number, stage in enumerate(plan.stages, start=1):
             self.reporter.stage_started(number, count, stage.name, _base_text(stage, plan))
             started = time.monotonic()
-            base = self._base(stage, plan, store, build_dir)
+            base = bases.stage_base(stage, self.stages)
             builder = StageBuilder(
                 plan=plan, stage=stage, number=number, count=count, base=base,
                 ctx_factory=self._ctx_factory(plan, stage, context, build_dir, store),
@@ -238,86 +238,24 @@ class Build:
         # Every layer is in the blob store now; the roots are not needed for the
         # outputs. Removing a large root costs one unlink per file (100,000 files:
         # 5-20 s here), so it runs while the image is pushed.
-        roots = [s.root for s in self.stages.values()] + list(self._image_roots.values())
+        roots = [s.root for s in self.stages.values()] + bases.image_roots
         self._cleaner = threading.Thread(target=_remove_trees, args=(roots,),
                                          name="kanipy-cleanup", daemon=True)
         self._cleaner.start()
         result = BuildResult(image=image, digest=str(image.digest), summaries=self.summaries)
+        # Every output gets an image whose digests, sizes, diff_id and history
+        # counts hold. Blob digests are re-hashed; diff_ids are not (that would
+        # decompress every layer again; they were computed as the layers were made).
+        validate_image(image, check_diff_ids=False)
         self._write_outputs(image, destinations, final, result)
         self.reporter.finished(self.summaries)
         return result
 
-    # -- bases -------------------------------------------------------------------------
-
-    def _base(self, stage: Stage, plan: BuildPlan, store: BlobStore, build_dir: Path
-              ) -> BuiltStage:
-        root = build_dir / f"stage-{stage.index}"
-        root.mkdir()
-        if isinstance(stage.base, StageRef):
-            parent = self.stages[stage.base.index]
-            _copy_root(parent.root, root)
-            return BuiltStage(stage.index, root, parent.config, list(parent.layers),
-                              parent.image_format, dict(parent.layer_sources))
-        platform = self._stage_platform(stage)
-        if stage.base == "scratch":
-            return BuiltStage(stage.index, root, new_config(platform), [],
-                              self.options.image_format or "oci")
-        return self._pull_into(str(stage.base), platform, root, store, stage)
-
-    def _stage_platform(self, stage: Stage) -> Platform:
-        if stage.platform:
-            try:
-                return Platform.parse(stage.platform)
-            except ValueError as exc:
-                raise DockerfileError(f"FROM --platform: {exc}",
-                                      stage.from_instruction.line, self.filename) from None
-        return self.options.target_platform
-
-    def _pull_into(self, text: str, platform: Platform, root: Path, store: BlobStore,
-                   stage: Stage | None) -> BuiltStage:
-        try:
-            ref = Reference.parse(text)
-        except UsageError as exc:
-            if stage is None:
-                raise
-            raise DockerfileError(f"FROM {text}: {exc}", stage.from_instruction.line,
-                                  self.filename) from None
-        rootfs = Rootfs(root)
-        where = (f"pull of {ref} (FROM on {self.filename}:{stage.from_instruction.line})"
-                 if stage is not None else f"pull of {ref} (--from)")
-        # Each layer is unpacked as soon as it has arrived, while later ones download.
-        with _unreachable_hint(where):
-            pulled = self.client.pull_image(
-                ref, platform, store, on_progress=self._progress("pull"),
-                on_layer=lambda desc: self._unpack(rootfs, [desc], store))
-        config = ImageConfig.parse(pulled.config_raw)
-        image_format = "docker" if pulled.manifest_media_type == mediatypes.DOCKER_MANIFEST \
-            else "oci"
-        sources = {str(d.digest): (pulled.source.registry, pulled.source.repository)
-                   for d in pulled.layers}
-        return BuiltStage(stage.index if stage else -1, root, config, list(pulled.layers),
-                          image_format, sources)
-
-    def _unpack(self, rootfs: Rootfs, layers: Sequence[Descriptor], store: BlobStore) -> None:
-        for desc in layers:
-            with store.open(desc.digest) as fh:
-                unpack_layer(rootfs, fh, compression=mediatypes.layer_compression(
-                    desc.media_type), layer_name=str(desc.digest))
-
-    def _progress(self, action: str) -> Callable[[ProgressEvent], None]:
-        def report(event: ProgressEvent) -> None:
-            self.reporter.transfer(event)
-        return report
-
     def _ctx_factory(self, plan: BuildPlan, stage: Stage, context: BuildContext,
                      build_dir: Path, store: BlobStore
                      ) -> Callable[..., StageContext]:
-        def image_root(text: str) -> Path:
-            if text not in self._image_roots:
-                root = Path(tempfile.mkdtemp(prefix="from-image-", dir=build_dir))
-                self._pull_into(text, self.options.target_platform, root, store, None)
-                self._image_roots[text] = root
-            return self._image_roots[text]
+        bases = self.bases
+        assert bases is not None, "_run makes the bases before any stage"
 
         def make(scope: StageScope, rootfs: Rootfs, on_output: Callable[[bytes], None]
                  ) -> StageContext:
@@ -325,7 +263,7 @@ class Build:
                 plan=plan, stage=stage, scope=scope, rootfs=rootfs, context=context,
                 runner=self.runner, options=self.options,
                 stage_roots={i: s.root for i, s in self.stages.items()},
-                image_root=image_root, on_output=on_output, secrets=self.secrets,
+                image_root=bases.image_root, on_output=on_output, secrets=self.secrets,
                 scratch_dir=build_dir,
             )
         return make
@@ -334,53 +272,24 @@ class Build:
 
     def _write_outputs(self, image: StoredImage, destinations: list[Reference],
                        final: BuiltStage, result: BuildResult) -> None:
+        """Each kind of output in turn (see ``outputs``); pushes first, then files."""
         options = self.options
-        digest = image.digest
-        manifest = image.manifest()
         if not options.no_push:
-            blobs = [manifest.config, *manifest.layers]
-            for ref in destinations:
-                mounts = {}
-                for desc in manifest.layers:
-                    source = final.layer_sources.get(str(desc.digest))
-                    if source and source[0] == ref.registry and source[1] != ref.repository:
-                        mounts[desc.digest] = source[1]
-                pushed = self.client.push_image(
-                    ref, manifest.raw, manifest.media_type, blobs, image.store,
-                    mount_sources=mounts, on_progress=self._progress("push"))
-                self.reporter.pushed(str(ref), str(pushed))
-                result.pushed.append(f"{ref.name}@{pushed}")
-                result.stdout_lines.append(f"{ref.name}@{pushed}")
-        # Kaniko names an image built with --no-push and no destination this way,
-        # so its --tar-path archive still loads under a name.
-        named = destinations or [Reference.parse(UNSET_DESTINATION)]
+            names = outputs.push_to_registries(
+                image, destinations, client=self.client, layer_sources=final.layer_sources,
+                reporter=self.reporter)
+            result.pushed += names
+            result.stdout_lines += names
         if options.tar_path:
-            from kanipy.oci.dockerarchive import write_docker_archive
-            options.tar_path.parent.mkdir(parents=True, exist_ok=True)
-            write_docker_archive(options.tar_path, image,
-                                 [f"{r.name}:{r.tag or 'latest'}" for r in named])
+            outputs.write_tarball(image, options.tar_path, destinations)
         if options.oci_layout_path:
-            from kanipy.oci.layout import write_layout
-            # The image goes in as built, Docker media types included (Kaniko's
-            # layout.AppendImage does the same), so the layout, the registry and
-            # the digest file agree on one digest. skopeo and umoci read only OCI
-            # manifests from a layout: --image-format oci gives them one.
-            tags = [r.tag for r in destinations if r.tag] or ["latest"]
-            write_layout(options.oci_layout_path, image, tags, oci_media_types=False)
-        # The formats of Kaniko's pkg/executor/push.go, which Tekton Tasks turn into
-        # results: the digest alone with no newline; one line per destination,
-        # NAME@DIGEST or NAME:TAG@DIGEST (a destination without a tag is :latest).
-        if options.digest_file:
-            _write_text(options.digest_file, str(digest))
-        if options.image_name_with_digest_file:
-            _write_text(options.image_name_with_digest_file,
-                        "".join(f"{_kaniko_name(r)}@{digest}\n" for r in destinations))
-        if options.image_name_tag_with_digest_file:
-            _write_text(options.image_name_tag_with_digest_file,
-                        "".join(f"{_kaniko_name(r)}:{r.tag or 'latest'}@{digest}\n"
-                                for r in destinations))
+            outputs.write_oci_layout(image, options.oci_layout_path, destinations)
+        outputs.write_digest_files(
+            image, destinations, digest_file=options.digest_file,
+            image_name_with_digest_file=options.image_name_with_digest_file,
+            image_name_tag_with_digest_file=options.image_name_tag_with_digest_file)
         if options.no_push and not result.stdout_lines:
-            result.stdout_lines.append(str(digest))
+            result.stdout_lines.append(str(image.digest))
 
 
 def _layer_for_format(desc: Descriptor, image_format: str) -> Descriptor:
@@ -391,55 +300,6 @@ def _layer_for_format(desc: Descriptor, image_format: str) -> Descriptor:
                            mediatypes.OCI_LAYER_NONDIST_GZIP) or wanted == desc.media_type:
         return desc
     return Descriptor(wanted, desc.digest, desc.size, desc.annotations, desc.platform, desc.urls)
-
-
-def _kaniko_name(ref: Reference) -> str:
-    """``registry/repository`` as Kaniko writes it: Docker Hub as ``index.docker.io``.
-
-    Kaniko prints go-containerregistry's ``Repository.Name()``, which spells
-    Docker Hub ``index.docker.io``; scripts that compare against it expect that.
-    """
-    if ref.registry == DOCKER_HUB:
-        return f"index.docker.io/{ref.repository}"
-    return ref.name
-
-
-@contextmanager
-def _unreachable_hint(doing: str) -> Iterator[None]:
-    """Say what was being done when a registry could not be reached, and what to try.
-
-    The registry client's connection errors name the host and the reason; only
-    the engine knows whether it was the push check or which FROM's pull.
-    """
-    try:
-        yield
-    except ConnectionFailed as exc:
-        hint = ""
-        if not exc.tls_untrusted:
-            hint = ("; check the registry address and that it is running (a plain-HTTP "
-                    "registry needs --insecure-registry HOST:PORT)")
-        exc.message = f"{doing} failed: {exc.message}{hint}"
-        exc.args = (exc.message,)
-        raise
-
-
-def _copy_root(source: Path, target: Path) -> None:
-    """A stage built FROM an earlier one starts from a copy of that stage's finished root.
-
-    GNU ``cp -a`` keeps owners, modes, times, hardlinks, device nodes and xattrs,
-    and is several times faster than unpacking the parent's layers again.
-    """
-    proc = subprocess.run(["cp", "-a", "--reflink=auto", f"{source}/.", str(target)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise BuildError(f"could not copy the root of the earlier stage: {proc.stderr.strip()}")
-
-
-def _write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _read_dockerfile(path: Path) -> str:

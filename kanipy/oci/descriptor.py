@@ -29,29 +29,41 @@ class Platform:
         return cls(os_name, arch, variant).normalized()
 
     def normalized(self) -> Platform:
-        """containerd's normalisation: x86_64 -> amd64, aarch64 -> arm64 (v8), armhf -> arm/v7."""
-        arch, variant = self.architecture, self.variant
-        if arch in ("x86_64", "x86-64"):
+        """containerd's ``platforms.Normalize``: one spelling per os/architecture/variant.
+
+        x86_64 -> amd64, aarch64 -> arm64, i386 -> 386; armhf -> arm/v7, armel ->
+        arm/v6; arm without a variant means arm/v7 and arm64 without one means v8,
+        so arm64/v8 is spelled arm64. Comparisons are made between normalized values.
+        """
+        os_name = self.os.lower()
+        arch, variant = self.architecture.lower(), (self.variant or "").lower()
+        if arch == "i386":
+            arch, variant = "386", ""
+        elif arch in ("x86_64", "x86-64", "amd64"):
             arch = "amd64"
-        elif arch == "aarch64":
+            variant = "" if variant == "v1" else variant
+        elif arch in ("aarch64", "arm64"):
             arch = "arm64"
+            variant = {"8": "", "v8": "", "v8.0": "", "9": "v9", "9.0": "v9",
+                       "v9.0": "v9"}.get(variant, variant)
         elif arch == "armhf":
-            arch, variant = "arm", variant or "v7"
+            arch, variant = "arm", "v7"
         elif arch == "armel":
-            arch, variant = "arm", variant or "v6"
-        if arch == "arm64" and variant == "v8":
-            # arm64 without a variant means v8; keep one spelling for comparisons.
-            variant = None
-        return Platform(self.os, arch, variant, self.os_version, self.os_features)
+            arch, variant = "arm", "v6"
+        elif arch == "arm":
+            variant = {"": "v7", "7": "v7", "5": "v5", "6": "v6", "8": "v8"}.get(
+                variant, variant)
+        return Platform(os_name, arch, variant or None, self.os_version, self.os_features)
 
     def matches(self, other: Platform) -> bool:
-        """True when ``other`` (an index entry) serves this requested platform."""
+        """True when ``other`` (an index entry) is exactly this platform, once normalized.
+
+        As containerd's ``platforms.Only`` matcher, minus its fallback to older
+        arm variants: os, architecture and variant must all agree, so a request
+        for linux/arm/v7 never gets an arm/v6 image.
+        """
         a, b = self.normalized(), other.normalized()
-        if a.os != b.os or a.architecture != b.architecture:
-            return False
-        if a.variant and b.variant and a.variant != b.variant:
-            return False
-        return True
+        return (a.os, a.architecture, a.variant) == (b.os, b.architecture, b.variant)
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"architecture": self.architecture, "os": self.os}

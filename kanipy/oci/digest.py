@@ -117,6 +117,19 @@ class VerifyingReader:
             self.check()
         return data
 
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        """Close the source; a stream closed before EOF is simply not checked."""
+        self._source.close()
+
+    def __enter__(self) -> VerifyingReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def check(self) -> None:
         if self._checked:
             return

@@ -2,17 +2,21 @@
 
 ``Image`` and ``Layer`` follow go-containerregistry's interfaces: every accessor
 may do I/O and so may be lazy, and every ``open_*`` returns a fresh stream.
-``StoredImage`` is the one concrete image in this package: manifest, config
-and layers all live in a BlobStore. ``store_image`` assembles one from a config
-and layer descriptors; ``validate_image`` checks what must hold before an
-image is written anywhere.
+Every writer (registry push, OCI layout, docker archive) takes an ``Image``.
+``StoredImage`` is the image whose manifest, config and layers live in a
+BlobStore (an OCI layout is one); ``store_image`` makes the built image, one
+from a config and layer descriptors; ``kanipy.registry.remote`` has the image a
+registry holds. ``validate_image`` checks what must hold before an image is
+written anywhere; the build calls it before every output.
 """
 
 from __future__ import annotations
 
+import io
 import logging
-from collections.abc import Iterable
-from typing import BinaryIO, Protocol
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import BinaryIO, Protocol, cast
 
 from kanipy.errors import IntegrityError, ManifestError
 from kanipy.fs.compression import open_decompressed_file
@@ -68,19 +72,36 @@ def open_decompressed(stream: BinaryIO, media_type: str) -> BinaryIO:
                                   f"layer of type {media_type}")
 
 
+def layer_diff_id(image: Image, index: int) -> Digest:
+    """The diff_id of ``image``'s layer ``index``, from its config (which may be fetched).
+
+    Layers ask for their diff_id only when needed, so listing an image's
+    layers costs nothing beyond its manifest.
+    """
+    diff_ids = image.config().diff_ids
+    layers = image.manifest().layers
+    if len(diff_ids) != len(layers):
+        raise IntegrityError(
+            f"image {image.manifest().digest}: {len(layers)} layers in the manifest "
+            f"but {len(diff_ids)} diff_ids in the config"
+        )
+    return diff_ids[index]
+
+
 class StoredLayer:
     """A layer whose blob is in a BlobStore."""
 
-    def __init__(self, store: BlobStore, descriptor: Descriptor, diff_id: Digest) -> None:
-        self.store = store
+    def __init__(self, image: StoredImage, index: int, descriptor: Descriptor) -> None:
+        self.store = image.store
+        self._image = image
+        self._index = index
         self._descriptor = descriptor
-        self._diff_id = diff_id
 
     def descriptor(self) -> Descriptor:
         return self._descriptor
 
     def diff_id(self) -> Digest:
-        return self._diff_id
+        return layer_diff_id(self._image, self._index)
 
     def open_compressed(self) -> BinaryIO:
         return self.store.open(self._descriptor.digest)
@@ -126,16 +147,7 @@ class StoredImage:
         return self._config
 
     def layers(self) -> list[Layer]:
-        diff_ids = self.config().diff_ids
-        if len(diff_ids) != len(self._manifest.layers):
-            raise IntegrityError(
-                f"image {self.digest}: {len(self._manifest.layers)} layers in the manifest "
-                f"but {len(diff_ids)} diff_ids in the config"
-            )
-        return [
-            StoredLayer(self.store, desc, diff_id)
-            for desc, diff_id in zip(self._manifest.layers, diff_ids, strict=True)
-        ]
+        return [StoredLayer(self, i, desc) for i, desc in enumerate(self._manifest.layers)]
 
     def __repr__(self) -> str:
         return f"StoredImage({self.digest})"
@@ -167,6 +179,32 @@ def store_image(
     return StoredImage(store, manifest)
 
 
+@dataclass(frozen=True)
+class Blob:
+    """One blob of an image (its config or a layer) and how to open a fresh stream of it."""
+
+    descriptor: Descriptor
+    open: Callable[[], BinaryIO]
+
+
+def image_blobs(image: Image) -> list[Blob]:
+    """The config blob, then each distinct layer blob, of ``image``, in manifest order.
+
+    What a writer (registry push, OCI layout) needs: every blob the manifest
+    names, once. Opening one may do I/O (a remote layer downloads); listing
+    them does none beyond the manifest and layers accessors.
+    """
+    manifest = image.manifest()
+    blobs = [Blob(manifest.config, lambda: cast(BinaryIO, io.BytesIO(image.config_bytes())))]
+    seen = {manifest.config.digest}
+    for layer in image.layers():
+        desc = layer.descriptor()
+        if desc.digest not in seen:
+            seen.add(desc.digest)
+            blobs.append(Blob(desc, layer.open_compressed))
+    return blobs
+
+
 # Docker schema 2 media types and their OCI equivalents (OCI image spec,
 # "Compatibility Matrix"); config bytes are the same document in both.
 _DOCKER_TO_OCI = {
@@ -177,15 +215,14 @@ _DOCKER_TO_OCI = {
 }
 
 
-def as_oci_image(image: StoredImage) -> StoredImage:
-    """``image`` with OCI media types: same config and layer blobs, a new manifest.
+def oci_manifest(manifest: Manifest) -> Manifest:
+    """``manifest`` with OCI media types: same config and layer blobs, new manifest bytes.
 
     OCI tools (skopeo's ``oci:`` transport, umoci) only look at OCI manifests
-    in a layout. An image that is OCI already is returned as it is.
+    in a layout. A manifest that is OCI already is returned as it is.
     """
-    manifest = image.manifest()
     if manifest.media_type == mt.OCI_MANIFEST:
-        return image
+        return manifest
 
     def convert(desc: Descriptor) -> Descriptor:
         return Descriptor(
@@ -193,12 +230,10 @@ def as_oci_image(image: StoredImage) -> StoredImage:
             desc.annotations, desc.platform, desc.urls,
         )
 
-    converted = build_manifest(
+    return build_manifest(
         convert(manifest.config), [convert(d) for d in manifest.layers],
         mt.OCI_MANIFEST, manifest.annotations,
     )
-    image.store.put_bytes(converted.raw)
-    return StoredImage(image.store, converted)
 
 
 def _hash_stream(stream: BinaryIO, algorithm: str) -> tuple[Digest, int]:

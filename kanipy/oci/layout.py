@@ -22,7 +22,7 @@ from kanipy.errors import LayoutError, ManifestError
 from kanipy.oci import mediatypes as mt
 from kanipy.oci.blobstore import BlobStore
 from kanipy.oci.descriptor import Descriptor, Platform
-from kanipy.oci.image import StoredImage, as_oci_image
+from kanipy.oci.image import Image, StoredImage, image_blobs, oci_manifest
 from kanipy.oci.manifest import Index, Manifest, parse_manifest
 
 log = logging.getLogger(__name__)
@@ -57,33 +57,42 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 def write_layout(
-    path: str | os.PathLike[str], image: StoredImage, tags: Sequence[str] = (),
+    path: str | os.PathLike[str], image: Image, tags: Sequence[str] = (),
     *, oci_media_types: bool = True,
 ) -> StoredImage:
     """Write ``image`` into the OCI layout at ``path`` (created if missing).
 
-    Blobs are hardlinked from the image's store where possible, else copied.
-    Each tag becomes an index.json entry annotated with its ref name; without
-    tags the image gets one unnamed entry. A Docker schema 2 image is written
-    with OCI media types (a new manifest digest over the same blobs) unless
-    ``oci_media_types`` is False, because skopeo and umoci skip Docker manifests
-    in a layout. Returns the image as it now stands in the layout.
+    Blobs of a StoredImage are hardlinked from its store where possible, else
+    copied; other images' blobs are streamed in and verified. Each tag becomes
+    an index.json entry annotated with its ref name; without tags the image
+    gets one unnamed entry. A Docker schema 2 image is written with OCI media
+    types (a new manifest digest over the same blobs) unless
+    ``oci_media_types`` is False, because skopeo and umoci skip Docker
+    manifests in a layout. Returns the image as it now stands in the layout.
     """
     root = Path(path)
-    if oci_media_types and image.manifest().media_type != mt.OCI_MANIFEST:
-        converted = as_oci_image(image)
+    manifest = image.manifest()
+    if oci_media_types and manifest.media_type != mt.OCI_MANIFEST:
+        converted = oci_manifest(manifest)
         log.info(
             "OCI layout %s gets the OCI form of %s: manifest %s",
-            root, image.digest, converted.digest,
+            root, manifest.digest, converted.digest,
         )
-        image = converted
+        manifest = converted
     if root.exists() and not root.is_dir():
         raise LayoutError(f"{root} exists and is not a directory; an OCI layout is a directory")
-    same_store = root.resolve() == image.store.root.resolve() if root.exists() else False
+    source = image.store if isinstance(image, StoredImage) else None
+    same_store = (source is not None and root.exists()
+                  and root.resolve() == source.root.resolve())
     target = BlobStore(root)
-    manifest = image.manifest()
-    for digest in [manifest.config.digest, *(d.digest for d in manifest.layers)]:
-        target.link_from(image.store, digest)
+    for blob in image_blobs(image):
+        digest = blob.descriptor.digest
+        if source is not None and source.has(digest):
+            target.link_from(source, digest)
+        elif not target.has(digest):
+            with blob.open() as stream:
+                target.ingest(stream, expected=digest, size=blob.descriptor.size,
+                              what=f"blob {digest}")
     target.put_bytes(manifest.raw)
     if not same_store:
         # BlobStore's ingest directory is ours, not part of the layout format.

@@ -75,36 +75,41 @@ class Index:
         """The platforms of the image entries, in index order (attestations left out)."""
         return [d.platform for d in self._image_entries() if d.platform is not None]
 
-    def select(self, platform: Platform) -> Descriptor:
-        """The entry serving ``platform``; an exact variant match wins over a variant-less one.
+    def select(self, platform: Platform, name: str = "the image") -> Descriptor:
+        """The first entry whose platform is exactly ``platform``, both normalized.
 
-        Raises PlatformNotFoundError naming the platforms the index does have.
+        This is the one platform selection in kanipy (registry pulls and OCI
+        layouts alike), Docker's: os and architecture must be equal, and the
+        variant too once containerd's normalization has filled in the implied
+        ones (arm means arm/v7, arm64 means arm64/v8). Raises
+        PlatformNotFoundError naming ``name`` and the platforms the index has.
         """
         want = platform.normalized()
-        candidates = [
-            d for d in self._image_entries()
-            if d.platform is not None and want.matches(d.platform)
-        ]
-        if not candidates:
-            have = ", ".join(str(p) for p in self.platforms()) or "none"
-            raise PlatformNotFoundError(
-                f"the image has no variant for platform {want}; it has: {have}. "
-                "Choose one of those with --platform.",
-                self.platforms(),
-            )
-        for d in candidates:
-            assert d.platform is not None
-            if d.platform.normalized().variant == want.variant:
-                return d
-        return candidates[0]
+        for entry in self._image_entries():
+            if entry.platform is not None and want.matches(entry.platform):
+                return entry
+        have = ", ".join(dict.fromkeys(str(p) for p in self.platforms())) or "none"
+        raise PlatformNotFoundError(
+            f"{name} has no image for {want}; it has {have}. Choose one of those with "
+            "--custom-platform, or FROM --platform=... in the Dockerfile",
+            self.platforms(),
+        )
 
     def _image_entries(self) -> list[Descriptor]:
         # BuildKit puts attestation manifests into indexes with platform
         # unknown/unknown and this annotation; they are not runnable images.
+        # Entries of other media types (artifacts, signatures) are not images either.
         return [
             d for d in self.manifests
             if (d.annotations or {}).get("vnd.docker.reference.type") != "attestation-manifest"
+            and (d.platform is None or d.platform.os != "unknown")
+            and d.media_type in _IMAGE_ENTRY_TYPES
         ]
+
+
+# OCI image spec, "Image Index": mediaType of an entry is required, but old
+# writers left it out; such entries are taken to be manifests.
+_IMAGE_ENTRY_TYPES = mt.MANIFEST_TYPES | mt.INDEX_TYPES | {""}
 
 
 def _descriptor(data: Any, what: str) -> Descriptor:

@@ -1,11 +1,14 @@
-"""RegistryClient: authenticated requests to one registry API, and errors a user can act on.
+"""RegistryClient: the distribution API's HTTP calls to any registry, and errors a user can act on.
 
 Every request names what it is for (pull or push, which repository, which
 object), so a failure can say "push to reg/app denied: ..." with the credential
-source that was tried. Pull and push themselves live in ``pull.py`` and
-``push.py``; this module holds what they share: the request loop that answers
-401 challenges, manifest GETs verified against their digest, and blob fetches
-verified as they stream into the BlobStore.
+source that was tried. This module is the middle of three layers: below it
+``transport`` (TLS, retries) and ``auth`` (challenges, tokens, credentials);
+above it ``pull`` and ``push``, which speak in images (``kanipy.oci.image``)
+and call only this client. The calls here are single API operations:
+a manifest GET verified against its digest and parsed by ``kanipy.oci``, blob
+GETs verified as they stream (into a BlobStore or to a reader), a blob HEAD,
+an upload session opened.
 """
 
 from __future__ import annotations
@@ -13,8 +16,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import BinaryIO, cast
 from urllib.parse import urljoin
 
 import requests
@@ -23,10 +25,10 @@ import urllib3.exceptions
 from kanipy.errors import AuthError, IntegrityError, NotFoundError, RegistryError
 from kanipy.oci import mediatypes
 from kanipy.oci.blobstore import BlobStore
-from kanipy.oci.descriptor import Descriptor, Platform
-from kanipy.oci.digest import Digest
+from kanipy.oci.descriptor import Descriptor
+from kanipy.oci.digest import Digest, VerifyingReader
+from kanipy.oci.manifest import Index, Manifest, parse_manifest
 from kanipy.reference import DOCKER_HUB, Reference
-from kanipy.registry import pull, push
 from kanipy.registry.auth import Authenticator, parse_challenge, repository_scope
 from kanipy.registry.credentials import CredentialStore
 from kanipy.registry.options import RegistryOptions
@@ -38,25 +40,7 @@ log = logging.getLogger(__name__)
 # distribution spec: registries may refuse manifests over 4 MiB; so do we.
 MAX_MANIFEST_BYTES = 4 << 20
 _READ_CHUNK = 1 << 20
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """A manifest or index exactly as the registry sent it."""
-
-    raw: bytes
-    media_type: str
-    digest: Digest
-
-    def json(self) -> dict[str, Any]:
-        data = json.loads(self.raw)
-        if not isinstance(data, dict):
-            raise RegistryError(f"manifest {self.digest} is not a JSON object")
-        return data
-
-    @property
-    def is_index(self) -> bool:
-        return self.media_type in mediatypes.INDEX_TYPES
+_STREAM_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, ConnectionError)
 
 
 class RegistryClient:
@@ -163,8 +147,12 @@ class RegistryClient:
     # -- manifests -----------------------------------------------------------
     def get_manifest(
         self, ref: Reference, accept: Sequence[str] = mediatypes.ACCEPT_MANIFESTS,
-    ) -> Manifest:
-        """The manifest ``ref`` names, raw, verified against the digest asked for or sent."""
+    ) -> Manifest | Index:
+        """The manifest or index ``ref`` names, verified against the digest asked for or sent.
+
+        The raw bytes are kept in the parsed value (``kanipy.oci.manifest``);
+        its digest is over them.
+        """
         what = (f"manifest {ref.digest}" if ref.digest is not None
                 else f"tag {ref.tag!r} in {ref.name}")
         resp = self.request(ref, "GET", f"/manifests/{ref.identifier}", action="pull",
@@ -174,7 +162,7 @@ class RegistryClient:
                 raise self.http_error(resp, ref, "pull", what)
             raw = _read_capped(resp, MAX_MANIFEST_BYTES, ref)
             header = resp.headers.get("Docker-Content-Digest")
-            content_type = resp.headers.get("Content-Type", "").split(";")[0].strip()
+            content_type = resp.headers.get("Content-Type", "")
         expected = ref.digest
         if expected is None and header:
             try:
@@ -186,8 +174,7 @@ class RegistryClient:
         if expected is not None and actual != expected:
             raise IntegrityError(f"manifest of {ref}: digest mismatch, expected {expected}, "
                                  f"got {actual}")
-        media_type = _manifest_media_type(raw, content_type, ref)
-        return Manifest(raw=raw, media_type=media_type, digest=actual)
+        return parse_manifest(raw, content_type)
 
     # -- blobs ---------------------------------------------------------------
     def fetch_blob(
@@ -222,8 +209,7 @@ class RegistryClient:
                             raise IntegrityError(f"{what}: received more than the "
                                                  f"{descriptor.size} bytes declared")
                         emit(on_progress, digest, done, descriptor.size, "download")
-            except (requests.RequestException, urllib3.exceptions.HTTPError,
-                    ConnectionError) as exc:
+            except _STREAM_ERRORS as exc:
                 error = connection_error(ref.api_host, exc)
                 if attempt + 1 >= attempts:
                     raise RegistryError(f"pull from {ref.name} failed: {what}: {error}",
@@ -237,29 +223,59 @@ class RegistryClient:
             return True
         raise AssertionError("unreachable")
 
-    # -- pull and push (see pull.py, push.py) --------------------------------
-    def pull_image(self, ref: Reference, platform: Platform | None, store: BlobStore,
-                   on_progress: ProgressCallback | None = None,
-                   on_layer: pull.LayerCallback | None = None) -> pull.PulledImage:
-        """Pull ``ref`` for ``platform`` (linux/amd64 by default) with every blob into ``store``.
+    def open_blob(self, ref: Reference, descriptor: Descriptor) -> BinaryIO:
+        """A stream of the blob straight from the registry, checked at EOF.
 
-        ``on_layer`` sees each layer, in order, as soon as it is stored (see pull.pull_image).
+        Reading it to the end raises IntegrityError on a size or digest
+        mismatch; nothing is stored. There is no restart: a dropped connection
+        is a RegistryError for whoever reads.
         """
-        return pull.pull_image(self, ref, platform or Platform(), store, on_progress, on_layer)
+        digest = descriptor.digest
+        resp = self.request(ref, "GET", f"/blobs/{digest}", action="pull", stream=True)
+        if resp.status_code != 200:
+            with resp:
+                raise self.http_error(resp, ref, "pull", f"blob {digest}")
+        what = f"blob {digest} of {ref.name}"
+        body = cast(BinaryIO, _ResponseStream(resp, ref, what))
+        return cast(BinaryIO, VerifyingReader(body, digest, descriptor.size, what))
 
-    def push_image(
-        self, ref: Reference, manifest_raw: bytes, manifest_media_type: str,
-        blobs: Sequence[Descriptor], store: BlobStore,
-        mount_sources: dict[Digest, str] | None = None,
-        on_progress: ProgressCallback | None = None,
-    ) -> Digest:
-        """Push blobs (skipped, mounted or uploaded) then the manifest; its digest."""
-        return push.push_image(self, ref, manifest_raw, manifest_media_type, blobs, store,
-                          mount_sources or {}, on_progress)
+    def blob_exists(self, ref: Reference, digest: Digest, scopes: list[str]) -> bool:
+        """HEAD the blob in ``ref``'s repository (asked with push scopes, as a push asks)."""
+        resp = self.request(ref, "HEAD", f"/blobs/{digest}", action="push", scopes=scopes)
+        with resp:
+            if resp.status_code == 200:
+                return True
+            if resp.status_code == 404:
+                return False
+            raise self.http_error(resp, ref, "push", f"blob {digest}")
+
+    # -- uploads -------------------------------------------------------------
+    def start_upload(self, ref: Reference, scopes: list[str]) -> tuple[str, int]:
+        """POST a new upload session; its Location and the registry's minimum chunk length."""
+        resp = self.request(ref, "POST", "/blobs/uploads/", action="push", scopes=scopes,
+                            retry=False, headers={"Content-Length": "0"})
+        with resp:
+            if resp.status_code != 202 or not resp.headers.get("Location"):
+                raise self.http_error(resp, ref, "push", "starting a blob upload")
+            location = self.resolve_location(ref, resp.headers["Location"])
+            try:
+                min_chunk = int(resp.headers.get("OCI-Chunk-Min-Length", "0"))
+            except ValueError:
+                min_chunk = 0
+        return location, min_chunk
 
     def check_push_permission(self, ref: Reference) -> None:
-        """Raise AuthError now if ``ref`` cannot be pushed to (before a long build)."""
-        push.check_push_permission(self, ref)
+        """Fail early (AuthError) when ``ref`` cannot be pushed to: open an upload and cancel it.
+
+        Kaniko checks this before building, so a denied destination costs seconds,
+        not a whole build.
+        """
+        scopes = [repository_scope(ref.repository, "pull,push")]
+        location, _ = self.start_upload(ref, scopes)
+        resp = self.request(ref, "DELETE", "", url=location, action="push", scopes=scopes,
+                            retry=False)
+        resp.close()
+        log.debug("push to %s permitted", ref.name)
 
 
 def describe_action(action: str, ref: Reference) -> str:
@@ -296,21 +312,24 @@ def _read_capped(resp: requests.Response, limit: int, ref: Reference) -> bytes:
     return b"".join(parts)
 
 
-def _manifest_media_type(raw: bytes, content_type: str, ref: Reference) -> str:
-    try:
-        declared = json.loads(raw).get("mediaType")
-    except (ValueError, AttributeError):
-        raise RegistryError(f"the manifest of {ref} is not JSON", registry=ref.registry) from None
-    media_type = content_type
-    if media_type not in mediatypes.INDEX_TYPES | mediatypes.MANIFEST_TYPES:
-        media_type = declared or content_type
-        if not media_type:
-            # OCI image spec: mediaType is optional; manifests vs indexes by shape.
-            data = json.loads(raw)
-            media_type = mediatypes.OCI_INDEX if "manifests" in data else mediatypes.OCI_MANIFEST
-    if media_type in (mediatypes.DOCKER_MANIFEST_V1, mediatypes.DOCKER_MANIFEST_V1_SIGNED):
-        raise RegistryError(
-            f"{ref} is a Docker schema 1 image, which is deprecated and not supported; "
-            "push it again with a current Docker or skopeo", registry=ref.registry)
-    return media_type
+class _ResponseStream:
+    """The body of a streamed response as a file object, bytes exactly as sent."""
 
+    def __init__(self, resp: requests.Response, ref: Reference, what: str) -> None:
+        self._resp = resp
+        self._ref = ref
+        self._what = what
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            # decode_content=False: a registry (or a proxy) that adds a
+            # Content-Encoding must not change the bytes we hash.
+            data: bytes = self._resp.raw.read(None if n < 0 else n, decode_content=False)
+        except _STREAM_ERRORS as exc:
+            error = connection_error(self._ref.api_host, exc)
+            raise RegistryError(f"pull from {self._ref.name} failed: {self._what}: {error}",
+                                registry=self._ref.registry) from None
+        return data
+
+    def close(self) -> None:
+        self._resp.close()

@@ -1,56 +1,56 @@
 """Pushing an image: blobs first (skipped, mounted or streamed up), the manifest last.
 
+``push(image, reference, client=...)`` takes any ``kanipy.oci.image.Image``.
 Distribution spec, "Pushing blobs": HEAD tells whether a blob is there; a
 ``POST .../blobs/uploads/?mount=D&from=REPO`` mounts it from another repository
 of the same registry (201), or starts an ordinary upload (202) when the
-registry declines. Uploads are monolithic (POST, then PUT with the file as
+registry declines. Uploads are monolithic (POST, then PUT with the blob as
 body) or chunked (PATCH with ``Content-Range``, then PUT) for large blobs or
-when the registry sets ``OCI-Chunk-Min-Length``. Bodies are streamed from the
-BlobStore file in 1 MiB pieces, never read whole. A failed upload restarts
-from the file with a new POST. The manifest goes up only after every blob it
-names exists, so a registry never holds a manifest with missing parts.
+when the registry sets ``OCI-Chunk-Min-Length``. Bodies stream from the
+image's blob in 1 MiB pieces, never read whole. A failed upload restarts with
+a fresh stream of the blob and a new POST. The manifest goes up only after
+every blob it names exists, so a registry never holds a manifest with missing
+parts.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import BinaryIO
 
 import requests
 
 from kanipy.errors import IntegrityError, RegistryError
-from kanipy.oci.blobstore import BlobStore
 from kanipy.oci.descriptor import Descriptor
 from kanipy.oci.digest import Digest
+from kanipy.oci.image import Blob, Image, image_blobs
 from kanipy.reference import Reference
 from kanipy.registry.auth import repository_scope
+from kanipy.registry.client import RegistryClient
 from kanipy.registry.progress import ProgressCallback, emit
 from kanipy.registry.transport import redact_url
-
-if TYPE_CHECKING:
-    from kanipy.registry.client import RegistryClient
 
 log = logging.getLogger(__name__)
 
 _PIECE = 1 << 20
 
 
-class FileRange:
-    """A request body: ``length`` bytes of a file from ``offset``, read 1 MiB at a time.
+class StreamRange:
+    """A request body: the next ``length`` bytes of ``stream``, read 1 MiB at a time.
 
     It has ``__len__`` so requests sends a Content-Length (no chunked transfer
     encoding) and ``__iter__`` so urllib3 streams it without a read() of 8 KiB
-    blocks. Each attempt makes a fresh FileRange: a retry re-reads the file.
+    blocks. Each attempt opens a fresh stream of the blob: a retry re-reads it.
     """
 
-    def __init__(self, path: Path, offset: int, length: int,
+    def __init__(self, stream: BinaryIO, length: int, what: str,
                  on_bytes: ProgressCallback | None = None, digest: Digest | None = None,
                  total: int = 0, done_before: int = 0) -> None:
-        self.path, self.offset, self.length = path, offset, length
+        self.stream, self.length, self.what = stream, length, what
         self._on_bytes = on_bytes
         self._digest = digest
         self._total = total
@@ -62,39 +62,45 @@ class FileRange:
     def __iter__(self) -> Iterator[bytes]:
         remaining = self.length
         sent = 0
-        with open(self.path, "rb") as fh:
-            fh.seek(self.offset)
-            while remaining > 0:
-                piece = fh.read(min(_PIECE, remaining))
-                if not piece:
-                    raise IntegrityError(f"{self.path} shrank while it was being uploaded")
-                remaining -= len(piece)
-                sent += len(piece)
-                if self._digest is not None:
-                    emit(self._on_bytes, self._digest, self._done_before + sent,
-                                  self._total, "upload")
-                yield piece
+        while remaining > 0:
+            piece = self.stream.read(min(_PIECE, remaining))
+            if not piece:
+                raise IntegrityError(f"{self.what} ended {remaining} bytes short while it "
+                                     "was being uploaded")
+            remaining -= len(piece)
+            sent += len(piece)
+            if self._digest is not None:
+                emit(self._on_bytes, self._digest, self._done_before + sent, self._total,
+                     "upload")
+            yield piece
 
 
-def push_image(
-    client: RegistryClient, ref: Reference, manifest_raw: bytes, manifest_media_type: str,
-    blobs: Sequence[Descriptor], store: BlobStore,
-    mount_sources: dict[Digest, str], on_progress: ProgressCallback | None = None,
+def push(
+    image: Image,
+    reference: Reference,
+    *,
+    client: RegistryClient,
+    mount_sources: Mapping[Digest, str] | None = None,
+    on_progress: ProgressCallback | None = None,
 ) -> Digest:
-    """Push blobs then the manifest to ``ref``; returns the manifest digest."""
-    unique: dict[Digest, Descriptor] = {}
-    for desc in blobs:
-        unique.setdefault(desc.digest, desc)
-    sources = {d: repo for d, raw in mount_sources.items()
-               if (repo := _same_registry_repo(raw, ref)) and repo != ref.repository}
-    scopes = [repository_scope(ref.repository, "pull,push")]
+    """Push ``image``'s blobs, then its manifest, to ``reference``; the manifest digest.
+
+    ``mount_sources`` maps a blob digest to a repository (``repo`` or
+    ``registry/repo``) that already holds it; on the same registry the blob
+    is mounted from there instead of uploaded.
+    """
+    manifest = image.manifest()
+    blobs = image_blobs(image)
+    sources = {d: repo for d, raw in (mount_sources or {}).items()
+               if (repo := _same_registry_repo(raw, reference)) and repo != reference.repository}
+    scopes = [repository_scope(reference.repository, "pull,push")]
     scopes += [repository_scope(repo, "pull") for repo in sorted(set(sources.values()))]
 
-    workers = max(1, min(client.options.concurrency, len(unique)))
+    workers = max(1, min(client.options.concurrency, len(blobs)))
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kanipy-push") as pool:
-        futures = [pool.submit(push_blob, client, ref, desc, store, scopes,
-                               sources.get(desc.digest), on_progress)
-                   for desc in unique.values()]
+        futures = [pool.submit(push_blob, client, reference, blob, scopes,
+                               sources.get(blob.descriptor.digest), on_progress)
+                   for blob in blobs]
         try:
             for future in futures:
                 future.result()
@@ -102,7 +108,7 @@ def push_image(
             for future in futures:
                 future.cancel()
             raise
-    return put_manifest(client, ref, manifest_raw, manifest_media_type, scopes)
+    return put_manifest(client, reference, manifest.raw, manifest.media_type, scopes)
 
 
 def _same_registry_repo(source: str, ref: Reference) -> str | None:
@@ -132,12 +138,12 @@ def put_manifest(client: RegistryClient, ref: Reference, raw: bytes, media_type:
     return digest
 
 
-def push_blob(client: RegistryClient, ref: Reference, desc: Descriptor, store: BlobStore,
-              scopes: list[str], mount_from: str | None,
-              on_progress: ProgressCallback | None) -> str:
-    """Make ``desc`` exist in ``ref``'s repository; returns "exists", "mounted" or "uploaded"."""
+def push_blob(client: RegistryClient, ref: Reference, blob: Blob, scopes: list[str],
+              mount_from: str | None, on_progress: ProgressCallback | None) -> str:
+    """Make ``blob`` exist in ``ref``'s repository; returns "exists", "mounted" or "uploaded"."""
+    desc = blob.descriptor
     digest = desc.digest
-    if blob_exists(client, ref, digest, scopes):
+    if client.blob_exists(ref, digest, scopes):
         log.debug("%s already in %s", digest, ref.name)
         emit(on_progress, digest, desc.size, desc.size, "exists")
         return "exists"
@@ -156,71 +162,60 @@ def push_blob(client: RegistryClient, ref: Reference, desc: Descriptor, store: B
             else:
                 log.info("mount of %s from %s refused (HTTP %d); uploading instead",
                          digest, mount_from, resp.status_code)
-    if not store.has(digest):
-        raise RegistryError(f"push to {ref.name} failed: blob {digest} is neither in the "
-                            "registry nor in the local blob store", registry=ref.registry)
-    upload_blob(client, ref, desc, store, scopes, location, on_progress)
+    upload_blob(client, ref, blob, scopes, location, on_progress)
     return "uploaded"
 
 
-def blob_exists(client: RegistryClient, ref: Reference, digest: Digest,
-                scopes: list[str]) -> bool:
-    resp = client.request(ref, "HEAD", f"/blobs/{digest}", action="push", scopes=scopes)
-    with resp:
-        if resp.status_code == 200:
-            return True
-        if resp.status_code == 404:
-            return False
-        raise client.http_error(resp, ref, "push", f"blob {digest}")
+def _open_blob(blob: Blob, ref: Reference) -> BinaryIO:
+    """A fresh stream of ``blob``; a blob the image cannot produce is named as such."""
+    desc = blob.descriptor
+    try:
+        stream = blob.open()
+    except FileNotFoundError:
+        raise RegistryError(f"push to {ref.name} failed: blob {desc.digest} is neither in the "
+                            "registry nor in the local blob store", registry=ref.registry) \
+            from None
+    if isinstance(stream, io.BufferedReader):
+        # A blob file of the wrong size is caught before any byte goes up.
+        size = os.fstat(stream.fileno()).st_size
+        if size != desc.size:
+            stream.close()
+            raise IntegrityError(f"blob {desc.digest} in the store is {size} bytes, "
+                                 f"the manifest says {desc.size}")
+    return stream
 
 
-def upload_blob(client: RegistryClient, ref: Reference, desc: Descriptor, store: BlobStore,
-                scopes: list[str], location: str | None,
-                on_progress: ProgressCallback | None) -> None:
-    """Upload one blob, restarting from the file on a temporary failure (bounded)."""
-    path = store.path(desc.digest)
-    size = os.stat(path).st_size
-    if size != desc.size:
-        raise IntegrityError(f"blob {desc.digest} in the store is {size} bytes, "
-                             f"the manifest says {desc.size}")
+def upload_blob(client: RegistryClient, ref: Reference, blob: Blob, scopes: list[str],
+                location: str | None, on_progress: ProgressCallback | None) -> None:
+    """Upload one blob, restarting from a fresh stream on a temporary failure (bounded)."""
+    desc = blob.descriptor
     attempts = 1 + client.options.retries
     for attempt in range(attempts):
+        # Opened outside the try: a blob the image cannot produce is not retried.
+        stream = _open_blob(blob, ref)
         try:
-            min_chunk = 0
-            if location is None:
-                location, min_chunk = start_upload(client, ref, scopes)
-            chunked = size >= client.options.chunk_threshold or min_chunk > 0
-            if chunked:
-                _upload_chunked(client, ref, desc, path, scopes, location,
-                                max(min_chunk, client.options.chunk_size), on_progress)
-            else:
-                _upload_monolithic(client, ref, desc, path, scopes, location, on_progress)
+            with stream:
+                min_chunk = 0
+                if location is None:
+                    location, min_chunk = client.start_upload(ref, scopes)
+                chunked = desc.size >= client.options.chunk_threshold or min_chunk > 0
+                if chunked:
+                    _upload_chunked(client, ref, desc, stream, scopes, location,
+                                    max(min_chunk, client.options.chunk_size), on_progress)
+                else:
+                    _upload_monolithic(client, ref, desc, stream, scopes, location,
+                                       on_progress)
         except RegistryError as exc:
             location = None
             if not exc.temporary or attempt + 1 >= attempts:
                 raise
             delay = client.transport.backoff_delay(attempt)
-            log.info("upload of %s to %s failed (%s); restarting from the file in %.1fs",
+            log.info("upload of %s to %s failed (%s); restarting from the blob in %.1fs",
                      desc.digest, ref.name, exc, delay)
             client.transport.sleep(delay)
             continue
-        emit(on_progress, desc.digest, size, size, "done")
+        emit(on_progress, desc.digest, desc.size, desc.size, "done")
         return
-
-
-def start_upload(client: RegistryClient, ref: Reference, scopes: list[str]) -> tuple[str, int]:
-    """POST a new upload session; its Location and the registry's minimum chunk length."""
-    resp = client.request(ref, "POST", "/blobs/uploads/", action="push", scopes=scopes,
-                          retry=False, headers={"Content-Length": "0"})
-    with resp:
-        if resp.status_code != 202 or not resp.headers.get("Location"):
-            raise client.http_error(resp, ref, "push", "starting a blob upload")
-        location = client.resolve_location(ref, resp.headers["Location"])
-        try:
-            min_chunk = int(resp.headers.get("OCI-Chunk-Min-Length", "0"))
-        except ValueError:
-            min_chunk = 0
-    return location, min_chunk
 
 
 def _with_digest(location: str, digest: Digest) -> str:
@@ -228,27 +223,31 @@ def _with_digest(location: str, digest: Digest) -> str:
     return f"{location}{sep}digest={digest}"
 
 
-def _upload_monolithic(client: RegistryClient, ref: Reference, desc: Descriptor, path: Path,
+def _upload_monolithic(client: RegistryClient, ref: Reference, desc: Descriptor,
+                       stream: BinaryIO,
                        scopes: list[str], location: str,
                        on_progress: ProgressCallback | None) -> None:
     log.debug("uploading %s (%d bytes) to %s", desc.digest, desc.size, redact_url(location))
     resp = _send_upload(
         client, ref, "PUT", _with_digest(location, desc.digest), scopes,
         {"Content-Type": "application/octet-stream"},
-        FileRange(path, 0, desc.size, on_progress, desc.digest, desc.size))
+        StreamRange(stream, desc.size, f"blob {desc.digest}", on_progress, desc.digest,
+                    desc.size))
     with resp:
         if resp.status_code != 201:
             raise client.http_error(resp, ref, "push", f"blob {desc.digest}")
 
 
-def _upload_chunked(client: RegistryClient, ref: Reference, desc: Descriptor, path: Path,
+def _upload_chunked(client: RegistryClient, ref: Reference, desc: Descriptor,
+                    stream: BinaryIO,
                     scopes: list[str], location: str, chunk: int,
                     on_progress: ProgressCallback | None) -> None:
     log.debug("uploading %s (%d bytes) in chunks of %d", desc.digest, desc.size, chunk)
     offset = 0
     while offset < desc.size:
         length = min(chunk, desc.size - offset)
-        body = FileRange(path, offset, length, on_progress, desc.digest, desc.size, offset)
+        body = StreamRange(stream, length, f"blob {desc.digest}", on_progress, desc.digest,
+                           desc.size, offset)
         resp = _send_upload(client, ref, "PATCH", location, scopes, {
             "Content-Type": "application/octet-stream",
             "Content-Range": f"{offset}-{offset + length - 1}",
@@ -269,23 +268,8 @@ def _upload_chunked(client: RegistryClient, ref: Reference, desc: Descriptor, pa
 
 def _send_upload(client: RegistryClient, ref: Reference, method: str, url: str,
                  scopes: list[str], headers: dict[str, str],
-                 body: FileRange | None) -> requests.Response:
+                 body: StreamRange | None) -> requests.Response:
     # retry=False: the upload session's state is unknown after a failure; the
-    # caller restarts the whole upload from the file instead.
+    # caller restarts the whole upload from a fresh stream of the blob instead.
     return client.request(ref, method, "", url=url, action="push", scopes=scopes,
                           headers=headers, body=body, retry=False)
-
-
-def check_push_permission(client: RegistryClient, ref: Reference) -> None:
-    """Fail early (AuthError) when ``ref`` cannot be pushed to: open an upload and cancel it.
-
-    Kaniko checks this before building, so a denied destination costs seconds,
-    not a whole build.
-    """
-    scopes = [repository_scope(ref.repository, "pull,push")]
-    location, _ = start_upload(client, ref, scopes)
-    resp = client.request(ref, "DELETE", "", url=location, action="push", scopes=scopes,
-                          retry=False)
-    resp.close()
-    log.debug("push to %s permitted", ref.name)
-

@@ -13,10 +13,11 @@ import pytest
 from kanipy.errors import LayoutError
 from kanipy.oci import mediatypes as mt
 from kanipy.oci.blobstore import BlobStore
+from kanipy.oci.config import ImageConfig
 from kanipy.oci.descriptor import Platform
-from kanipy.oci.image import StoredImage, validate_image
+from kanipy.oci.image import Layer, StoredImage, validate_image
 from kanipy.oci.layout import REF_NAME, layout_refs, read_layout, write_layout
-from kanipy.oci.manifest import build_index
+from kanipy.oci.manifest import Manifest, build_index
 from tests.tools import require_tool
 
 from .conftest import DATA, make_image
@@ -163,3 +164,33 @@ def test_read_layout_errors_name_the_tags(
 def test_read_layout_of_plain_directory(tmp_path: Path) -> None:
     with pytest.raises(LayoutError, match="not an OCI image layout"):
         read_layout(tmp_path)
+
+
+class _Unstored:
+    """An Image that is not a StoredImage: its blobs can only be read through the protocol."""
+
+    def __init__(self, image: StoredImage) -> None:
+        self._image = image
+
+    def manifest(self) -> Manifest:
+        return self._image.manifest()
+
+    def config(self) -> ImageConfig:
+        return self._image.config()
+
+    def config_bytes(self) -> bytes:
+        return self._image.config_bytes()
+
+    def layers(self) -> list[Layer]:
+        return self._image.layers()
+
+
+def test_any_image_can_be_written(tmp_path: Path, image: StoredImage) -> None:
+    layout = tmp_path / "layout"
+    written = write_layout(layout, _Unstored(image), ["v1"])
+    assert written.digest == image.digest
+    layer = image.manifest().layers[0].digest
+    # Streamed in and verified, not hardlinked from the store.
+    assert (layout / "blobs/sha256" / layer.hex).stat().st_ino != \
+        image.store.path(layer).stat().st_ino
+    validate_image(read_layout(layout, "v1"))

@@ -13,6 +13,8 @@ from kanipy.oci import mediatypes
 from kanipy.oci.blobstore import BlobStore
 from kanipy.oci.descriptor import Descriptor
 from kanipy.oci.digest import Digest
+from kanipy.oci.image import StoredImage
+from kanipy.oci.manifest import Manifest, parse_manifest
 
 
 @dataclass
@@ -21,6 +23,13 @@ class HandmadeImage:
     media_type: str
     config: Descriptor
     layers: list[Descriptor]
+    store: BlobStore
+
+    def stored(self, store: BlobStore | None = None) -> StoredImage:
+        """The image as a StoredImage over ``store`` (by default the one it was made in)."""
+        manifest = parse_manifest(self.manifest_raw)
+        assert isinstance(manifest, Manifest)
+        return StoredImage(store or self.store, manifest)
 
     @property
     def blobs(self) -> list[Descriptor]:
@@ -67,7 +76,7 @@ def make_image(store: BlobStore, layer_files: list[dict[str, bytes]],
         "schemaVersion": 2, "mediaType": media_type,
         "config": config.to_json(), "layers": [d.to_json() for d in layers],
     }, indent=2).encode()
-    return HandmadeImage(manifest_raw, media_type, config, layers)
+    return HandmadeImage(manifest_raw, media_type, config, layers, store)
 
 
 def random_image(store: BlobStore, sizes: list[int], label: str = "test") -> HandmadeImage:

@@ -15,6 +15,8 @@ from kanipy.errors import AuthError, RegistryError
 from kanipy.oci.blobstore import BlobStore
 from kanipy.reference import Reference
 from kanipy.registry import RegistryClient, RegistryOptions
+from kanipy.registry.pull import pull
+from kanipy.registry.push import push
 from tests.conftest import AUTH_PASSWORD, AUTH_USER
 from tests.fixtures.registry import Registry
 from tests.registry.conftest import TOKEN_PASSWORD, TOKEN_USER
@@ -51,9 +53,9 @@ def tls_client(auth_registry: Registry) -> RegistryClient:
 def push_and_pull(client: RegistryClient, ref: Reference, store: BlobStore,
                   tmp_path: Path) -> None:
     image = random_image(store, [4096], label=str(ref))
-    digest = client.push_image(ref, image.manifest_raw, image.media_type, image.blobs, store)
-    pulled = client.pull_image(ref, None, BlobStore(tmp_path / f"pulled-{digest.short}"))
-    assert pulled.manifest_raw == image.manifest_raw
+    digest = push(image.stored(), ref, client=client)
+    pulled = pull(ref, client=client, store=BlobStore(tmp_path / f"pulled-{digest.short}"))
+    assert pulled.manifest().raw == image.manifest_raw
 
 
 def test_basic_auth_with_auths_in_config_json(
@@ -84,8 +86,7 @@ def test_wrong_password_names_registry_repository_and_source(
     ref = Reference.parse(auth_registry.ref("denied/app:v1"))
     image = random_image(store, [10])
     with pytest.raises(AuthError) as info:
-        tls_client(auth_registry).push_image(ref, image.manifest_raw, image.media_type,
-                                             image.blobs, store)
+        push(image.stored(), ref, client=tls_client(auth_registry))
     message = info.value.message
     assert info.value.exit_code == 4
     assert f"push to {auth_registry.host}/denied/app denied" in message
@@ -111,7 +112,7 @@ def test_untrusted_certificate_hints_at_the_flags(
 ) -> None:
     client = RegistryClient(RegistryOptions(backoff=0.01))
     with pytest.raises(RegistryError) as info:
-        client.pull_image(Reference.parse(auth_registry.ref("x/y:z")), None, store)
+        pull(Reference.parse(auth_registry.ref("x/y:z")), client=client, store=store)
     assert auth_registry.host in info.value.message
     assert "not trusted" in info.value.message
     assert f"--registry-certificate {auth_registry.host}=" in info.value.message
@@ -133,7 +134,7 @@ def test_unreachable_host_is_named(docker_config: Path, store: BlobStore) -> Non
     host = f"127.0.0.1:{free_port()}"
     client = RegistryClient(RegistryOptions(retries=1, backoff=0.01))
     with pytest.raises(RegistryError) as info:
-        client.pull_image(Reference.parse(f"{host}/app:v1"), None, store)
+        pull(Reference.parse(f"{host}/app:v1"), client=client, store=store)
     assert info.value.message == f"cannot reach {host}: connection refused"
     assert info.value.temporary
 
@@ -151,19 +152,19 @@ def test_bearer_token_push_mount_and_pull(
     push_and_pull(client, source, store, tmp_path)
 
     image = random_image(store, [777], label="mount")
-    client.push_image(source, image.manifest_raw, image.media_type, image.blobs, store)
+    push(image.stored(), source, client=client)
     before = len(server.requests)
     dest = Reference.parse(token_registry.ref("tok/dest:v1"))
-    client.push_image(dest, image.manifest_raw, image.media_type, image.blobs, store,
-                      mount_sources={b.digest: "tok/source" for b in image.blobs})
+    push(image.stored(), dest, client=client,
+         mount_sources={b.digest: "tok/source" for b in image.blobs})
     # One token request, carrying both repositories' scopes, served the whole push.
     new = server.requests[before:]
     assert len(new) == 1
     assert sorted(new[0]["scopes"]) == [  # type: ignore[call-overload]
         "repository:tok/dest:pull,push", "repository:tok/source:pull"]
     # A second push with the same scopes reuses the cached token.
-    client.push_image(dest, image.manifest_raw, image.media_type, image.blobs, store,
-                      mount_sources={b.digest: "tok/source" for b in image.blobs})
+    push(image.stored(), dest, client=client,
+         mount_sources={b.digest: "tok/source" for b in image.blobs})
     assert len(server.requests) == before + 1
 
 

@@ -10,6 +10,8 @@ from kanipy.errors import IntegrityError, RegistryError
 from kanipy.oci.blobstore import BlobStore
 from kanipy.reference import Reference
 from kanipy.registry import RegistryClient, RegistryOptions
+from kanipy.registry.pull import pull
+from kanipy.registry.push import push
 from tests.registry.images import HandmadeImage, random_image
 from tests.registry.servers import FaultProxy
 
@@ -26,7 +28,7 @@ def pushed(client: RegistryClient, proxy: FaultProxy, store: BlobStore, repo: st
         Reference, HandmadeImage]:
     image = random_image(store, [50_000, 70_000], label=repo)
     ref = Reference.parse(f"{proxy.host}/{repo}:v1")
-    client.push_image(ref, image.manifest_raw, image.media_type, image.blobs, store)
+    push(image.stored(), ref, client=client)
     return ref, image
 
 
@@ -40,8 +42,8 @@ def test_pull_survives_503_429_and_a_dropped_body(
     fault_proxy.inject("GET", f"/blobs/{layer}", "429", retry_after=2)
     fault_proxy.inject("GET", f"/blobs/{layer}", "drop")
     other = BlobStore(tmp_path / "other")
-    pulled = client.pull_image(ref, None, other)
-    assert pulled.manifest_raw == image.manifest_raw
+    pulled = pull(ref, client=client, store=other)
+    assert pulled.manifest().raw == image.manifest_raw
     assert other.read_bytes(layer) == store.read_bytes(layer)
     assert [kind for _, _, kind in fault_proxy.injected] == ["503", "503", "429", "drop"]
     assert any(d >= 2 for d in delays), "Retry-After: 2 was not honoured"
@@ -56,7 +58,7 @@ def test_push_survives_503s_and_a_hang_up_by_restarting_the_upload(
     fault_proxy.inject("PUT", f"digest={image.config.digest}", "drop")
     fault_proxy.inject("PUT", "/manifests/v1", "503")
     fault_proxy.inject("HEAD", "/blobs/", "429")
-    digest = client.push_image(ref, image.manifest_raw, image.media_type, image.blobs, store)
+    digest = push(image.stored(), ref, client=client)
     assert digest == image.digest
     assert len(fault_proxy.injected) == 4
     # Each failed upload started again with a new upload session.
@@ -73,7 +75,7 @@ def test_corrupted_blob_is_caught_and_nothing_stored(
     fault_proxy.inject("GET", f"/blobs/{layer}", "corrupt")
     other = BlobStore(tmp_path / "other")
     with pytest.raises(IntegrityError) as info:
-        client.pull_image(ref, None, other)
+        pull(ref, client=client, store=other)
     assert info.value.exit_code == 5
     assert str(layer) in info.value.message and "digest mismatch" in info.value.message
     assert not other.has(layer)

@@ -1,0 +1,162 @@
+"""Where a stage starts, and the images COPY --from names.
+
+A stage's base is an image pulled from a registry and unpacked into the
+stage's root (each layer as soon as it arrives, while later ones download), a
+copy of an earlier stage's finished root, or nothing (``scratch``).
+``StageBases.image_root`` pulls and unpacks an image that ``COPY --from=IMAGE``
+names, once per build, and gives its root.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from kanipy.dockerfile import Stage, StageRef
+from kanipy.errors import BuildError, ConnectionFailed, DockerfileError, UsageError
+from kanipy.executor.progress import BuildReporter
+from kanipy.executor.stage import BuiltStage
+from kanipy.fs.rootfs import Rootfs
+from kanipy.fs.unpack import unpack_layer
+from kanipy.oci import mediatypes
+from kanipy.oci.blobstore import BlobStore
+from kanipy.oci.config import new_config
+from kanipy.oci.descriptor import Descriptor, Platform
+from kanipy.reference import Reference
+from kanipy.registry import RegistryClient
+from kanipy.registry.pull import pull
+
+log = logging.getLogger(__name__)
+
+
+class StageBases:
+    """Gives each stage its starting root and config; pulls what it needs into ``store``.
+
+    ``client`` is called for the registry client only when something is pulled,
+    so a build from scratch or from earlier stages never makes one.
+    ``image_format`` is ``--image-format`` (None when not given).
+    """
+
+    def __init__(
+        self,
+        *,
+        client: Callable[[], RegistryClient],
+        store: BlobStore,
+        build_dir: Path,
+        reporter: BuildReporter,
+        target_platform: Platform,
+        image_format: str | None,
+        filename: str = "Dockerfile",
+    ) -> None:
+        self._client = client
+        self._store = store
+        self._build_dir = build_dir
+        self._reporter = reporter
+        self._target_platform = target_platform
+        self._image_format = image_format
+        self._filename = filename
+        self._image_roots: dict[str, Path] = {}
+
+    @property
+    def image_roots(self) -> list[Path]:
+        """The roots of the images COPY --from pulled so far."""
+        return list(self._image_roots.values())
+
+    def stage_base(self, stage: Stage, built: Mapping[int, BuiltStage]) -> BuiltStage:
+        """A new root for ``stage`` holding its base, with the base's config and layers.
+
+        ``built`` holds the stages finished so far, by index.
+        """
+        root = self._build_dir / f"stage-{stage.index}"
+        root.mkdir()
+        if isinstance(stage.base, StageRef):
+            parent = built[stage.base.index]
+            _copy_root(parent.root, root)
+            return BuiltStage(stage.index, root, parent.config, list(parent.layers),
+                              parent.image_format, dict(parent.layer_sources))
+        platform = self._stage_platform(stage)
+        if stage.base == "scratch":
+            return BuiltStage(stage.index, root, new_config(platform), [],
+                              self._image_format or "oci")
+        return self._pull_into(str(stage.base), platform, root, stage)
+
+    def image_root(self, text: str) -> Path:
+        """The unpacked root of the image ``text`` names (COPY --from), pulled once per build."""
+        if text not in self._image_roots:
+            root = Path(tempfile.mkdtemp(prefix="from-image-", dir=self._build_dir))
+            self._pull_into(text, self._target_platform, root, None)
+            self._image_roots[text] = root
+        return self._image_roots[text]
+
+    def _stage_platform(self, stage: Stage) -> Platform:
+        if stage.platform:
+            try:
+                return Platform.parse(stage.platform)
+            except ValueError as exc:
+                raise DockerfileError(f"FROM --platform: {exc}",
+                                      stage.from_instruction.line, self._filename) from None
+        return self._target_platform
+
+    def _pull_into(self, text: str, platform: Platform, root: Path,
+                   stage: Stage | None) -> BuiltStage:
+        try:
+            ref = Reference.parse(text)
+        except UsageError as exc:
+            if stage is None:
+                raise
+            raise DockerfileError(f"FROM {text}: {exc}", stage.from_instruction.line,
+                                  self._filename) from None
+        rootfs = Rootfs(root)
+        where = (f"pull of {ref} (FROM on {self._filename}:{stage.from_instruction.line})"
+                 if stage is not None else f"pull of {ref} (--from)")
+        # Each layer is unpacked as soon as it has arrived, while later ones download.
+        with unreachable_hint(where):
+            image = pull(ref, client=self._client(), platform=platform, store=self._store,
+                         on_progress=self._reporter.transfer,
+                         on_layer=lambda desc: self._unpack(rootfs, desc))
+        manifest = image.manifest()
+        image_format = "docker" if manifest.media_type == mediatypes.DOCKER_MANIFEST else "oci"
+        sources = {str(d.digest): (image.source.registry, image.source.repository)
+                   for d in manifest.layers}
+        return BuiltStage(stage.index if stage else -1, root, image.config(),
+                          list(manifest.layers), image_format, sources)
+
+    def _unpack(self, rootfs: Rootfs, layer: Descriptor) -> None:
+        with self._store.open(layer.digest) as fh:
+            unpack_layer(rootfs, fh, compression=mediatypes.layer_compression(layer.media_type),
+                         layer_name=str(layer.digest))
+
+
+@contextmanager
+def unreachable_hint(doing: str) -> Iterator[None]:
+    """Say what was being done when a registry could not be reached, and what to try.
+
+    The registry client's connection errors name the host and the reason; only
+    the build knows whether it was the push check or which FROM's pull.
+    """
+    try:
+        yield
+    except ConnectionFailed as exc:
+        hint = ""
+        if not exc.tls_untrusted:
+            hint = ("; check the registry address and that it is running (a plain-HTTP "
+                    "registry needs --insecure-registry HOST:PORT)")
+        exc.message = f"{doing} failed: {exc.message}{hint}"
+        exc.args = (exc.message,)
+        raise
+
+
+def _copy_root(source: Path, target: Path) -> None:
+    """A stage built FROM an earlier one starts from a copy of that stage's finished root.
+
+    GNU ``cp -a`` keeps owners, modes, times, hardlinks, device nodes and xattrs,
+    and is several times faster than unpacking the parent's layers again.
+    """
+    proc = subprocess.run(["cp", "-a", "--reflink=auto", f"{source}/.", str(target)],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise BuildError(f"could not copy the root of the earlier stage: {proc.stderr.strip()}")

@@ -1,0 +1,119 @@
+"""What a finished build writes: one function per kind of output, each taking the image.
+
+The build calls them in this order, after ``validate_image`` passed:
+``push_to_registries`` (every ``--destination``, manifest last),
+``write_tarball`` (``--tar-path``, docker load format), ``write_oci_layout``
+(``--oci-layout-path``) and ``write_digest_files`` (Kaniko's digest files).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from kanipy.executor.progress import BuildReporter
+from kanipy.oci.digest import Digest
+from kanipy.oci.dockerarchive import write_docker_archive
+from kanipy.oci.image import Image
+from kanipy.oci.layout import write_layout
+from kanipy.reference import DOCKER_HUB, Reference
+from kanipy.registry import RegistryClient
+from kanipy.registry.push import push
+
+log = logging.getLogger(__name__)
+
+# Kaniko's name for the image of a --no-push build without --destination.
+UNSET_DESTINATION = "docker.io/unset-repo/unset-image-name:latest"
+
+
+def push_to_registries(
+    image: Image,
+    destinations: Sequence[Reference],
+    *,
+    client: RegistryClient,
+    layer_sources: Mapping[str, tuple[str, str]],
+    reporter: BuildReporter,
+) -> list[str]:
+    """Push ``image`` to each destination in turn; the ``name@digest`` of each push.
+
+    ``layer_sources`` maps a layer digest to the (registry, repository) it was
+    pulled from: a destination on that registry mounts the layer from there.
+    """
+    manifest = image.manifest()
+    pushed_names = []
+    for ref in destinations:
+        mounts: dict[Digest, str] = {}
+        for desc in manifest.layers:
+            source = layer_sources.get(str(desc.digest))
+            if source and source[0] == ref.registry and source[1] != ref.repository:
+                mounts[desc.digest] = source[1]
+        digest = push(image, ref, client=client, mount_sources=mounts,
+                      on_progress=reporter.transfer)
+        reporter.pushed(str(ref), str(digest))
+        pushed_names.append(f"{ref.name}@{digest}")
+    return pushed_names
+
+
+def write_tarball(image: Image, path: Path, destinations: Sequence[Reference]) -> None:
+    """``--tar-path``: a ``docker load`` archive tagged with every destination."""
+    # Kaniko names an image built with --no-push and no destination this way,
+    # so its --tar-path archive still loads under a name.
+    named = list(destinations) or [Reference.parse(UNSET_DESTINATION)]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_docker_archive(path, image, [f"{r.name}:{r.tag or 'latest'}" for r in named])
+
+
+def write_oci_layout(image: Image, path: Path, destinations: Sequence[Reference]) -> None:
+    """``--oci-layout-path``: the image in an OCI layout, tagged with the destinations' tags."""
+    # The image goes in as built, Docker media types included (Kaniko's
+    # layout.AppendImage does the same), so the layout, the registry and
+    # the digest file agree on one digest. skopeo and umoci read only OCI
+    # manifests from a layout: --image-format oci gives them one.
+    tags = [r.tag for r in destinations if r.tag] or ["latest"]
+    write_layout(path, image, tags, oci_media_types=False)
+
+
+def write_digest_files(
+    image: Image,
+    destinations: Sequence[Reference],
+    *,
+    digest_file: Path | None = None,
+    image_name_with_digest_file: Path | None = None,
+    image_name_tag_with_digest_file: Path | None = None,
+) -> None:
+    """Kaniko's digest files, those that were asked for.
+
+    The formats of Kaniko's pkg/executor/push.go, which Tekton Tasks turn into
+    results: the digest alone with no newline; one line per destination,
+    NAME@DIGEST or NAME:TAG@DIGEST (a destination without a tag is :latest).
+    """
+    digest = image.manifest().digest
+    if digest_file:
+        _write_text(digest_file, str(digest))
+    if image_name_with_digest_file:
+        _write_text(image_name_with_digest_file,
+                    "".join(f"{_kaniko_name(r)}@{digest}\n" for r in destinations))
+    if image_name_tag_with_digest_file:
+        _write_text(image_name_tag_with_digest_file,
+                    "".join(f"{_kaniko_name(r)}:{r.tag or 'latest'}@{digest}\n"
+                            for r in destinations))
+
+
+def _kaniko_name(ref: Reference) -> str:
+    """``registry/repository`` as Kaniko writes it: Docker Hub as ``index.docker.io``.
+
+    Kaniko prints go-containerregistry's ``Repository.Name()``, which spells
+    Docker Hub ``index.docker.io``; scripts that compare against it expect that.
+    """
+    if ref.registry == DOCKER_HUB:
+        return f"index.docker.io/{ref.repository}"
+    return ref.name
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
