@@ -24,13 +24,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from kanipy.context import BuildContext, open_context
-from kanipy.dockerfile import BuildPlan, Stage, StageRef, StageScope, format_plan, plan_build
+from kanipy.dockerfile import BuildPlan, Stage, StageRef, format_plan, plan_build
 from kanipy.errors import BuildError, ConnectionFailed, DockerfileError, UsageError
+from kanipy.executor.handlers.run import run_cache_root
 from kanipy.executor.options import BuildOptions, host_platform
 from kanipy.executor.progress import BuildReporter, StepSummary
 from kanipy.executor.runner import ChrootRunner
 from kanipy.executor.stage import BuiltStage, LayerPolicy, StageBuilder
-from kanipy.executor.step import StageContext
+from kanipy.executor.step import StageContext, StageNames
 from kanipy.fs.rootfs import Rootfs
 from kanipy.fs.unpack import unpack_layer
 from kanipy.oci import mediatypes
@@ -311,22 +312,17 @@ class Build:
 
     def _ctx_factory(self, plan: BuildPlan, stage: Stage, context: BuildContext,
                      build_dir: Path, store: BlobStore
-                     ) -> Callable[..., StageContext]:
-        def image_root(text: str) -> Path:
-            if text not in self._image_roots:
-                root = Path(tempfile.mkdtemp(prefix="from-image-", dir=build_dir))
-                self._pull_into(text, self.options.target_platform, root, store, None)
-                self._image_roots[text] = root
-            return self._image_roots[text]
+                     ) -> Callable[[Rootfs, Callable[[bytes], None]], StageContext]:
+        roots = _SourceRoots(self, build_dir, store)
+        stages = StageNames.of(plan, stage)
+        run_cache_dir = run_cache_root(self.options.cache_dir, self.options.kanipy_dir,
+                                       build_dir)
 
-        def make(scope: StageScope, rootfs: Rootfs, on_output: Callable[[bytes], None]
-                 ) -> StageContext:
+        def make(rootfs: Rootfs, on_output: Callable[[bytes], None]) -> StageContext:
             return StageContext(
-                plan=plan, stage=stage, scope=scope, rootfs=rootfs, context=context,
-                runner=self.runner, options=self.options,
-                stage_roots={i: s.root for i, s in self.stages.items()},
-                image_root=image_root, on_output=on_output, secrets=self.secrets,
-                scratch_dir=build_dir,
+                rootfs=rootfs, context=context, runner=self.runner, on_output=on_output,
+                roots=roots, stages=stages, scratch_dir=build_dir,
+                run_cache_dir=run_cache_dir, secrets=self.secrets, dockerfile=plan.filename,
             )
         return make
 
@@ -381,6 +377,27 @@ class Build:
                                 for r in destinations))
         if options.no_push and not result.stdout_lines:
             result.stdout_lines.append(str(digest))
+
+
+class _SourceRoots:
+    """The roots COPY --from and RUN --mount from= read: stages built so far, and
+    images pulled once per build (the ``SourceRoots`` of kanipy.executor.step)."""
+
+    def __init__(self, build: Build, build_dir: Path, store: BlobStore) -> None:
+        self.build = build
+        self.build_dir = build_dir
+        self.store = store
+
+    def stage_root(self, index: int) -> Path:
+        return self.build.stages[index].root
+
+    def image_root(self, text: str) -> Path:
+        build = self.build
+        if text not in build._image_roots:
+            root = Path(tempfile.mkdtemp(prefix="from-image-", dir=self.build_dir))
+            build._pull_into(text, build.options.target_platform, root, self.store, None)
+            build._image_roots[text] = root
+        return build._image_roots[text]
 
 
 def _layer_for_format(desc: Descriptor, image_format: str) -> Descriptor:
