@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,7 +29,7 @@ from kanipy.errors import DockerfileError
 from kanipy.executor.handlers import HANDLERS
 from kanipy.executor.progress import BuildReporter, StepInfo, StepSummary
 from kanipy.executor.runner import SCAFFOLDING
-from kanipy.executor.step import StageContext, StageState, StepError
+from kanipy.executor.step import StageContext, StageState, StepError, StepRule
 from kanipy.fs.layer import write_layer
 from kanipy.fs.rootfs import Rootfs
 from kanipy.fs.snapshot import Changes, Snapshot, changes_for_paths, diff, take_snapshot
@@ -85,6 +85,7 @@ class StageBuilder:
         reporter: BuildReporter,
         single_snapshot: bool,
         base_seconds: float = 0.0,
+        handlers: Mapping[str, StepRule] = HANDLERS,
     ) -> None:
         self.plan = plan
         self.stage = stage
@@ -97,6 +98,7 @@ class StageBuilder:
         self.reporter = reporter
         self.single_snapshot = single_snapshot
         self.base_seconds = base_seconds
+        self.handlers = handlers
         self.summaries: list[StepSummary] = []
 
     def build(self) -> BuiltStage:
@@ -131,7 +133,7 @@ class StageBuilder:
         # FROM is step 1, as buildah and Docker's classic builder count
         # (``STEP 1/5: FROM base``); its time is the pull and unpack.
         steps = len(instructions) + 1
-        frm = self._expand(self.stage.from_instruction, state)
+        frm = expand_instruction(self.plan, self.stage, self.stage.from_instruction, state)
         from_info = StepInfo(self.number, self.count, self.stage.name, 1, steps,
                              frm.render(), frm.line)
         self.reporter.step_started(from_info)
@@ -139,12 +141,12 @@ class StageBuilder:
         self.reporter.step_finished(self.summaries[-1])
 
         for number, ins in enumerate(instructions, start=2):
-            resolved = self._expand(ins, state)
+            resolved = expand_instruction(self.plan, self.stage, ins, state)
             step_info = StepInfo(self.number, self.count, self.stage.name, number,
                                  steps, resolved.render().split("\n")[0], resolved.line)
             self.reporter.step_started(step_info)
             started = time.monotonic()
-            rule = HANDLERS.get(resolved.keyword)
+            rule = self.handlers.get(resolved.keyword)
             if rule is None:
                 raise DockerfileError(f"{resolved.keyword} cannot be used here",
                                       resolved.line, self.plan.filename)
@@ -207,12 +209,14 @@ class StageBuilder:
         return BuiltStage(self.stage.index, rootfs.path, config, layers, base.image_format,
                           dict(base.layer_sources))
 
-    def _expand(self, ins: Instruction, state: StageState) -> Instruction:
-        """``ins`` with its words expanded from ``state`` (its ARGs and Env), per
-        Docker's rules; the state itself changes only through the handlers."""
-        scope = StageScope(self.plan, self.stage, list(state.config.env))
-        scope.args = dict(state.args)
-        return scope.resolve(ins)
+
+def expand_instruction(plan: BuildPlan, stage: Stage, ins: Instruction, state: StageState
+                       ) -> Instruction:
+    """``ins`` with its words expanded from ``state`` (its ARGs and Env) per Docker's
+    rules; the state itself changes only through the handlers (ARG, ENV)."""
+    scope = StageScope(plan, stage, list(state.config.env))
+    scope.args = dict(state.args)
+    return scope.resolve(ins)
 
 
 def _single_layer_history(config: ImageConfig, base_entries: int, diff_id: Digest,
@@ -231,4 +235,4 @@ def _single_layer_history(config: ImageConfig, base_entries: int, diff_id: Diges
     return ImageConfig(doc)
 
 
-__all__ = ["BuiltStage", "LayerPolicy", "StageBuilder"]
+__all__ = ["BuiltStage", "LayerPolicy", "StageBuilder", "expand_instruction"]
