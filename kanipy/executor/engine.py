@@ -15,21 +15,22 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from kanipy.context import BuildContext, open_context
-from kanipy.dockerfile import BuildPlan, Stage, StageRef, StageScope, format_plan, plan_build
+from kanipy.dockerfile import BuildPlan, Stage, StageRef, format_plan, plan_build
 from kanipy.errors import DockerfileError, UsageError
 from kanipy.executor import outputs
 from kanipy.executor.bases import StageBases, unreachable_hint
+from kanipy.executor.handlers.run import run_cache_root
 from kanipy.executor.options import BuildOptions, host_platform
 from kanipy.executor.progress import BuildReporter, StepSummary
 from kanipy.executor.runner import ChrootRunner
 from kanipy.executor.stage import BuiltStage, LayerPolicy, StageBuilder
-from kanipy.executor.step import StageContext
+from kanipy.executor.step import StageContext, StageNames
 from kanipy.fs.rootfs import Rootfs
 from kanipy.oci import mediatypes
 from kanipy.oci.blobstore import BlobStore
@@ -253,18 +254,19 @@ class Build:
 
     def _ctx_factory(self, plan: BuildPlan, stage: Stage, context: BuildContext,
                      build_dir: Path, store: BlobStore
-                     ) -> Callable[..., StageContext]:
+                     ) -> Callable[[Rootfs, Callable[[bytes], None]], StageContext]:
         bases = self.bases
         assert bases is not None, "_run makes the bases before any stage"
+        roots = _SourceRoots(self.stages, bases)
+        stages = StageNames.of(plan, stage)
+        run_cache_dir = run_cache_root(self.options.cache_dir, self.options.kanipy_dir,
+                                       build_dir)
 
-        def make(scope: StageScope, rootfs: Rootfs, on_output: Callable[[bytes], None]
-                 ) -> StageContext:
+        def make(rootfs: Rootfs, on_output: Callable[[bytes], None]) -> StageContext:
             return StageContext(
-                plan=plan, stage=stage, scope=scope, rootfs=rootfs, context=context,
-                runner=self.runner, options=self.options,
-                stage_roots={i: s.root for i, s in self.stages.items()},
-                image_root=bases.image_root, on_output=on_output, secrets=self.secrets,
-                scratch_dir=build_dir,
+                rootfs=rootfs, context=context, runner=self.runner, on_output=on_output,
+                roots=roots, stages=stages, scratch_dir=build_dir,
+                run_cache_dir=run_cache_dir, secrets=self.secrets, dockerfile=plan.filename,
             )
         return make
 
@@ -290,6 +292,21 @@ class Build:
             image_name_tag_with_digest_file=options.image_name_tag_with_digest_file)
         if options.no_push and not result.stdout_lines:
             result.stdout_lines.append(str(image.digest))
+
+
+class _SourceRoots:
+    """The roots COPY --from and RUN --mount from= read: stages built so far, and
+    images pulled once per build (the ``SourceRoots`` of kanipy.executor.step)."""
+
+    def __init__(self, stages: Mapping[int, BuiltStage], bases: StageBases) -> None:
+        self.stages = stages
+        self.bases = bases
+
+    def stage_root(self, index: int) -> Path:
+        return self.stages[index].root
+
+    def image_root(self, text: str) -> Path:
+        return self.bases.image_root(text)
 
 
 def _layer_for_format(desc: Descriptor, image_format: str) -> Descriptor:

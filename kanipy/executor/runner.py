@@ -57,8 +57,8 @@ from kanipy.executor.runner_init import DEFAULT_PATH
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DEFAULT_PATH", "SCAFFOLDING", "ChrootRunner", "Mount", "RunSpec", "Runner",
-           "env_items"]
+__all__ = ["DEFAULT_PATH", "SCAFFOLDING", "ChrootRunner", "Mount", "RunOutcome", "RunSpec",
+           "Runner", "env_items"]
 
 Network = Literal["default", "none", "host"]
 MountType = Literal["bind", "tmpfs"]
@@ -104,15 +104,22 @@ class RunSpec:
     extra_mounts: Sequence[Mount] = ()
 
 
+@dataclass(frozen=True)
+class RunOutcome:
+    """How a step ended: its exit status (128+N for signal N) and ``excluded``, the
+    image paths that were mount points during the step, which a snapshot must not
+    capture."""
+
+    status: int
+    excluded: frozenset[PurePosixPath] = frozenset()
+
+
 class Runner(Protocol):
-    """Executes RUN steps. ``excluded_paths`` names the image paths that were
-    mount points during the last step, which a snapshot must not capture."""
+    """Executes RUN steps."""
 
-    excluded_paths: frozenset[PurePosixPath]
-
-    def run(self, spec: RunSpec, on_output: OnOutput) -> int:
+    def run(self, spec: RunSpec, on_output: OnOutput) -> RunOutcome:
         """Run the step; stream its merged output line by line (without the
-        newline) to ``on_output``; return its exit status (128+N for signal N)."""
+        newline) to ``on_output``; say how it ended."""
         ...
 
 
@@ -148,10 +155,9 @@ class ChrootRunner:
         self.resolv_conf = resolv_conf
         self.hosts = hosts
         self.python = python
-        self.excluded_paths: frozenset[PurePosixPath] = frozenset()
         self._warned: set[str] = set()
 
-    def run(self, spec: RunSpec, on_output: OnOutput) -> int:
+    def run(self, spec: RunSpec, on_output: OnOutput) -> RunOutcome:
         _validate(spec)
         with tempfile.TemporaryDirectory(prefix="kanipy-run-") as tmp:
             job = Path(tmp)
@@ -221,8 +227,7 @@ class ChrootRunner:
                 raw = f.read()
         return _parse_status(raw, proc.returncode)
 
-    def _conclude(self, status: dict[str, Any]) -> int:
-        self.excluded_paths = frozenset(PurePosixPath(p) for p in status.get("mounted", []))
+    def _conclude(self, status: dict[str, Any]) -> RunOutcome:
         missing = status.get("missing", [])
         if missing:
             message = (
@@ -240,7 +245,7 @@ class ChrootRunner:
         code = status.get("exit")
         if not isinstance(code, int):
             raise BuildError("RUN could not be started: the step helper ended without a status")
-        return code
+        return RunOutcome(code, frozenset(PurePosixPath(p) for p in status.get("mounted", [])))
 
 
 def _validate(spec: RunSpec) -> None:

@@ -1,10 +1,12 @@
 """The stage loop: base image, instructions in order, a layer per changing step.
 
 For each stage: unpack the base (an image, an earlier stage, or nothing) into
-a root directory, run the base image's ONBUILD triggers, then hand each
-expanded instruction to its handler. What the handler changed becomes a
-layer: RUN by diffing lstat snapshots of the whole tree, COPY/ADD/WORKDIR by
-archiving the paths they touched (DESIGN.md, decision 3).
+a root directory, run the base image's ONBUILD triggers, then expand each
+instruction with the stage's state and hand it to its handler. What the
+handler changed becomes a layer: RUN by diffing lstat snapshots of the whole
+tree, COPY/ADD/WORKDIR by archiving the paths they touched (DESIGN.md,
+decision 3). The handler table's entry says which (``StepKind``); the loop
+itself knows no instruction.
 """
 
 from __future__ import annotations
@@ -12,13 +14,12 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from kanipy.dockerfile import (
     BuildPlan,
-    Cmd,
     Instruction,
     Stage,
     StageScope,
@@ -28,7 +29,7 @@ from kanipy.errors import DockerfileError
 from kanipy.executor.handlers import HANDLERS
 from kanipy.executor.progress import BuildReporter, StepInfo, StepSummary
 from kanipy.executor.runner import SCAFFOLDING
-from kanipy.executor.step import StageContext, StageState
+from kanipy.executor.step import StageContext, StageState, StepError, StepRule
 from kanipy.fs.layer import write_layer
 from kanipy.fs.rootfs import Rootfs
 from kanipy.fs.snapshot import Changes, Snapshot, changes_for_paths, diff, take_snapshot
@@ -78,12 +79,13 @@ class StageBuilder:
         number: int,
         count: int,
         base: BuiltStage,
-        ctx_factory: Callable[[StageScope, Rootfs, Callable[[bytes], None]], StageContext],
+        ctx_factory: Callable[[Rootfs, Callable[[bytes], None]], StageContext],
         store: BlobStore,
         policy: LayerPolicy,
         reporter: BuildReporter,
         single_snapshot: bool,
         base_seconds: float = 0.0,
+        handlers: Mapping[str, StepRule] = HANDLERS,
     ) -> None:
         self.plan = plan
         self.stage = stage
@@ -96,6 +98,7 @@ class StageBuilder:
         self.reporter = reporter
         self.single_snapshot = single_snapshot
         self.base_seconds = base_seconds
+        self.handlers = handlers
         self.summaries: list[StepSummary] = []
 
     def build(self) -> BuiltStage:
@@ -112,8 +115,7 @@ class StageBuilder:
                 line=self.stage.from_instruction.line,
             ) + instructions
             config = config.with_config(on_build=None)
-        scope = StageScope(self.plan, self.stage, list(config.env))
-        state = StageState(config=config)
+        state = StageState.initial(config, self.plan.build_args)
         layers = list(base.layers)
         step_info: StepInfo | None = None
 
@@ -121,7 +123,7 @@ class StageBuilder:
             if step_info is not None:
                 self.reporter.step_output(step_info, line)
 
-        ctx = self.ctx_factory(scope, rootfs, on_output)
+        ctx = self.ctx_factory(rootfs, on_output)
         scaffolding = frozenset(SCAFFOLDING)
         snapshot: Snapshot | None = None
         first_snapshot: Snapshot | None = None
@@ -131,7 +133,7 @@ class StageBuilder:
         # FROM is step 1, as buildah and Docker's classic builder count
         # (``STEP 1/5: FROM base``); its time is the pull and unpack.
         steps = len(instructions) + 1
-        frm = scope.resolve(self.stage.from_instruction)
+        frm = expand_instruction(self.plan, self.stage, self.stage.from_instruction, state)
         from_info = StepInfo(self.number, self.count, self.stage.name, 1, steps,
                              frm.render(), frm.line)
         self.reporter.step_started(from_info)
@@ -139,35 +141,39 @@ class StageBuilder:
         self.reporter.step_finished(self.summaries[-1])
 
         for number, ins in enumerate(instructions, start=2):
-            resolved = scope.resolve(ins)
+            resolved = expand_instruction(self.plan, self.stage, ins, state)
             step_info = StepInfo(self.number, self.count, self.stage.name, number,
                                  steps, resolved.render().split("\n")[0], resolved.line)
             self.reporter.step_started(step_info)
             started = time.monotonic()
-            handler = HANDLERS.get(type(resolved))
-            if handler is None:
+            rule = self.handlers.get(resolved.keyword)
+            if rule is None:
                 raise DockerfileError(f"{resolved.keyword} cannot be used here",
                                       resolved.line, self.plan.filename)
-            is_tree_step = resolved.keyword == "RUN"
-            if is_tree_step and snapshot is None and not self.single_snapshot:
+            if rule.kind.snapshot_before and snapshot is None and not self.single_snapshot:
                 snapshot = take_snapshot(rootfs.path, scaffolding)
-            result = handler(resolved, state, ctx)
+            try:
+                result = rule.handler(resolved, state, ctx)
+            except StepError as exc:
+                raise exc.located(self.plan.filename, resolved.line) from exc
             changes = Changes()
+            excluded = scaffolding | frozenset(str(p) for p in result.excluded)
             if self.single_snapshot:
                 pass
             elif result.changed is None:
-                excluded = scaffolding | frozenset(str(p) for p in ctx.runner.excluded_paths)
+                if snapshot is None:
+                    raise RuntimeError(f"the {resolved.keyword} handler asks for a tree diff "
+                                       "but its table entry is not a tree step")
                 after = take_snapshot(rootfs.path, excluded)
-                assert snapshot is not None
                 changes = diff(snapshot, after, excluded)
                 snapshot = after
             elif result.changed:
-                changes = changes_for_paths(rootfs.path, sorted(result.changed), scaffolding)
-                snapshot = None  # stale: retaken before the next RUN
+                changes = changes_for_paths(rootfs.path, sorted(result.changed), excluded)
+                snapshot = None  # stale: retaken before the next tree step
 
-            new_config = result.config
-            created_by = resolved.render() if result.created_by is None else result.created_by
-            entry = HistoryEntry(created=self.policy.created, created_by=created_by)
+            new_config = result.state.config
+            created_by = result.created_by
+            entry = HistoryEntry(created=self.policy.created, created_by=created_by or "")
             layer_size: int | None = None
             if not changes.is_empty:
                 blob = write_layer(
@@ -182,8 +188,7 @@ class StageBuilder:
                     layer_size = blob.descriptor.size
             if layer_size is None and created_by:
                 new_config = new_config.with_history(entry)
-            state = dataclasses.replace(
-                state, config=new_config, cmd_set=state.cmd_set or isinstance(resolved, Cmd))
+            state = dataclasses.replace(result.state, config=new_config)
             summary = StepSummary(step_info, time.monotonic() - started, layer_size)
             self.summaries.append(summary)
             self.reporter.step_finished(summary)
@@ -205,6 +210,15 @@ class StageBuilder:
                           dict(base.layer_sources))
 
 
+def expand_instruction(plan: BuildPlan, stage: Stage, ins: Instruction, state: StageState
+                       ) -> Instruction:
+    """``ins`` with its words expanded from ``state`` (its ARGs and Env) per Docker's
+    rules; the state itself changes only through the handlers (ARG, ENV)."""
+    scope = StageScope(plan, stage, list(state.config.env))
+    scope.args = dict(state.args)
+    return scope.resolve(ins)
+
+
 def _single_layer_history(config: ImageConfig, base_entries: int, diff_id: Digest,
                           created: str) -> ImageConfig:
     """--single-snapshot: the stage's steps share one layer, recorded on the last entry."""
@@ -221,4 +235,4 @@ def _single_layer_history(config: ImageConfig, base_entries: int, diff_id: Diges
     return ImageConfig(doc)
 
 
-__all__ = ["BuiltStage", "LayerPolicy", "StageBuilder"]
+__all__ = ["BuiltStage", "LayerPolicy", "StageBuilder", "expand_instruction"]

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from kanipy.errors import BuildError
-from kanipy.executor.runner import DEFAULT_PATH, ChrootRunner, Mount, RunSpec
+from kanipy.executor.runner import DEFAULT_PATH, ChrootRunner, Mount, RunOutcome, RunSpec
 from kanipy.executor.userdb import resolve_user
 from tests.tools import require_root, require_tool
 
@@ -54,16 +54,23 @@ def rootfs(tmp_path: Path) -> Path:
     return root
 
 
-def run(root: Path, script: str, runner: ChrootRunner | None = None, **spec: object
-        ) -> tuple[int, list[str]]:
-    """Run a shell-form step; its exit status and output lines."""
+def run_step(root: Path, script: str, runner: ChrootRunner | None = None, **spec: object
+             ) -> tuple[RunOutcome, list[str]]:
+    """Run a shell-form step; how it ended and its output lines."""
     lines: list[str] = []
     runner = runner or ChrootRunner()
-    code = runner.run(
+    outcome = runner.run(
         RunSpec(root=root, argv=["/bin/sh", "-c", script], **spec),  # type: ignore[arg-type]
         lambda line: lines.append(line.decode()),
     )
-    return code, lines
+    return outcome, lines
+
+
+def run(root: Path, script: str, runner: ChrootRunner | None = None, **spec: object
+        ) -> tuple[int, list[str]]:
+    """Run a shell-form step; its exit status and output lines."""
+    outcome, lines = run_step(root, script, runner, **spec)
+    return outcome.status, lines
 
 
 def listing(root: Path, paths: list[str]) -> dict[str, tuple[int, ...] | None]:
@@ -113,8 +120,8 @@ def test_output_is_merged_in_order_and_streamed(rootfs: Path) -> None:
     script = ("echo first; i=0; while [ ! -e /tmp/go ] && [ $i -lt 100 ]; do "
               "sleep 0.05; i=$((i+1)); done; [ -e /tmp/go ] && echo streamed || "
               "echo not streamed; echo to-stderr >&2; printf 'no newline'")
-    code = ChrootRunner().run(RunSpec(rootfs, ["/bin/sh", "-c", script]), on_output)
-    assert code == 0
+    outcome = ChrootRunner().run(RunSpec(rootfs, ["/bin/sh", "-c", script]), on_output)
+    assert outcome.status == 0
     assert lines == [b"first", b"streamed", b"to-stderr", b"no newline"]
 
 
@@ -152,8 +159,8 @@ def test_workdir_is_created_by_root_0755(rootfs: Path) -> None:
 
 def test_missing_executable_exits_127_naming_it(rootfs: Path) -> None:
     lines: list[bytes] = []
-    code = ChrootRunner().run(RunSpec(rootfs, ["no-such-tool", "x"]), lines.append)
-    assert code == 127
+    outcome = ChrootRunner().run(RunSpec(rootfs, ["no-such-tool", "x"]), lines.append)
+    assert outcome.status == 127
     assert any(b"no-such-tool" in line and b"not found" in line for line in lines)
 
 
@@ -176,13 +183,13 @@ def test_resolv_conf_is_the_hosts_and_writes_stay_private(rootfs: Path) -> None:
     image_file.write_text("nameserver 192.0.2.53\n")
     before = listing(rootfs, ["etc", "etc/resolv.conf"])
     lines: list[bytes] = []
-    code = ChrootRunner().run(
+    outcome = ChrootRunner().run(
         RunSpec(rootfs, ["/bin/sh", "-c",
                          "cat /etc/resolv.conf; echo nameserver 198.51.100.1 > /etc/resolv.conf"
                          " && echo written"]),
         lines.append,
     )
-    assert code == 0
+    assert outcome.status == 0
     assert b"\n".join(lines[:-1]) == host.rstrip(b"\n")
     assert lines[-1] == b"written"
     assert Path("/etc/resolv.conf").read_bytes() == host
@@ -193,15 +200,14 @@ def test_resolv_conf_is_the_hosts_and_writes_stay_private(rootfs: Path) -> None:
 def test_no_trace_left_in_rootfs_or_host_mounts(rootfs: Path) -> None:
     watched = ["", "etc", *SCAFFOLDING]
     before = listing(rootfs, watched)
-    runner = ChrootRunner()
-    code, lines = run(rootfs, "test -e /etc/resolv.conf && test -e /etc/hosts && "
-                      "test -d /proc/self && echo inside", runner)
-    assert (code, lines) == (0, ["inside"])
+    outcome, lines = run_step(rootfs, "test -e /etc/resolv.conf && test -e /etc/hosts && "
+                              "test -d /proc/self && echo inside")
+    assert (outcome.status, lines) == (0, ["inside"])
     assert listing(rootfs, watched) == before
     assert not (rootfs / "etc" / "resolv.conf").exists()
     assert str(rootfs) not in Path("/proc/self/mountinfo").read_text()
-    assert {str(p) for p in runner.excluded_paths} >= {"/proc", "/dev", "/sys",
-                                                        "/etc/resolv.conf", "/etc/hosts"}
+    assert {str(p) for p in outcome.excluded} >= {"/proc", "/dev", "/sys",
+                                                  "/etc/resolv.conf", "/etc/hosts"}
 
 
 def test_a_background_daemon_neither_hangs_nor_survives(rootfs: Path) -> None:
@@ -228,17 +234,17 @@ def test_degraded_path_warns_once_and_still_runs(rootfs: Path,
         before = listing(rootfs, ["", *SCAFFOLDING])
         # One child in the background, and one daemon that has left the step's
         # session and been orphaned (setsid, fork, parent exits) before the step ends.
-        second = run(rootfs, "echo again; sleep 987655 & "
-                     "setsid sh -c 'sleep 987657 &'; echo detached", runner)
+        second, lines = run_step(rootfs, "echo again; sleep 987655 & "
+                                 "setsid sh -c 'sleep 987657 &'; echo detached", runner)
     assert first == (0, ["hello", "no-proc"])
-    assert second == (0, ["again", "detached"])
+    assert (second.status, lines) == (0, ["again", "detached"])
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1
     assert "/proc" in warnings[0] and "resolv.conf" in warnings[0]
     assert listing(rootfs, ["", *SCAFFOLDING]) == before
     assert host_processes_with(b"987655") == []
     assert host_processes_with(b"987657") == []
-    assert runner.excluded_paths == frozenset()
+    assert second.excluded == frozenset()
 
 
 def test_network_none_sees_only_loopback(rootfs: Path) -> None:
@@ -263,24 +269,22 @@ def test_extra_mounts_bind_and_tmpfs_leave_no_trace(rootfs: Path, tmp_path: Path
     cache = tmp_path / "cache"
     cache.mkdir()
     before = listing(rootfs, ["", "mnt", "run"])
-    runner = ChrootRunner()
-    code, lines = run(
+    outcome, lines = run_step(
         rootfs,
         "cat /mnt/src/input.txt; touch /mnt/src/x 2>/dev/null || echo ro; "
         "echo kept > /var/cache/out; echo gone > /run/t/f; echo ok",
-        runner,
         extra_mounts=[
             Mount("/mnt/src", "bind", source, readonly=True),
             Mount("/var/cache", "bind", cache),
             Mount("/run/t", "tmpfs"),
         ],
     )
-    assert (code, lines) == (0, ["from host", "ro", "ok"])
+    assert (outcome.status, lines) == (0, ["from host", "ro", "ok"])
     assert (cache / "out").read_text() == "kept\n"
     assert sorted(p.name for p in source.iterdir()) == ["input.txt"]
     assert listing(rootfs, ["", "mnt", "run"]) == before
     assert not (rootfs / "var").exists()
-    assert {"/mnt/src", "/var/cache", "/run/t"} <= {str(p) for p in runner.excluded_paths}
+    assert {"/mnt/src", "/var/cache", "/run/t"} <= {str(p) for p in outcome.excluded}
 
 
 def test_image_symlinks_resolve_inside_the_root(rootfs: Path) -> None:

@@ -1,26 +1,12 @@
-"""Instruction handlers, one per Dockerfile instruction, and the table that picks them."""
+"""Instruction handlers, one per Dockerfile instruction, and the table that picks them.
+
+The table is keyed by the instruction keyword, as the parse and expansion phases
+key theirs, and each entry says what kind of step the instruction is (see
+``kanipy.executor.step``). FROM has no entry: the stage loop starts with it.
+"""
 
 from __future__ import annotations
 
-from kanipy.dockerfile import (
-    Add,
-    Arg,
-    Cmd,
-    Copy,
-    Entrypoint,
-    Env,
-    Expose,
-    Healthcheck,
-    Label,
-    Maintainer,
-    Onbuild,
-    Run,
-    Shell,
-    StopSignal,
-    User,
-    Volume,
-    Workdir,
-)
 from kanipy.executor.handlers.copy import handle_add, handle_copy
 from kanipy.executor.handlers.metadata import (
     handle_arg,
@@ -39,24 +25,26 @@ from kanipy.executor.handlers.metadata import (
 )
 from kanipy.executor.handlers.run import handle_run
 from kanipy.executor.handlers.workdir import handle_workdir
-from kanipy.executor.step import Handler
+from kanipy.executor.step import StepKind, StepRule
 
-HANDLERS: dict[type, Handler] = {
-    Add: handle_add,
-    Arg: handle_arg,
-    Cmd: handle_cmd,
-    Copy: handle_copy,
-    Entrypoint: handle_entrypoint,
-    Env: handle_env,
-    Expose: handle_expose,
-    Healthcheck: handle_healthcheck,
-    Label: handle_label,
-    Maintainer: handle_maintainer,
-    Onbuild: handle_onbuild,
-    Run: handle_run,
-    Shell: handle_shell,
-    StopSignal: handle_stopsignal,
-    User: handle_user,
-    Volume: handle_volume,
-    Workdir: handle_workdir,
+METADATA, PATHS, TREE = StepKind.METADATA, StepKind.PATHS, StepKind.TREE
+
+HANDLERS: dict[str, StepRule] = {
+    "ADD": StepRule(handle_add, PATHS),
+    "ARG": StepRule(handle_arg, METADATA),
+    "CMD": StepRule(handle_cmd, METADATA),
+    "COPY": StepRule(handle_copy, PATHS),
+    "ENTRYPOINT": StepRule(handle_entrypoint, METADATA),
+    "ENV": StepRule(handle_env, METADATA),
+    "EXPOSE": StepRule(handle_expose, METADATA),
+    "HEALTHCHECK": StepRule(handle_healthcheck, METADATA),
+    "LABEL": StepRule(handle_label, METADATA),
+    "MAINTAINER": StepRule(handle_maintainer, METADATA),
+    "ONBUILD": StepRule(handle_onbuild, METADATA),
+    "RUN": StepRule(handle_run, TREE),
+    "SHELL": StepRule(handle_shell, METADATA),
+    "STOPSIGNAL": StepRule(handle_stopsignal, METADATA),
+    "USER": StepRule(handle_user, METADATA),
+    "VOLUME": StepRule(handle_volume, METADATA),
+    "WORKDIR": StepRule(handle_workdir, PATHS),
 }

@@ -31,6 +31,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from kanipy.dockerfile import Add, Copy, StageRef
 from kanipy.dockerfile.ignore import DockerIgnore
@@ -46,7 +47,8 @@ from kanipy.executor.handlers.download import (
     is_url,
 )
 from kanipy.executor.handlers.users import exec_user
-from kanipy.executor.step import StageContext, StageState, StepResult
+from kanipy.executor.step import StageContext, StageState, StepError, StepResult
+from kanipy.fs.rootfs import Rootfs
 from kanipy.oci.digest import Digest
 
 log = logging.getLogger(__name__)
@@ -55,36 +57,49 @@ log = logging.getLogger(__name__)
 def handle_copy(ins: Copy, state: StageState, ctx: StageContext) -> StepResult:
     """``COPY src... dest``: the destinations written are snapshotted, nothing else."""
     touched = _CopyStep(ins, state, ctx).run()
-    return StepResult(config=state.config, changed=frozenset(touched),
-                      created_by=f"{ins.render()} # buildkit")
+    return StepResult(state=state, changed=frozenset(touched),
+                      created_by=f"{ins.render()} # buildkit",
+                      cache_inputs=copy_inputs(ins, state))
 
 
 def handle_add(ins: Add, state: StageState, ctx: StageContext) -> StepResult:
     """``ADD src... dest``: COPY plus local archives extracted, URLs and git fetched."""
     touched = _CopyStep(ins, state, ctx).run()
-    return StepResult(config=state.config, changed=frozenset(touched),
-                      created_by=f"{ins.render()} # buildkit")
+    return StepResult(state=state, changed=frozenset(touched),
+                      created_by=f"{ins.render()} # buildkit",
+                      cache_inputs=copy_inputs(ins, state))
+
+
+def copy_inputs(ins: Copy, state: StageState) -> dict[str, Any]:
+    """The expanded sources, destination and flags a cache key is made of (the
+    contents of the sources are the layer cache's to add)."""
+    inputs: dict[str, Any] = {
+        "keyword": ins.keyword, "sources": list(ins.sources), "dest": ins.dest,
+        "workdir": state.workdir, "from": ins.from_, "chown": ins.chown, "chmod": ins.chmod,
+        "link": ins.link, "parents": ins.parents, "excludes": list(ins.excludes),
+        "heredocs": [[doc.name, doc.stripped_content] for doc in ins.heredocs],
+    }
+    if isinstance(ins, Add):
+        inputs.update(checksum=ins.checksum, keep_git_dir=ins.keep_git_dir, unpack=ins.unpack)
+    return inputs
 
 
 def source_root_for(from_: str, ctx: StageContext) -> Path:
     """The root a ``--from`` names: an earlier stage (name or index) or an image."""
+    index = ctx.stages.find(from_)
+    if index is None:
+        return ctx.roots.image_root(from_)
+    if index >= ctx.stages.current:
+        raise DockerfileError(f"--from={from_} refers to this or a later stage",
+                              None, ctx.dockerfile)
     try:
-        stage = ctx.plan.stage(int(from_) if from_.isdigit() else from_)
-    except (KeyError, IndexError):
-        stage = None
-    if stage is not None:
-        if stage.index >= ctx.stage.index:
-            raise DockerfileError(f"--from={from_} refers to this or a later stage",
-                                  None, ctx.plan.filename)
-        root = ctx.stage_roots.get(stage.index)
-        if root is None:
-            raise BuildError(f"--from={from_}: stage {stage.label} was not built")
-        return root
-    return ctx.image_root(from_)
+        return ctx.roots.stage_root(index)
+    except KeyError:
+        raise BuildError(f"--from={from_}: stage {ctx.stages.labels[index]} was not built"
+                         ) from None
 
 
-def ownership_for(chown: str | None, ctx: StageContext, keep_source: bool,
-                  where: str) -> Ownership:
+def ownership_for(chown: str | None, rootfs: Rootfs, keep_source: bool) -> Ownership:
     """``--chown=user[:group]``: names from the image's own passwd/group files.
 
     BuildKit (solver/llbsolver/file ``readUser``): a user name gives its uid and
@@ -98,12 +113,12 @@ def ownership_for(chown: str | None, ctx: StageContext, keep_source: bool,
         if user.isdigit():
             uid = gid = int(user)
         else:
-            resolved = exec_user(ctx, user)
+            resolved = exec_user(rootfs, user)
             uid, gid = resolved.uid, resolved.gid
         if group:
-            gid = int(group) if group.isdigit() else exec_user(ctx, f"0:{group}").gid
+            gid = int(group) if group.isdigit() else exec_user(rootfs, f"0:{group}").gid
     except BuildError as exc:
-        raise BuildError(f"{where}: --chown={chown}: {exc}") from None
+        raise StepError(f"--chown={chown}: {exc}") from None
     return Ownership(uid, gid)
 
 
@@ -114,7 +129,8 @@ class _CopyStep:
         self.ins = ins
         self.ctx = ctx
         self.add = isinstance(ins, Add)
-        self.where = f"{ctx.plan.filename}:{ins.line}"
+        # For the ADD helpers (archive, download), which format their own location.
+        self.where = f"{ctx.dockerfile}:{ins.line}"
         self.rootfs = ctx.rootfs
         self.from_context = ins.from_ is None
         dest_text = ins.dest if posixpath.isabs(ins.dest) else \
@@ -122,13 +138,13 @@ class _CopyStep:
         # dockerfile2llb: a destination ending in "/" (or ".") names a directory.
         self.dest_is_dir = ins.dest.endswith(("/", "/.")) or ins.dest in (".", "")
         self.dest = PurePosixPath("/" + posixpath.normpath(dest_text).lstrip("/"))
-        self.owner = ownership_for(ins.chown, ctx, not self.from_context, self.where)
-        self.writer = TreeWriter(self.rootfs, self.owner, ins.chmod, self.where)
+        self.owner = ownership_for(ins.chown, self.rootfs, not self.from_context)
+        self.writer = TreeWriter(self.rootfs, self.owner, ins.chmod)
         self.excludes = DockerIgnore(list(ins.excludes)) if ins.excludes else None
         self.touched: list[PurePosixPath] = []
 
-    def _fail(self, message: str) -> DockerfileError:
-        return DockerfileError(message, self.ins.line, self.ctx.plan.filename)
+    def _fail(self, message: str) -> StepError:
+        return StepError(message, DockerfileError)
 
     # --- the plan ------------------------------------------------------------------------
 
@@ -159,9 +175,9 @@ class _CopyStep:
                 # Dockerfile reference: "If multiple <src> resources are specified, either
                 # directly or due to the use of a wildcard, then <dest> must be a directory,
                 # and it must end with a slash /."
-                raise BuildError(
-                    f"{self.where}: {ins.keyword} failed: the sources name {total} files, so "
-                    f"the destination must be a directory ending in / (got {ins.dest!r})")
+                raise StepError(
+                    f"{ins.keyword} failed: the sources name {total} files, so the "
+                    f"destination must be a directory ending in / (got {ins.dest!r})")
             self._make_dirs(self.dest if self.dest_is_dir else self.dest.parent)
             for doc in ins.heredocs:
                 target = self._file_target(doc.name)
@@ -190,18 +206,17 @@ class _CopyStep:
 
     @contextmanager
     def _scratch(self) -> Iterator[Path]:
-        base = self.ctx.scratch_dir or self.rootfs.path.parent
-        with tempfile.TemporaryDirectory(prefix="copy-", dir=base) as tmp:
+        with tempfile.TemporaryDirectory(prefix="copy-", dir=self.ctx.scratch_dir) as tmp:
             yield Path(tmp)
 
     def _find(self, pattern: str) -> list[Source]:
         ins = self.ins
         if self.from_context:
             finder = SourceFinder(self.ctx.context.root, self.ctx.context,
-                                  "the build context", ins.keyword, self.where)
+                                  "the build context", ins.keyword)
         else:
             root = source_root_for(ins.from_ or "", self.ctx)
-            finder = SourceFinder(root, None, f"--from={ins.from_}", ins.keyword, self.where)
+            finder = SourceFinder(root, None, f"--from={ins.from_}", ins.keyword)
         found = finder.find(pattern)
         if self.excludes is not None and has_wildcard(pattern):
             found = [s for s in found if not self.excludes.excludes(s.rel)]
@@ -244,9 +259,9 @@ class _CopyStep:
     def _copy_dir_source(self, host: Path, skip: SkipRule | None, rel: str) -> None:
         dest_host = self.rootfs.resolve(self.dest)
         if os.path.lexists(dest_host) and not os.path.isdir(dest_host):
-            raise BuildError(
-                f"{self.where}: {self.ins.keyword} failed: cannot copy the directory "
-                f"{rel or '.'!r} to {self.dest}: it exists in the image and is not a directory")
+            raise StepError(
+                f"{self.ins.keyword} failed: cannot copy the directory {rel or '.'!r} to "
+                f"{self.dest}: it exists in the image and is not a directory")
         if not os.path.lexists(dest_host):
             self._make_dirs(self.dest)  # fsutil MkdirAll: 0755, the --chown owner
             dest_host = self.rootfs.resolve(self.dest)
@@ -266,8 +281,8 @@ class _CopyStep:
                 source_dir = src.host.parents[len(parts) - 2 - index]
                 self.writer.set_metadata(host, os.stat(source_dir))
             elif not os.path.isdir(host) or os.path.islink(host):
-                raise BuildError(f"{self.where}: --parents: {self.writer.image_path(host)} "
-                                 "exists in the image and is not a directory")
+                raise StepError(f"--parents: {self.writer.image_path(host)} exists in the "
+                                "image and is not a directory")
         if not parts:
             self._copy_dir_source(src.host, self._skip_rule(src.rel), src.rel)
             return

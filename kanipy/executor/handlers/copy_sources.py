@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kanipy.context import BuildContext
-from kanipy.errors import BuildError
+from kanipy.executor.step import StepError
 from kanipy.fs.rootfs import Rootfs
 
 log = logging.getLogger(__name__)
@@ -116,15 +116,15 @@ def _split_wildcards(clean: str) -> tuple[str, str]:
 
 class SourceFinder:
     """Resolves source patterns in one root; ``context`` set when the root is the
-    build context, so that ``.dockerignore`` applies."""
+    build context, so that ``.dockerignore`` applies. A miss is a StepError: the
+    stage loop says which instruction it comes from."""
 
     def __init__(self, root: Path, context: BuildContext | None, origin: str,
-                 instruction: str, where: str) -> None:
+                 instruction: str) -> None:
         self.root = Rootfs(root)
         self.context = context
         self.origin = origin  # "the build context", "stage builder", ...
         self.instruction = instruction
-        self.where = where  # "Dockerfile:12"
 
     def excluded(self, rel: str) -> bool:
         return self.context is not None and self.context.excluded(rel)
@@ -134,7 +134,7 @@ class SourceFinder:
         return self.context is None or self.context.ignore.must_walk(rel)
 
     def find(self, pattern: str) -> list[Source]:
-        """The sources ``pattern`` names, in Go's walk order; raises BuildError on none."""
+        """The sources ``pattern`` names, in Go's walk order; raises StepError on none."""
         clean = posixpath.normpath("/" + pattern).lstrip("/")  # never above the root
         base, rest = _split_wildcards(clean)
         if not rest:
@@ -145,8 +145,8 @@ class SourceFinder:
         if regex is not None and os.path.isdir(base_host):
             self._walk(base_host, base, "", regex, found)
         if not found:
-            raise BuildError(
-                f"{self.where}: {self.instruction} failed: no source files were specified: "
+            raise StepError(
+                f"{self.instruction} failed: no source files were specified: "
                 f"{pattern!r} matches nothing in {self.origin}")
         return found
 
@@ -172,15 +172,15 @@ class SourceFinder:
         if exists and self.excluded(rel):
             is_dir = stat.S_ISDIR(os.stat(host).st_mode) if os.path.exists(host) else False
             if not (is_dir and self.walk_needed(rel)):
-                raise BuildError(
-                    f"{self.where}: {self.instruction} failed: {pattern!r} not found: it is "
+                raise StepError(
+                    f"{self.instruction} failed: {pattern!r} not found: it is "
                     f"excluded by .dockerignore")
         if not exists or not os.path.exists(host):
             hint = ""
             if os.path.lexists(self.root.resolve(rel or "/", follow_final=False)):
                 hint = " (it is a symbolic link whose target is not in the source)"
-            raise BuildError(
-                f"{self.where}: {self.instruction} failed: {pattern!r} not found in "
+            raise StepError(
+                f"{self.instruction} failed: {pattern!r} not found in "
                 f"{self.origin}{hint}")
         return Source(host, rel or ".")
 

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from kanipy.dockerfile import apply_chmod
-from kanipy.errors import BuildError
+from kanipy.executor.step import StepError
 from kanipy.fs.rootfs import Rootfs
 
 log = logging.getLogger(__name__)
@@ -55,12 +55,14 @@ class Ownership:
 
 @dataclass
 class TreeWriter:
-    """Copies entries into ``rootfs`` under one owner and chmod policy."""
+    """Copies entries into ``rootfs`` under one owner and chmod policy.
+
+    Failures are StepErrors: the stage loop says which instruction they come from.
+    """
 
     rootfs: Rootfs
     owner: Ownership
     chmod: str | None
-    where: str  # "Dockerfile:12", for messages
     _links: dict[tuple[int, int], Path] = field(default_factory=dict)
 
     # --- directories the copy makes --------------------------------------------------
@@ -70,7 +72,7 @@ class TreeWriter:
         try:
             return self.rootfs.mkdirs(image_path, uid, gid, 0o755)
         except NotADirectoryError as exc:
-            raise BuildError(f"{self.where}: {exc.strerror}") from None
+            raise StepError(f"{exc.strerror}") from None
 
     def image_path(self, host: Path) -> PurePosixPath:
         return self.rootfs.to_image_path(host)
@@ -152,9 +154,9 @@ class TreeWriter:
         if not stat.S_ISDIR(existing.st_mode):
             # fsutil: "cannot copy to non-directory"; a link to a directory is not
             # followed either, which also keeps writes from leaving the root.
-            raise BuildError(
-                f"{self.where}: cannot copy a directory to {self.image_path(dest)}: it exists "
-                "in the image and is not a directory")
+            raise StepError(
+                f"cannot copy a directory to {self.image_path(dest)}: it exists in the image "
+                "and is not a directory")
         return False
 
     def clear_for_file(self, dest: Path) -> None:
@@ -164,9 +166,7 @@ class TreeWriter:
         except FileNotFoundError:
             return
         if stat.S_ISDIR(existing.st_mode):
-            raise BuildError(
-                f"{self.where}: cannot replace the directory {self.image_path(dest)} "
-                "with a file")
+            raise StepError(f"cannot replace the directory {self.image_path(dest)} with a file")
         os.unlink(dest)
 
     def set_metadata(self, dest: Path, st: os.stat_result) -> None:

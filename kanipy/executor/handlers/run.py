@@ -22,11 +22,12 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from kanipy.dockerfile import Mount, Run
-from kanipy.errors import BuildError, DockerfileError
-from kanipy.executor.handlers.users import exec_user
+from kanipy.errors import DockerfileError
+from kanipy.executor.handlers.copy import source_root_for
+from kanipy.executor.handlers.users import step_user
 from kanipy.executor.runner import Mount as RunnerMount
 from kanipy.executor.runner import RunSpec
-from kanipy.executor.step import StageContext, StageState, StepResult
+from kanipy.executor.step import StageContext, StageState, StepError, StepResult
 from kanipy.fs.rootfs import Rootfs
 
 log = logging.getLogger(__name__)
@@ -35,22 +36,24 @@ log = logging.getLogger(__name__)
 def handle_run(ins: Run, state: StageState, ctx: StageContext) -> StepResult:
     """``RUN command`` / ``RUN ["exe", "arg"]``: anything in the tree may change."""
     if ins.security and ins.security != "sandbox":
-        raise DockerfileError(
+        raise StepError(
             f"RUN --security={ins.security} is not supported by kanipy (steps always run "
-            "with the default confinement)", ins.line, ctx.plan.filename,
+            "with the default confinement)", DockerfileError,
         )
     network = ins.network or "default"
     if network not in ("default", "none", "host"):
-        raise DockerfileError(f"RUN --network={network}: expected default, none or host",
-                              ins.line, ctx.plan.filename)
-    user = exec_user(ctx, state.user, line=ins.line)
+        raise StepError(f"RUN --network={network}: expected default, none or host",
+                        DockerfileError)
+    user = step_user(ctx.rootfs, state.user)
     workdir = state.workdir
     ctx.rootfs.mkdirs(workdir)  # Docker creates a missing WORKDIR for the step
-    args_env = ctx.scope.run_environment()
+    args_env = state.run_args()
     env: dict[str, str] = dict(args_env)
     for item in state.config.env:
         key, _, value = item.partition("=")
         env[key] = value
+    # Taken before secret mounts add their env= values: a cache keeps its key's inputs.
+    visible_env = [f"{k}={v}" for k, v in env.items()]
 
     scratch = Path(tempfile.mkdtemp(prefix="step-", dir=ctx.scratch_dir))
     held = ExitStack()  # cache mount locks, released when the step ends
@@ -58,7 +61,7 @@ def handle_run(ins: Run, state: StageState, ctx: StageContext) -> StepResult:
         mounts: list[RunnerMount] = []
         argv = _argv(ins, state, scratch, mounts)
         for m in ins.mounts:
-            mount = _mount(m, ins, ctx, scratch, user.uid, user.gid, env, held, workdir)
+            mount = _mount(m, ctx, scratch, env, held, workdir, ins.line)
             if mount is not None:
                 mounts.append(mount)
         spec = RunSpec(
@@ -72,17 +75,20 @@ def handle_run(ins: Run, state: StageState, ctx: StageContext) -> StepResult:
             network=network,  # type: ignore[arg-type]
             extra_mounts=mounts,
         )
-        status = ctx.runner.run(spec, ctx.on_output)
+        outcome = ctx.runner.run(spec, ctx.on_output)
     finally:
         held.close()
         shutil.rmtree(scratch, ignore_errors=True)
-    if status != 0:
-        raise BuildError(
-            f"{ctx.plan.filename}:{ins.line}: RUN {_shown(argv)} did not complete "
-            f"successfully: exit code {status}"
-        )
-    return StepResult(config=state.config, changed=None,
-                      created_by=_created_by(argv, args_env))
+    if outcome.status != 0:
+        raise StepError(
+            f"RUN {_shown(argv)} did not complete successfully: exit code {outcome.status}")
+    inputs = {
+        "argv": argv, "env": visible_env, "user": state.user, "workdir": workdir,
+        "shell": state.shell, "network": network, "mounts": [m.spec for m in ins.mounts],
+        "heredocs": [[doc.name, doc.stripped_content] for doc in ins.heredocs],
+    }
+    return StepResult(state=state, changed=None, created_by=_created_by(argv, args_env),
+                      cache_inputs=inputs, excluded=outcome.excluded)
 
 
 def _argv(ins: Run, state: StageState, scratch: Path, mounts: list[RunnerMount]) -> list[str]:
@@ -101,8 +107,8 @@ def _argv(ins: Run, state: StageState, scratch: Path, mounts: list[RunnerMount])
 
 
 def _mount(
-    m: Mount, ins: Run, ctx: StageContext, scratch: Path, uid: int, gid: int,
-    env: dict[str, str], held: ExitStack, workdir: str = "/",
+    m: Mount, ctx: StageContext, scratch: Path, env: dict[str, str], held: ExitStack,
+    workdir: str, line: int,
 ) -> RunnerMount | None:
     """One ``RUN --mount`` as a runner mount (BuildKit's mount types).
 
@@ -110,27 +116,25 @@ def _mount(
     and the snapshot leaves them out. ``held`` keeps cache locks until the step
     ends. Relative targets are under the step's WORKDIR, as BuildKit joins them.
     """
-    where = (ins.line, ctx.plan.filename)
     if m.type == "tmpfs":
-        return RunnerMount(target=_abs(m.target, ins, ctx, workdir), type="tmpfs")
+        return RunnerMount(target=_abs(m.target, workdir), type="tmpfs")
     if m.type == "bind":
-        return _bind_mount(m, ins, ctx, scratch, workdir)
+        return _bind_mount(m, ctx, scratch, workdir)
     if m.type == "cache":
-        directory = _cache_instance(m, ins, ctx, held, workdir)
-        return RunnerMount(target=_abs(m.target, ins, ctx, workdir), type="bind", source=directory,
+        directory = _cache_instance(m, ctx, held, workdir, line)
+        return RunnerMount(target=_abs(m.target, workdir), type="bind", source=directory,
                            readonly=m.readonly)
     if m.type == "secret":
-        return _secret_mount(m, ins, ctx, scratch, env, workdir)
+        return _secret_mount(m, ctx, scratch, env, workdir, line)
     if m.type == "ssh":
-        raise DockerfileError(
+        raise StepError(
             "RUN --mount=type=ssh is not supported by kanipy (there is no SSH agent "
             "forwarding); fetch private sources before the build or pass a key with "
-            "--secret and RUN --mount=type=secret", *where)
-    raise DockerfileError(f"RUN --mount=type={m.type} is not supported", *where)
+            "--secret and RUN --mount=type=secret", DockerfileError)
+    raise StepError(f"RUN --mount=type={m.type} is not supported", DockerfileError)
 
 
-def _bind_mount(m: Mount, ins: Run, ctx: StageContext, scratch: Path, workdir: str
-                ) -> RunnerMount:
+def _bind_mount(m: Mount, ctx: StageContext, scratch: Path, workdir: str) -> RunnerMount:
     """``type=bind``: a context path, or a path in a stage or image (``from=``).
 
     Read-only unless ``rw``; an ``rw`` mount gets a private copy, so the step's
@@ -141,21 +145,20 @@ def _bind_mount(m: Mount, ins: Run, ctx: StageContext, scratch: Path, workdir: s
     if m.from_ is None:
         source = (source_root / rel).resolve()
         if not source.is_relative_to(source_root.resolve()):
-            raise DockerfileError(f"RUN --mount source {m.source!r} leaves the context",
-                                  ins.line, ctx.plan.filename)
+            raise StepError(f"RUN --mount source {m.source!r} leaves the context",
+                            DockerfileError)
     else:
         source = Rootfs(source_root).resolve(rel)
     if not source.exists():
-        raise BuildError(f"{ctx.plan.filename}:{ins.line}: RUN --mount=type=bind: "
-                         f"source {m.source or '/'} not found")
-    target = _abs(m.target, ins, ctx, workdir)
+        raise StepError(f"RUN --mount=type=bind: source {m.source or '/'} not found")
+    target = _abs(m.target, workdir)
     if m.from_ is None and ctx.context.ignore.patterns:
         # BuildKit mounts the context as sent, so .dockerignore'd files are absent.
         context_root = ctx.context.root.resolve()
         rel_source = source.relative_to(context_root).as_posix()
         if ctx.context.excluded(rel_source):
-            raise BuildError(f"{ctx.plan.filename}:{ins.line}: RUN --mount=type=bind: "
-                             f"source {m.source} is excluded by .dockerignore")
+            raise StepError(f"RUN --mount=type=bind: source {m.source} is excluded by "
+                            ".dockerignore")
         if source.is_dir() and _has_excluded(source, context_root, ctx):
             copy = Path(tempfile.mkdtemp(prefix="bind-", dir=scratch)) / "data"
             shutil.copytree(source, copy, symlinks=True, ignore=_ignore_for(context_root, ctx))
@@ -191,7 +194,8 @@ def _ignore_for(context_root: Path, ctx: StageContext) -> Callable[[str, list[st
     return ignored
 
 
-def run_cache_root(ctx: StageContext) -> Path:
+def run_cache_root(cache_dir: Path | None, kanipy_dir: Path | None, scratch_dir: Path
+                   ) -> Path:
     """Where ``RUN --mount=type=cache`` directories live.
 
     Kaniko has no RUN cache, so kanipy chooses: ``<--cache-dir>/run-cache`` when
@@ -199,15 +203,14 @@ def run_cache_root(ctx: StageContext) -> Path:
     ``<--kanipy-dir>/run-cache`` (kept as long as that work dir is), else a
     directory of this build's scratch space, gone when the build ends.
     """
-    options = ctx.options
-    if options.cache_dir is not None:
-        return Path(options.cache_dir) / "run-cache"
-    if options.kanipy_dir is not None:
-        return Path(options.kanipy_dir) / "run-cache"
-    return Path(ctx.scratch_dir or tempfile.gettempdir()) / "run-cache"
+    if cache_dir is not None:
+        return Path(cache_dir) / "run-cache"
+    if kanipy_dir is not None:
+        return Path(kanipy_dir) / "run-cache"
+    return Path(scratch_dir) / "run-cache"
 
 
-def _cache_instance(m: Mount, ins: Run, ctx: StageContext, held: ExitStack, workdir: str
+def _cache_instance(m: Mount, ctx: StageContext, held: ExitStack, workdir: str, line: int
                     ) -> Path:
     """The cache directory for ``m``, locked as its ``sharing`` says, for this step.
 
@@ -216,12 +219,12 @@ def _cache_instance(m: Mount, ins: Run, ctx: StageContext, held: ExitStack, work
     ``private`` takes the first instance no one else holds, creating a new one
     when all are busy. A new directory gets ``uid``, ``gid`` and ``mode``.
     """
-    key = m.id or _abs(m.target, ins, ctx, workdir)
+    key = m.id or _abs(m.target, workdir)
     # A readable prefix for people looking at the disk, a hash so that ids
     # differing only in characters that are unsafe in a file name stay apart.
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("_")[:48] or "cache"
     name = f"{readable}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
-    root = run_cache_root(ctx)
+    root = ctx.run_cache_dir
     root.mkdir(parents=True, exist_ok=True)
     sharing = m.sharing or "shared"
     instance = 0
@@ -253,12 +256,12 @@ def _cache_instance(m: Mount, ins: Run, ctx: StageContext, held: ExitStack, work
             fresh.rename(directory)
         except OSError:
             fresh.rmdir()  # another build created it first: use theirs
-    log.debug("RUN line %d: cache %r (%s) at %s", ins.line, key, sharing, directory)
+    log.debug("RUN line %d: cache %r (%s) at %s", line, key, sharing, directory)
     return directory
 
 
-def _secret_mount(m: Mount, ins: Run, ctx: StageContext, scratch: Path,
-                  env: dict[str, str], workdir: str) -> RunnerMount | None:
+def _secret_mount(m: Mount, ctx: StageContext, scratch: Path, env: dict[str, str],
+                  workdir: str, line: int) -> RunnerMount | None:
     """``type=secret``: a ``--secret`` as a file (and/or an env variable) for one step.
 
     The value is written to a file of this step's scratch space, owned by
@@ -267,18 +270,16 @@ def _secret_mount(m: Mount, ins: Run, ctx: StageContext, scratch: Path,
     """
     secret_id = m.id
     if not secret_id:
-        raise DockerfileError("RUN --mount=type=secret needs id= or target=",
-                              ins.line, ctx.plan.filename)
+        raise StepError("RUN --mount=type=secret needs id= or target=", DockerfileError)
     value = ctx.secrets.get(secret_id)
     if value is None:
         if m.required:
-            raise BuildError(
-                f"{ctx.plan.filename}:{ins.line}: secret {secret_id!r} is required but "
-                f"was not given; pass --secret id={secret_id},src=FILE or "
-                f"--secret id={secret_id},env=VARIABLE"
+            raise StepError(
+                f"secret {secret_id!r} is required but was not given; pass "
+                f"--secret id={secret_id},src=FILE or --secret id={secret_id},env=VARIABLE"
             )
         log.info("secret %s was not given; RUN on line %d runs without it",
-                 secret_id, ins.line)
+                 secret_id, line)
         return None
     if m.env:
         env[m.env] = value.decode("utf-8", "replace")
@@ -288,20 +289,19 @@ def _secret_mount(m: Mount, ins: Run, ctx: StageContext, scratch: Path,
     path.write_bytes(value)
     os.chown(path, m.uid or 0, m.gid or 0)
     path.chmod(m.mode if m.mode is not None else 0o400)
-    return RunnerMount(target=_abs(m.target, ins, ctx, workdir), type="bind", source=path,
+    return RunnerMount(target=_abs(m.target, workdir), type="bind", source=path,
                        readonly=True)
 
 
 def _mount_source_root(m: Mount, ctx: StageContext) -> Path:
     if m.from_ is None:
         return ctx.context.root
-    from kanipy.executor.handlers.copy import source_root_for
     return source_root_for(m.from_, ctx)
 
 
-def _abs(target: str | None, ins: Run, ctx: StageContext, workdir: str) -> str:
+def _abs(target: str | None, workdir: str) -> str:
     if not target:
-        raise DockerfileError("RUN --mount needs target=", ins.line, ctx.plan.filename)
+        raise StepError("RUN --mount needs target=", DockerfileError)
     return posixpath.normpath(posixpath.join("/", workdir, target))
 
 

@@ -3,26 +3,26 @@
 from __future__ import annotations
 
 from kanipy.errors import BuildError
-from kanipy.executor.step import StageContext
+from kanipy.executor.step import StepError
 from kanipy.executor.userdb import ExecUser, resolve_user
+from kanipy.fs.rootfs import Rootfs
 
 
-def exec_user(ctx: StageContext, user: str, *, line: int | None = None) -> ExecUser:
-    """uid, gid and groups for ``user`` from the rootfs's /etc/passwd and /etc/group.
+def exec_user(rootfs: Rootfs, user: str) -> ExecUser:
+    """uid, gid and groups for ``user`` from the rootfs's /etc/passwd and /etc/group."""
+    passwd = rootfs.resolve("/etc/passwd")
+    group = rootfs.resolve("/etc/group")
+    return resolve_user(
+        user,
+        passwd if passwd.is_file() else None,
+        group if group.is_file() else None,
+    )
 
-    With ``line`` (the instruction that needs the user), a user the image does
-    not know is reported as ``Dockerfile:LINE: USER name: ...``, like every other
-    step failure, so the message leads to the USER that caused it.
-    """
-    passwd = ctx.rootfs.resolve("/etc/passwd")
-    group = ctx.rootfs.resolve("/etc/group")
+
+def step_user(rootfs: Rootfs, user: str) -> ExecUser:
+    """``exec_user`` for the USER a step runs as: a user the image does not know is
+    reported as ``USER name: ...`` at the step, so the message leads to the USER."""
     try:
-        return resolve_user(
-            user,
-            passwd if passwd.is_file() else None,
-            group if group.is_file() else None,
-        )
+        return exec_user(rootfs, user)
     except BuildError as exc:
-        if line is None:
-            raise
-        raise BuildError(f"{ctx.plan.filename}:{line}: USER {user}: {exc.message}") from None
+        raise StepError(f"USER {user}: {exc.message}") from None

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import posixpath
 from pathlib import PurePosixPath
 
 from kanipy.dockerfile import Workdir
-from kanipy.errors import BuildError
-from kanipy.executor.handlers.users import exec_user
-from kanipy.executor.step import StageContext, StageState, StepResult
+from kanipy.executor.handlers.users import step_user
+from kanipy.executor.step import StageContext, StageState, StepError, StepResult
 
 
 def handle_workdir(ins: Workdir, state: StageState, ctx: StageContext) -> StepResult:
@@ -23,14 +23,14 @@ def handle_workdir(ins: Workdir, state: StageState, ctx: StageContext) -> StepRe
     path = posixpath.normpath(path)
     if path.startswith("//"):
         path = path[1:]
-    user = exec_user(ctx, state.user, line=ins.line) if state.user else None
+    user = step_user(ctx.rootfs, state.user) if state.user else None
     try:
         created = ctx.rootfs.mkdirs(path, user.uid if user else 0, user.gid if user else 0)
     except NotADirectoryError as exc:
-        raise BuildError(f"{ctx.plan.filename}:{ins.line}: WORKDIR {path}: {exc.strerror}") \
-            from None
+        raise StepError(f"WORKDIR {path}: {exc.strerror}") from None
     return StepResult(
-        config=state.config.with_config(working_dir=path),
+        state=dataclasses.replace(state, config=state.config.with_config(working_dir=path)),
         changed=frozenset(PurePosixPath(p) for p in created),
         created_by=f"WORKDIR {path}",
+        cache_inputs={"path": path, "user": state.user},
     )
