@@ -20,6 +20,7 @@ import pytest
 from kanipy.context.git import GitSource, fetch_repository
 from kanipy.errors import BuildError, ContextError
 from kanipy.executor.handlers.download import clone_git
+from kanipy.executor.step import StepError
 from tests.tools import require_tool
 
 
@@ -137,7 +138,7 @@ def test_context_and_add_take_credentials_from_the_environment(
     monkeypatch.setenv("GIT_PASSWORD", "hunter2")
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    added = clone_git(f"{auth_server}#v1:sub", scratch, False, "Dockerfile:2")
+    added = clone_git(f"{auth_server}#v1:sub", scratch, False)
     assert (added / "inside.txt").read_text() == "in sub\n"
 
 
@@ -148,8 +149,10 @@ def test_credentials_in_the_url_never_show(auth_server: str, tmp_path: Path,
     wrong = auth_server.replace("http://", "http://bob:wrong-s3cret@")
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    with pytest.raises(BuildError) as caught:
-        clone_git(f"{wrong}#v1", scratch, False, "Dockerfile:2")
-    message = caught.value.message
+    with pytest.raises(StepError) as caught:
+        clone_git(f"{wrong}#v1", scratch, False)
+    # The stage loop puts the Dockerfile's name and line in front (StepError.located).
+    message = caught.value.located("Dockerfile", 2).message
+    assert caught.value.exit_code == BuildError.exit_code
     assert message.startswith("Dockerfile:2: ADD http://<hidden>@127.0.0.1:")
     assert "wrong-s3cret" not in message and "bob" not in message

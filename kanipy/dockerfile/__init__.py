@@ -40,18 +40,6 @@ __all__ = [
     "Add", "Arg", "BuildPlan", "Cmd", "Command", "Copy", "Entrypoint", "Env", "Expose",
     "From", "Healthcheck", "Heredoc", "Instruction", "Label", "Maintainer", "Mount", "Onbuild",
     "PROXY_ARGS", "Run", "Shell", "Stage", "StageRef", "StageScope", "StopSignal", "User",
-    "Volume", "Workdir", "apply_chmod", "format_plan", "parse_dockerfile",
+    "Volume", "Workdir", "format_plan", "parse_dockerfile",
     "parse_instructions", "plan_build",
 ]
-
-
-def apply_chmod(spec: str, mode: int, is_dir: bool) -> int:
-    """The mode ``--chmod=spec`` gives a copied entry; kept here for old imports.
-
-    What a mode does to a file is decided when it is copied, so the rule lives with the
-    COPY handler (``kanipy.executor.handlers.copy.apply_chmod``). Imported on call: the
-    executor imports this package.
-    """
-    from kanipy.executor.handlers.copy import apply_chmod as rule
-
-    return rule(spec, mode, is_dir)

@@ -266,7 +266,7 @@ class Build:
             return StageContext(
                 rootfs=rootfs, context=context, runner=self.runner, on_output=on_output,
                 roots=roots, stages=stages, scratch_dir=build_dir,
-                run_cache_dir=run_cache_dir, secrets=self.secrets, dockerfile=plan.filename,
+                run_cache_dir=run_cache_dir, secrets=self.secrets,
             )
         return make
 

@@ -144,8 +144,8 @@ class StageNames:
 class StageContext:
     """What handlers may use besides the instruction and the state; fixed for a stage.
 
-    ``dockerfile`` (its file name) is only for the ADD helpers that still
-    format their own location (archive, download).
+    No file name or line: a handler raises ``StepError`` and the stage loop says
+    where.
     """
 
     rootfs: Rootfs
@@ -157,7 +157,6 @@ class StageContext:
     scratch_dir: Path  # per-step temporary files (heredoc scripts, downloads)
     run_cache_dir: Path  # where RUN --mount=type=cache directories live
     secrets: Mapping[str, bytes] = field(default_factory=dict)
-    dockerfile: str = "Dockerfile"
 
 
 class StepError(KanipyError):

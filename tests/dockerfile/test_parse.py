@@ -8,7 +8,6 @@ import io
 import pytest
 from dockerfile_parse import DockerfileParser
 
-import kanipy.dockerfile
 from kanipy.dockerfile import (
     Add,
     Arg,
@@ -27,7 +26,6 @@ from kanipy.dockerfile import (
     parse_instructions,
 )
 from kanipy.errors import DockerfileError
-from kanipy.executor.handlers.copy import apply_chmod
 
 
 def one(text: str) -> object:
@@ -251,25 +249,6 @@ def test_onbuild_triggers_from_config() -> None:
     assert [i.keyword for i in ins] == ["RUN", "COPY"]
     with pytest.raises(DockerfileError, match="isn't allowed"):
         parse_instructions(["FROM x"], line=4)
-
-
-CHMOD_CASES = [
-    ("octal", "0755", 0o644, False, 0o755),
-    ("u+x", "u+x", 0o644, False, 0o744),
-    ("a-w", "a-w", 0o666, False, 0o444),
-    ("go=", "go=", 0o755, False, 0o700),
-    ("X-dir", "a+X", 0o644, True, 0o755),
-    ("X-file", "a+X", 0o644, False, 0o644),
-    ("multiple", "u=rwx,g=rx,o=", 0o000, False, 0o750),
-]
-
-
-@pytest.mark.parametrize(("spec", "mode", "is_dir", "expected"), [c[1:] for c in CHMOD_CASES],
-                         ids=[c[0] for c in CHMOD_CASES])
-def test_apply_chmod(spec: str, mode: int, is_dir: bool, expected: int) -> None:
-    # The rule is the COPY handler's; kanipy.dockerfile keeps its old export working.
-    assert apply_chmod(spec, mode, is_dir) == expected
-    assert kanipy.dockerfile.apply_chmod(spec, mode, is_dir) == expected
 
 
 PLAIN = """\

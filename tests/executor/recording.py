@@ -98,7 +98,6 @@ def stage_context(tmp_path: Path, plan: BuildPlan, stage: Stage, *,
         scratch_dir=scratch,
         run_cache_dir=tmp_path / "run-cache",
         secrets=secrets or {},
-        dockerfile=plan.filename,
     )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 
 from kanipy.errors import BuildError, IntegrityError
 from kanipy.executor.handlers.copy_tree import Ownership
+from kanipy.executor.step import StepError
 from kanipy.fs.compression import open_decompressed
 from kanipy.fs.rootfs import Rootfs
 from kanipy.fs.unpack import add_archive_rules, extract_tar, is_tar_stream
@@ -33,16 +34,19 @@ def is_tar_archive(path: Path) -> bool:
         return False
 
 
-def extract_archive(path: Path, rootfs: Rootfs, dest: PurePosixPath, owner: Ownership,
-                    where: str) -> list[PurePosixPath]:
+def extract_archive(path: Path, rootfs: Rootfs, dest: PurePosixPath, owner: Ownership
+                    ) -> list[PurePosixPath]:
     """Extract the archive at host ``path`` into the image directory ``dest`` (which
     exists); returns the image paths of its top-level entries."""
-    what = f"{where}: ADD {path.name}"
+    what = f"ADD {path.name}"
     try:
         with open(path, "rb") as raw:
             stats = extract_tar(rootfs, open_decompressed(raw, "auto", what), what=what,
                                 rules=add_archive_rules(owner.uid, owner.gid), dest=dest)
     except IntegrityError as exc:
-        raise BuildError(f"{where}: ADD {path.name}: cannot extract the archive: "
-                         f"{exc.message}") from exc
+        raise StepError(f"{what}: cannot extract the archive: {exc.message}") from exc
+    except BuildError as exc:
+        # An entry that would leave the root, a file that cannot be written: the
+        # stage loop puts the instruction's location in front.
+        raise StepError(exc.message) from exc
     return sorted(dest / name for name in stats.top)

@@ -90,8 +90,8 @@ def source_root_for(from_: str, ctx: StageContext) -> Path:
     if index is None:
         return ctx.roots.image_root(from_)
     if index >= ctx.stages.current:
-        raise DockerfileError(f"--from={from_} refers to this or a later stage",
-                              None, ctx.dockerfile)
+        raise StepError(f"--from={from_} refers to this or a later stage",
+                        kind=DockerfileError)
     try:
         return ctx.roots.stage_root(index)
     except KeyError:
@@ -129,8 +129,6 @@ class _CopyStep:
         self.ins = ins
         self.ctx = ctx
         self.add = isinstance(ins, Add)
-        # For the ADD helpers (archive, download), which format their own location.
-        self.where = f"{ctx.dockerfile}:{ins.line}"
         self.rootfs = ctx.rootfs
         self.from_context = ins.from_ is None
         dest_text = ins.dest if posixpath.isabs(ins.dest) else \
@@ -151,7 +149,7 @@ class _CopyStep:
     def run(self) -> list[PurePosixPath]:
         ins = self.ins
         if ins.link:
-            log.debug("%s: --link gives the same files; kanipy writes them in place", self.where)
+            log.debug("line %s: --link gives the same files; kanipy writes them in place", ins.line)
         count = len(ins.sources) + len(ins.heredocs)
         if count > 1 and not self.dest_is_dir:
             raise self._fail(
@@ -165,9 +163,9 @@ class _CopyStep:
             for pattern in ins.sources:
                 if self.add and is_git_url(pattern):
                     assert isinstance(ins, Add)
-                    plan.append(clone_git(pattern, scratch, ins.keep_git_dir, self.where))
+                    plan.append(clone_git(pattern, scratch, ins.keep_git_dir))
                 elif self.add and is_url(pattern):
-                    plan.append(download(pattern, scratch, expected, self.where))
+                    plan.append(download(pattern, scratch, expected))
                 else:
                     plan += self._find(pattern)
             total = len(plan) + len(ins.heredocs)
@@ -314,7 +312,7 @@ class _CopyStep:
         self._make_dirs(self.dest)
         owner = self.owner if self.ins.chown else Ownership(None, None)
         real_dest = self.rootfs.resolve_image_path(self.dest)
-        self.touched += extract_archive(archive, self.rootfs, real_dest, owner, self.where)
+        self.touched += extract_archive(archive, self.rootfs, real_dest, owner)
 
     def _place_download(self, item: Downloaded) -> None:
         if getattr(self.ins, "unpack", None) is True and is_tar_archive(item.path):
@@ -334,54 +332,6 @@ def _parents_pivot(pattern: str) -> str:
         text = text[2:]
     index = text.find("/./")
     return posixpath.normpath(text[:index]) if index >= 0 else ""
-
-
-def apply_chmod(spec: str, mode: int, is_dir: bool) -> int:
-    """The permission bits ``--chmod=spec`` gives a copied entry that had ``mode``.
-
-    Octal (``0755``) replaces the bits; symbolic clauses (``u+x,g-w,o=``, Dockerfile
-    1.14+) edit them as chmod(1) does: ``X`` adds execute only to directories and to files
-    that already have an execute bit. The Dockerfile front end has already checked ``spec``.
-    """
-    if 0 < len(spec) <= 4 and all(ch in "01234567" for ch in spec):
-        return int(spec, 8)
-    for clause in spec.split(","):
-        at = 0
-        while at < len(clause) and clause[at] in "ugoa":
-            at += 1
-        who = clause[:at] or "a"
-        targets = [(target, shift) for target, shift in (("u", 6), ("g", 3), ("o", 0))
-                   if target in who or "a" in who]
-        while at < len(clause):
-            op = clause[at]
-            at += 1
-            if op not in "-+=":
-                continue
-            end = at
-            while end < len(clause) and clause[end] in "rwxXst":
-                end += 1
-            perms, at = clause[at:end], end
-            bits = 0
-            for target, shift in targets:
-                for perm, value in (("r", 4), ("w", 2), ("x", 1)):
-                    if perm in perms:
-                        bits |= value << shift
-                if "X" in perms and (is_dir or mode & 0o111):
-                    bits |= 1 << shift
-                if "s" in perms and target in "ug":
-                    bits |= 0o4000 if target == "u" else 0o2000
-            if "t" in perms:
-                bits |= 0o1000
-            if op == "+":
-                mode |= bits
-            elif op == "-":
-                mode &= ~bits
-            else:
-                mask = 0
-                for _, shift in targets:
-                    mask |= 0o7 << shift
-                mode = (mode & ~mask) | bits
-    return mode & 0o7777
 
 
 __all__ = ["StageRef", "handle_add", "handle_copy", "ownership_for", "source_root_for"]

@@ -30,7 +30,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from kanipy.dockerfile import apply_chmod
 from kanipy.executor.step import StepError
 from kanipy.fs.rootfs import Rootfs
 
@@ -203,3 +202,51 @@ def copy_file_data(src: Path, dst: Path) -> None:
             if exc.errno not in (errno.EINVAL, errno.ENOSYS) or offset:
                 raise
             shutil.copyfileobj(fin, fout, 1 << 20)
+
+
+def apply_chmod(spec: str, mode: int, is_dir: bool) -> int:
+    """The permission bits ``--chmod=spec`` gives a copied entry that had ``mode``.
+
+    Octal (``0755``) replaces the bits; symbolic clauses (``u+x,g-w,o=``, Dockerfile
+    1.14+) edit them as chmod(1) does: ``X`` adds execute only to directories and to files
+    that already have an execute bit. The Dockerfile front end has already checked ``spec``.
+    """
+    if 0 < len(spec) <= 4 and all(ch in "01234567" for ch in spec):
+        return int(spec, 8)
+    for clause in spec.split(","):
+        at = 0
+        while at < len(clause) and clause[at] in "ugoa":
+            at += 1
+        who = clause[:at] or "a"
+        targets = [(target, shift) for target, shift in (("u", 6), ("g", 3), ("o", 0))
+                   if target in who or "a" in who]
+        while at < len(clause):
+            op = clause[at]
+            at += 1
+            if op not in "-+=":
+                continue
+            end = at
+            while end < len(clause) and clause[end] in "rwxXst":
+                end += 1
+            perms, at = clause[at:end], end
+            bits = 0
+            for target, shift in targets:
+                for perm, value in (("r", 4), ("w", 2), ("x", 1)):
+                    if perm in perms:
+                        bits |= value << shift
+                if "X" in perms and (is_dir or mode & 0o111):
+                    bits |= 1 << shift
+                if "s" in perms and target in "ug":
+                    bits |= 0o4000 if target == "u" else 0o2000
+            if "t" in perms:
+                bits |= 0o1000
+            if op == "+":
+                mode |= bits
+            elif op == "-":
+                mode &= ~bits
+            else:
+                mask = 0
+                for _, shift in targets:
+                    mask |= 0o7 << shift
+                mode = (mode & ~mask) | bits
+    return mode & 0o7777

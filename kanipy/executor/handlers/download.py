@@ -26,7 +26,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
 from kanipy.context.git import GitSource, fetch_repository
-from kanipy.errors import BuildError
+from kanipy.executor.step import StepError
 from kanipy.http import download_to_file, redact_url
 from kanipy.oci.digest import Digest
 
@@ -63,10 +63,10 @@ def url_file_name(url: str) -> str:
     return PurePosixPath(path).name or "__unnamed__"
 
 
-def download(url: str, scratch: Path, expected: Digest | None, where: str) -> Downloaded:
+def download(url: str, scratch: Path, expected: Digest | None) -> Downloaded:
     """GET ``url`` into a file under ``scratch``; verified against ``expected``."""
-    fetched = download_to_file(url, scratch, what=f"{where}: ADD {redact_url(url)}",
-                               error=BuildError, expected=expected)
+    fetched = download_to_file(url, scratch, what=f"ADD {redact_url(url)}",
+                               error=StepError, expected=expected)
     return Downloaded(fetched.path, url_file_name(url), _last_modified_ns(fetched.last_modified))
 
 
@@ -80,13 +80,13 @@ def _last_modified_ns(value: str | None) -> int | None:
         return None
 
 
-def clone_git(source: str, scratch: Path, keep_git_dir: bool, where: str) -> Path:
+def clone_git(source: str, scratch: Path, keep_git_dir: bool) -> Path:
     """Clone ``URL[#ref][:subdir]`` into a new directory under ``scratch``; returns
     the directory to copy (the subdir when one is named)."""
     url, _, fragment = source.partition("#")
     ref, _, subdir = fragment.partition(":")
     target = Path(tempfile.mkdtemp(prefix="add-git-", dir=scratch)) / "repo"
     spec = GitSource(url, ref or None, None, subdir or None)
-    return fetch_repository(spec, target, os.environ, what=f"{where}: ADD {redact_url(source)}",
-                            error=BuildError, keep_git_dir=keep_git_dir,
+    return fetch_repository(spec, target, os.environ, what=f"ADD {redact_url(source)}",
+                            error=StepError, keep_git_dir=keep_git_dir,
                             submodules_required=True)
