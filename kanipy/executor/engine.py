@@ -28,7 +28,7 @@ from kanipy.executor.bases import StageBases, unreachable_hint
 from kanipy.executor.handlers.run import run_cache_root
 from kanipy.executor.options import BuildOptions, host_platform
 from kanipy.executor.progress import BuildReporter, StepSummary
-from kanipy.executor.runner import ChrootRunner
+from kanipy.executor.runner import ChrootRunner, Runner
 from kanipy.executor.stage import BuiltStage, LayerPolicy, StageBuilder
 from kanipy.executor.step import StageContext, StageNames
 from kanipy.fs.rootfs import Rootfs
@@ -123,13 +123,14 @@ def _read_secrets(options: BuildOptions) -> dict[str, bytes]:
 class Build:
     """The state of one build; ``run()`` does it."""
 
-    def __init__(self, options: BuildOptions, reporter: BuildReporter) -> None:
+    def __init__(self, options: BuildOptions, reporter: BuildReporter,
+                 runner: Runner | None = None) -> None:
         self.options = options
         self.reporter = reporter
         self.stages: dict[int, BuiltStage] = {}
         self.summaries: list[StepSummary] = []
         self.secrets: dict[str, bytes] = {}
-        self.runner = ChrootRunner()
+        self.runner: Runner = runner or ChrootRunner()
         # Made by _run once the store and the Dockerfile's name are known.
         self.bases: StageBases | None = None
         self._client: RegistryClient | None = None
@@ -334,9 +335,13 @@ def _base_text(stage: Stage, plan: BuildPlan) -> str:
     return str(stage.base)
 
 
-def run_build(options: BuildOptions, reporter: BuildReporter) -> BuildResult:
-    """Build as ``options`` say, reporting progress to ``reporter``."""
-    return Build(options, reporter).run()
+def run_build(options: BuildOptions, reporter: BuildReporter,
+              runner: Runner | None = None) -> BuildResult:
+    """Build as ``options`` say, reporting progress to ``reporter``.
+
+    RUN steps go through ``runner`` (default: the namespaced ``ChrootRunner``).
+    """
+    return Build(options, reporter, runner).run()
 
 
 def _remove_trees(paths: list[Path]) -> None:
