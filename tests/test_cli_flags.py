@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
+import logging
 import re
 from pathlib import Path
 from typing import Any
@@ -373,3 +375,17 @@ def test_reporter_lines_get_timestamps_too() -> None:
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ pushed reg/app:1@sha256:ab\n",
                         stream.getvalue())
 
+
+
+def test_json_log_records_carry_typed_fields_given_as_extra() -> None:
+    stream = io.StringIO()
+    cli_module.configure_logging("info", "json", stream=stream)
+    try:
+        logging.getLogger("kanipy.test").warning(
+            "--build-arg %s was not consumed", "X", extra={"fields": {"build_arg": "X",
+                                                                     "msg": "not this"}})
+    finally:
+        cli_module.configure_logging("info", "text")
+    record = json.loads(stream.getvalue())
+    assert record["msg"] == "--build-arg X was not consumed"
+    assert record["build_arg"] == "X" and record["level"] == "warning"
