@@ -33,7 +33,7 @@ def test_version() -> None:
     (["--label", "novalue"], "--label 'novalue': expected KEY=VALUE"),
     (["--secret", "src=/x"], "id=NAME is required"),
     (["-d", "Bad/Ref:x"], "repository name must be lowercase"),
-    (["--cache=maybe"], "'maybe' is not one of"),
+    (["--cache=maybe"], "'maybe' is not a boolean"),
 ], ids=["platform", "label", "secret", "reference", "compat-bool"])
 def test_bad_flags_exit_2_before_any_work(tmp_path: Path, args: list[str], message: str) -> None:
     context = write_tree(tmp_path, {"Dockerfile": "FROM scratch\n"})
@@ -47,8 +47,17 @@ def test_kaniko_compat_flags_are_accepted_and_say_they_do_nothing(tmp_path: Path
     context = write_tree(tmp_path, {"Dockerfile": "FROM scratch\nENV A=1\n"})
     result = kanipy("build", "-c", str(context), "--dry-run", "--cache=true", "--cleanup",
                     "--cache-repo", "reg.example/cache", "--snapshot-mode=redo",
-                    "--use-new-run", "--cache=false")
+                    "--use-new-run", "--compressed-caching=false")
     assert result.returncode == 0, result.stderr
-    for flag in ("--cleanup", "--cache-repo", "--snapshot-mode", "--use-new-run"):
-        assert f"{flag} is accepted for Kaniko compatibility and has no effect" in result.stderr
+    for flag in ("--cache", "--cleanup", "--cache-repo", "--snapshot-mode", "--use-new-run",
+                 "--compressed-caching"):
+        assert result.stderr.count(f"INFO {flag} has no effect in kanipy: ") == 1, flag
     assert "ENV A=1" in result.stdout
+
+
+def test_a_compat_boolean_set_to_kanikos_default_says_nothing(tmp_path: Path) -> None:
+    context = write_tree(tmp_path, {"Dockerfile": "FROM scratch\n"})
+    result = kanipy("build", "-c", str(context), "--dry-run", "--cache=false",
+                    "--ignore-var-run=true", "--cache-run-layers")
+    assert result.returncode == 0, result.stderr
+    assert "has no effect" not in result.stderr

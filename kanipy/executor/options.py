@@ -52,6 +52,34 @@ class BuildOptions:
     image_name_with_digest_file: Path | None = None
     image_name_tag_with_digest_file: Path | None = None
     secrets: tuple[tuple[str, str, str], ...] = ()  # (id, "src"|"env", value)
+    # --annotation KEY=VALUE (Kaniko's maintained fork): annotations of the final
+    # image's manifest (OCI image spec, "Annotations"), in the order given.
+    annotations: tuple[tuple[str, str], ...] = ()
+    # --skip-push-permission-check: do not check, before the build, that every
+    # destination accepts a push (Kaniko's CheckPushPermissions).
+    skip_push_permission_check: bool = False
+    # --push-ignore-immutable-tag-errors: a push refused because the tag is
+    # immutable (ECR's and Artifact Registry's messages) counts as a success.
+    push_ignore_immutable_tag_errors: bool = False
+    # --image-download-retry N: retries for pulling base images; None leaves the
+    # registry client's own count (push_retry) for pulls too.
+    image_download_retry: int | None = None
+    # --registry-map ORIG=NEW (and KANIKO_REGISTRY_MAP): pull images of registry
+    # ORIG from NEW first, in order, then from ORIG itself. Docker Hub entries are
+    # also folded into registry_mirrors, which the puller already uses.
+    registry_maps: tuple[tuple[str, str], ...] = ()
+    # --skip-default-registry-fallback: when mirrors or maps are set, an image
+    # none of them has is an error instead of a pull from the original registry.
+    skip_default_registry_fallback: bool = False
+    # --registry-client-cert HOST=CERT,KEY: a client certificate (mTLS) per registry.
+    registry_client_certs: tuple[tuple[str, str, str], ...] = ()  # (host, cert, key)
+    # --ignore-path PATH (repeatable): image paths, and everything under them,
+    # left out of every layer this build writes (Kaniko's ignore list).
+    ignore_paths: tuple[str, ...] = ()
+    # $BUILDER_OUTPUT (Kaniko, as Cloud Build sets it): after a push, write
+    # BUILDER_OUTPUT/images with one JSON line {"name": REF, "digest": DIGEST}
+    # per destination.
+    builder_output: Path | None = None
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ), compare=False)
 
     @property

@@ -33,6 +33,7 @@ from kanipy.executor.step import StageContext, StageState, StepError, StepRule
 from kanipy.fs.layer import write_layer
 from kanipy.fs.rootfs import Rootfs
 from kanipy.fs.snapshot import Changes, Snapshot, changes_for_paths, diff, take_snapshot
+from kanipy.http import redact_urls_in
 from kanipy.oci import mediatypes
 from kanipy.oci.blobstore import BlobStore
 from kanipy.oci.config import HistoryEntry, ImageConfig
@@ -135,7 +136,7 @@ class StageBuilder:
         steps = len(instructions) + 1
         frm = expand_instruction(self.plan, self.stage, self.stage.from_instruction, state)
         from_info = StepInfo(self.number, self.count, self.stage.name, 1, steps,
-                             frm.render(), frm.line)
+                             redact_urls_in(frm.render()), frm.line)
         self.reporter.step_started(from_info)
         self.summaries.append(StepSummary(from_info, self.base_seconds, None))
         self.reporter.step_finished(self.summaries[-1])
@@ -143,7 +144,8 @@ class StageBuilder:
         for number, ins in enumerate(instructions, start=2):
             resolved = expand_instruction(self.plan, self.stage, ins, state)
             step_info = StepInfo(self.number, self.count, self.stage.name, number,
-                                 steps, resolved.render().split("\n")[0], resolved.line)
+                                 steps, redact_urls_in(resolved.render().split("\n")[0]),
+                                 resolved.line)
             self.reporter.step_started(step_info)
             started = time.monotonic()
             rule = self.handlers.get(resolved.keyword)
