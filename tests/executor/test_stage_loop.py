@@ -186,3 +186,12 @@ def test_run_output_reaches_the_reporter(tmp_path: Path) -> None:
         single_snapshot=False,
     ).build()
     assert seen == [b"recorded"]
+
+
+def test_the_execute_table_has_every_keyword_but_from() -> None:
+    # FROM is the stage loop's own first step; every other instruction is run by
+    # a handler keyed like the parse and expansion tables.
+    from kanipy.dockerfile.instructions import KEYWORDS
+    from kanipy.executor.handlers import HANDLERS
+
+    assert set(HANDLERS) == KEYWORDS - {"FROM"}

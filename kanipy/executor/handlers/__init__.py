@@ -7,6 +7,7 @@ key theirs, and each entry says what kind of step the instruction is (see
 
 from __future__ import annotations
 
+from kanipy.dockerfile.instructions import check_table
 from kanipy.executor.handlers.copy import handle_add, handle_copy
 from kanipy.executor.handlers.metadata import (
     handle_arg,
@@ -48,3 +49,6 @@ HANDLERS: dict[str, StepRule] = {
     "VOLUME": StepRule(handle_volume, METADATA),
     "WORKDIR": StepRule(handle_workdir, PATHS),
 }
+
+# The stage loop runs FROM itself; every other instruction must have an entry.
+check_table("execute", HANDLERS, exempt=frozenset({"FROM"}))
