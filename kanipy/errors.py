@@ -7,10 +7,6 @@ where there is one, what to do about it.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from kanipy.oci.descriptor import Platform
 
 
 class KanipyError(Exception):
@@ -61,7 +57,7 @@ class LayoutError(UsageError):
 class PlatformNotFoundError(UsageError):
     """An index has no entry for the requested platform; the message lists those it has."""
 
-    def __init__(self, message: str, available: list[Platform]) -> None:
+    def __init__(self, message: str, available: list[str]) -> None:
         super().__init__(message)
         self.available = available
 

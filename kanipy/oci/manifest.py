@@ -92,7 +92,7 @@ class Index:
         raise PlatformNotFoundError(
             f"{name} has no image for {want}; it has {have}. Choose one of those with "
             "--custom-platform, or FROM --platform=... in the Dockerfile",
-            self.platforms(),
+            [str(p) for p in self.platforms()],
         )
 
     def _image_entries(self) -> list[Descriptor]:
