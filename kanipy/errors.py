@@ -8,7 +8,6 @@ where there is one, what to do about it.
 from __future__ import annotations
 
 
-
 class KanipyError(Exception):
     """Base of every error kanipy reports to a user."""
 
