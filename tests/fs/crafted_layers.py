@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kanipy.errors import BuildError, ConfinementError, KanipyError
+from kanipy.errors import BuildError, ConfinementError, IntegrityError, KanipyError
 
 MTIME = 1_600_000_000
 BLOCK = 512
@@ -54,9 +54,9 @@ def entry(name: str, kind: bytes = tarfile.REGTYPE, data: bytes = b"",
 
 
 def tar_of(entries: list[tuple[tarfile.TarInfo, bytes]],
-           fmt: int = tarfile.PAX_FORMAT) -> bytes:
+           fmt: int = tarfile.PAX_FORMAT, global_headers: dict[str, str] | None = None) -> bytes:
     out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=fmt) as tar:
+    with tarfile.open(fileobj=out, mode="w", format=fmt, pax_headers=global_headers) as tar:
         for info, data in entries:
             tar.addfile(info, io.BytesIO(data) if data else None)
     return out.getvalue()
@@ -117,6 +117,10 @@ def _hardlink_to_symlink(root: Path) -> None:
     assert os.lstat(root / "hard").st_ino == os.lstat(root / "soft").st_ino
 
 
+def _two_hundred_files(root: Path) -> None:
+    assert all((root / f"f{i}").read_bytes() == b"x" for i in range(200))
+
+
 def _file_x_unpacked(root: Path) -> None:
     assert (root / "x").read_bytes() == b"a"  # the xattr is reported, not set
 
@@ -159,6 +163,15 @@ def crafted_layers() -> list[Crafted]:
         Crafted("sparse-many-segments", tar_of([sparse_entry(
             "segments", MANY * 4096, [(i * 4096, b"x") for i in range(MANY)])]), None,
             check=_many_segments),
+        # Global pax records apply to every entry: junk is dropped, a flood refused.
+        Crafted("pax-global-junk", tar_of(
+            [entry(f"f{i}", data=b"x") for i in range(200)],
+            global_headers={f"junk.{i}": "x" for i in range(20_000)}), None,
+            check=_two_hundred_files),
+        Crafted("pax-global-xattr-flood", tar_of(
+            [entry("f", data=b"x")],
+            global_headers={f"SCHILY.xattr.user.{i}": "x" for i in range(100)}),
+            IntegrityError, r"pax global headers carry 100 records for every entry"),
         # 3. Entries no Linux filesystem can hold.
         Crafted("name-component-300", tar_of([entry("x" * 300, data=b"a")]), BuildError,
                 r"entry 'x+\.\.\.x+' has a name component of 300 bytes, over the 255"),
