@@ -17,7 +17,8 @@ component is never followed: whatever is there is removed and replaced.
 
 An entry no Linux filesystem can hold (a name component over 255 bytes, a path
 over 4095, a NUL in a name, an owner, time or device number out of range, a
-hardlink to a directory) or that the filesystem refuses is a BuildError naming
+hardlink to a directory), one nested over 512 directories deep, or one that
+the filesystem refuses is a BuildError naming
 the layer and the entry, never a traceback. The work an entry costs is bounded
 by the bytes the layer holds: a sparse file's holes are skipped with a seek
 and the file sized with ``ftruncate``, never written or even read as zeros.
@@ -68,6 +69,11 @@ _MAJOR_LIMIT = 1 << 12
 _MINOR_LIMIT = 1 << 20
 _ID_LIMIT = 1 << 32
 _TIME_LIMIT_NS = (1 << 63) * 1_000_000_000
+# Directories nested deeper than this (counted on the host, symlinks followed)
+# are refused: os.makedirs and shutil.rmtree, which create and clean the root,
+# recurse once per level and stop near Python's 1,000-frame limit. No real
+# image comes near it; PATH_MAX alone would allow 2,047 levels, and symlinks more.
+_MAX_DEPTH = 512
 
 
 def _shown(name: str) -> str:
@@ -216,6 +222,7 @@ class _Unpacker:
     def __init__(self, rootfs: Rootfs, layer_name: str) -> None:
         self.rootfs = rootfs
         self.root = str(rootfs.path)
+        self._root_slashes = self.root.count("/")
         self.layer_name = layer_name
         # image directory (as named in the tar) -> real host directory; only
         # symlink-free host paths are cached, and any removal of a directory or
@@ -287,6 +294,8 @@ class _Unpacker:
             raise self._fail(
                 name, f"has a parent path that leads outside the root: {exc}"
             ) from exc
+        if host.count("/") - self._root_slashes >= _MAX_DEPTH:
+            raise self._too_deep(name)
         try:
             st = os.lstat(host)
         except FileNotFoundError:
@@ -313,6 +322,10 @@ class _Unpacker:
                 )
         self._dirs[key] = host
         return host
+
+    def _too_deep(self, name: str) -> BuildError:
+        return self._refuse(name, f"is nested more than {_MAX_DEPTH} directories deep "
+                                  "(symlinks followed)")
 
     def _forget(self, host: str) -> None:
         """Drop cached directories at or under ``host`` (it is being removed)."""
@@ -346,6 +359,8 @@ class _Unpacker:
         parent = self._parent_dir(parts[:-1], name, create=True)
         assert parent is not None
         path = parent + "/" + base
+        if path.count("/") - self._root_slashes > _MAX_DEPTH:
+            raise self._too_deep(name)
         kind = member.type
         if kind == REGTYPE:
             self._regular_file(path, member, reader)

@@ -117,6 +117,10 @@ def _hardlink_to_symlink(root: Path) -> None:
     assert os.lstat(root / "hard").st_ino == os.lstat(root / "soft").st_ino
 
 
+def _nested_500(root: Path) -> None:
+    assert (root / ("a/" * 499 + "f")).read_bytes() == b"x"
+
+
 def _two_hundred_files(root: Path) -> None:
     assert all((root / f"f{i}").read_bytes() == b"x" for i in range(200))
 
@@ -163,6 +167,18 @@ def crafted_layers() -> list[Crafted]:
         Crafted("sparse-many-segments", tar_of([sparse_entry(
             "segments", MANY * 4096, [(i * 4096, b"x") for i in range(MANY)])]), None,
             check=_many_segments),
+        # Nesting: the root is made and cleaned by walkers that recurse per level.
+        Crafted("nesting-1500", tar_of([entry("a/" * 1500 + "f", data=b"x")]), BuildError,
+                r"entry 'a/a/.*/f' is nested more than 512 directories deep"),
+        Crafted("nesting-through-symlink", tar_of([
+            entry("s", tarfile.SYMTYPE, linkname="a/" * 400),
+            entry("s/" + "b/" * 400 + "f", data=b"x")]), BuildError,
+            r"entry 's/b/.*/f' is nested more than 512"),
+        Crafted("nesting-dirs-1000", tar_of([
+            entry("a/" * i, tarfile.DIRTYPE) for i in range(1, 1001)]), BuildError,
+            r"entry 'a/a/.*' is nested more than 512"),
+        Crafted("nesting-500", tar_of([entry("a/" * 499 + "f", data=b"x")]), None,
+                check=_nested_500),
         # Global pax records apply to every entry: junk is dropped, a flood refused.
         Crafted("pax-global-junk", tar_of(
             [entry(f"f{i}", data=b"x") for i in range(200)],
