@@ -230,6 +230,8 @@ class _Unpacker:
         self._dirs: dict[str, str] = {"": self.root}
         # host paths this layer created: opaque whiteouts and whiteouts spare them.
         self._added: set[str] = set()
+        # directories whose lower-layer contents this layer has already hidden.
+        self._opaqued: set[str] = set()
         # directory metadata applied after their contents are written.
         self._dir_meta: list[tuple[str, int, int]] = []
         self.entries = 0
@@ -539,19 +541,31 @@ class _Unpacker:
         self._remove(target, st)
 
     def _opaque(self, directory: str) -> None:
-        """Remove what lower layers put under ``directory``, keeping this layer's entries."""
+        """Remove what lower layers put under ``directory``, keeping this layer's entries.
+
+        Each directory is cleared once per layer: after that it holds only this
+        layer's entries, so a repeated marker has nothing to do. Clearing it
+        again cost a scan per marker: 5,000 markers over 5,000 files (a 42 KB
+        layer) took 18 s of CPU (issue 11).
+        """
+        if directory in self._opaqued:
+            return
+        self._opaqued.add(directory)
         with os.scandir(directory) as it:
             children = list(it)
+        removed = False
         for child in children:
             if child.path not in self._added:
                 if child.is_dir(follow_symlinks=False):
                     shutil.rmtree(child.path)
                 else:
                     os.unlink(child.path)
+                removed = True
             elif child.is_dir(follow_symlinks=False):
                 self._opaque(child.path)
-        # Removed directories or symlinks may be cached; start afresh (rare).
-        self._dirs = {"": self.root}
+        if removed:
+            # Removed directories or symlinks may be cached; start afresh (rare).
+            self._dirs = {"": self.root}
 
     def finish(self) -> None:
         """Directory modes and mtimes, last: writing into a directory changes its mtime."""

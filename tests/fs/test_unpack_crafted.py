@@ -86,3 +86,28 @@ def test_crafted_layer_is_refused_or_confined(tmp_path: Path, name: str,
     assert snapshot_outside(tmp_path, root) == before
     # The work is bounded by the bytes the layer holds, not by the sizes it declares.
     assert CountingReader.handed_out <= len(layer.data)
+
+
+def test_repeated_opaque_markers_clear_a_directory_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each marker used to scan the directory again: quadratic in a layer of markers."""
+    require_root()
+    from tests.fs.crafted_layers import entry, tar_of
+
+    root = tmp_path / "root"
+    (root / "d").mkdir(parents=True)
+    (root / "d/lower").write_text("from a lower layer\n")
+    layer = tar_of([entry(f"d/f{i}", data=b"x") for i in range(300)]
+                   + [entry("d/.wh..wh..opq") for _ in range(300)])
+    scans: list[str] = []
+    real_scandir = os.scandir
+
+    def counting_scandir(path: str) -> object:
+        scans.append(str(path))
+        return real_scandir(path)
+
+    monkeypatch.setattr(unpack.os, "scandir", counting_scandir)
+    unpack_layer(Rootfs(root), io.BytesIO(layer), layer_name="opaque")
+    monkeypatch.undo()
+    assert sorted(p.name for p in (root / "d").iterdir()) == sorted(f"f{i}" for i in range(300))
+    assert scans == [str(root / "d")]
