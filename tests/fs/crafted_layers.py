@@ -193,6 +193,9 @@ def crafted_layers() -> list[Crafted]:
                 r"entry 'x+\.\.\.x+' has a name component of 300 bytes, over the 255"),
         Crafted("path-over-4096", tar_of([entry(long_path, data=b"a")]), BuildError,
                 r"entry 'd+\.\.\.d+' has a path of 4220 bytes, over the 4095"),
+        Crafted("symlink-target-5000", tar_of([entry("sym", tarfile.SYMTYPE,
+                                                      linkname="t" * 5000)]), BuildError,
+                r"entry 'sym' cannot be applied: File name too long"),
         Crafted("hardlink-to-directory", tar_of([
             entry("dir/", tarfile.DIRTYPE),
             entry("hl", tarfile.LNKTYPE, linkname="dir")]), BuildError,
