@@ -501,8 +501,8 @@ class _Unpacker:
     def _write_sparse(self, fd: int, member: TarEntry, reader: TarReader) -> None:
         """Only the data the layer holds is written, each piece at its offset; the
         holes stay holes and the size comes from ftruncate. Reading the holes
-        back as zeros cost CPU in proportion to the declared size: 4 s for a
-        2 KB layer declaring 4 GiB (issue 11)."""
+        back as zeros cost CPU in proportion to the declared size: 2 s for a
+        10 KB tar declaring 4 GiB, without bound for larger sizes (issue 11)."""
         while True:
             offset, view = reader.read_stored(_READ_CHUNK)
             if not view:
@@ -517,7 +517,7 @@ class _Unpacker:
     def _whiteout(self, parts: list[str], name: str) -> None:
         base = parts[-1]
         hidden = base[len(WHITEOUT_PREFIX) :]
-        if hidden in ("", ".", "..") and base != WHITEOUT_OPAQUE:
+        if hidden in ("", ".", ".."):
             # ".wh..." named the root's parent, ".wh.." and ".wh." the directory
             # itself: each emptied or deleted the directory holding the root (issue 11).
             raise self._fail(name, f"is a whiteout of {hidden!r}, which is not an entry "
