@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from kanipy.context import BuildContext, open_context
+from kanipy.context.dockerfile import dockerfile_in_context
 from kanipy.dockerfile import BuildPlan, Stage, StageRef, format_plan, plan_build
 from kanipy.errors import DockerfileError, UsageError
 from kanipy.executor import outputs
@@ -165,7 +166,7 @@ class Build:
         context, dockerfile_path = open_context(
             options.context, build_dir, options.dockerfile, options.context_sub_path,
             env=options.env)
-        text = _read_dockerfile(dockerfile_path)
+        text = _read_dockerfile(dockerfile_in_context(context.root, dockerfile_path))
         self.filename = dockerfile_path.name
         build_args = {}
         for key, value in options.build_args:
