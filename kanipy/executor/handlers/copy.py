@@ -138,7 +138,10 @@ class _CopyStep:
         self.dest = PurePosixPath("/" + posixpath.normpath(dest_text).lstrip("/"))
         self.owner = ownership_for(ins.chown, self.rootfs, not self.from_context)
         self.writer = TreeWriter(self.rootfs, self.owner, ins.chmod)
-        self.excludes = DockerIgnore(list(ins.excludes)) if ins.excludes else None
+        try:
+            self.excludes = DockerIgnore(list(ins.excludes)) if ins.excludes else None
+        except ValueError as exc:  # an unterminated [ in an --exclude pattern
+            raise StepError(f"--exclude: {exc}", kind=DockerfileError) from None
         self.touched: list[PurePosixPath] = []
 
     def _fail(self, message: str) -> StepError:
