@@ -1,6 +1,6 @@
 """Turning a set of changes in a root directory into a layer blob, in one pass.
 
-DESIGN.md decision 4: tar entries -> sha256 (the diff_id) -> compressor ->
+docs/architecture.md, decision 4: tar entries -> sha256 (the diff_id) -> compressor ->
 sha256 (the digest) -> a file in the blob store; memory does not grow with the
 layer. Decision 7: entries sorted parents first, pax headers, numeric owners,
 gzip header with mtime 0 and no file name, pinned compressor levels, and an

@@ -1,6 +1,6 @@
 """Confined image paths: the one place that turns an image path into a host path.
 
-A ``Rootfs`` is a host directory holding an image's filesystem (DESIGN.md
+A ``Rootfs`` is a host directory holding an image's filesystem (docs/architecture.md,
 decision 1: the root is a directory, never ``/``). Image paths are absolute
 POSIX paths inside the image; they are resolved component by component,
 following the image's own symlinks the way the kernel would after

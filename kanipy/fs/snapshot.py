@@ -1,6 +1,6 @@
 """Finding what a build step changed in a root directory, from metadata alone.
 
-DESIGN.md decision 3: a snapshot is the ``lstat`` record (type and mode, uid,
+docs/architecture.md, decision 3: a snapshot is the ``lstat`` record (type and mode, uid,
 gid, size, mtime_ns, ctime_ns, inode, symlink target) of every path under the
 root, taken with ``os.scandir``; no file contents are read. ctime cannot be set
 from user space, so any write, chmod, chown or xattr change to a file shows up

@@ -2,7 +2,7 @@
 
 ``tarfile`` spends most of an unpack in its header parsing (``TarInfo.frombuf``,
 ``_proc_pax``, copying its buffer on every read); a layer of 100,000 small
-files took four times GNU tar's CPU (DESIGN.md decision 4). This reader parses
+files took four times GNU tar's CPU (docs/architecture.md, decision 4). This reader parses
 each 512-byte header with one ``struct.unpack_from`` over a large read buffer,
 checks its checksum with ``zlib.adler32`` (see ``_block_sum``) and hands file
 data out as memoryview slices of that buffer, so nothing is copied twice and

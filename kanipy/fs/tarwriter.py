@@ -1,7 +1,7 @@
 """A small, fast, deterministic tar encoder (POSIX pax interchange format).
 
 We write the 512-byte ustar headers ourselves instead of going through
-``tarfile.TarFile.addfile``: that costs about 100 µs per member (DESIGN.md
+``tarfile.TarFile.addfile``: that costs about 100 µs per member (docs/architecture.md,
 decision 4) where this costs a few. Output follows POSIX.1-2008 "pax
 Interchange Format": a ustar header per entry, preceded by an extended header
 (typeflag ``x``) only when a value does not fit ustar (long names or link

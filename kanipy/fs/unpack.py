@@ -19,7 +19,7 @@ way Docker's do, and only there:
 * context tarballs: as ADD, owners are left as created, and symbolic links
   leaving the root are refused (what ``tarfile``'s "data" filter refused).
 
-Confinement (DESIGN.md decision 1) goes through ``Rootfs.resolve``: parent
+Confinement (docs/architecture.md, decision 1) goes through ``Rootfs.resolve``: parent
 directories are resolved with the image's own symlinks inside the root (an
 absolute link such as ``/var/run -> /run`` works as it would under chroot),
 the final component is never followed (whatever is there is removed and
