@@ -27,9 +27,17 @@ class KanipyError(Exception):
 
 
 class BuildError(KanipyError):
-    """The build itself failed: a RUN exited non-zero, a COPY source is missing."""
+    """The build itself failed: a RUN exited non-zero, a COPY source is missing.
+
+    ``exit_status`` is the status a RUN step's command exited with, when that is
+    what failed (the JSON log's error record carries it as a field).
+    """
 
     exit_code = 1
+
+    def __init__(self, message: str, *, exit_status: int | None = None) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
 
 
 class ConfigError(BuildError):
