@@ -177,6 +177,7 @@ class StageBuilder:
             created_by = result.created_by
             entry = HistoryEntry(created=self.policy.created, created_by=created_by or "")
             layer_size: int | None = None
+            layer_digest: Digest | None = None
             if not changes.is_empty:
                 blob = write_layer(
                     rootfs.path, changes, self.store,
@@ -188,10 +189,12 @@ class StageBuilder:
                     layers.append(blob.descriptor)
                     new_config = new_config.with_layer(blob.diff_id, entry)
                     layer_size = blob.descriptor.size
+                    layer_digest = blob.descriptor.digest
             if layer_size is None and created_by:
                 new_config = new_config.with_history(entry)
             state = dataclasses.replace(result.state, config=new_config)
-            summary = StepSummary(step_info, time.monotonic() - started, layer_size)
+            summary = StepSummary(step_info, time.monotonic() - started, layer_size,
+                                  layer_digest=layer_digest, cached=False)
             self.summaries.append(summary)
             self.reporter.step_finished(summary)
             step_info = None
