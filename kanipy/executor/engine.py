@@ -187,7 +187,7 @@ class Build:
         if options.compression == "zstd" and options.image_format == "docker":
             raise UsageError("--compression zstd needs OCI media types: Docker schema 2 has no "
                              "zstd layer type; drop --image-format docker or use gzip")
-        if not options.no_push:
+        if not options.no_push and not options.skip_push_permission_check:
             for ref in destinations:
                 with unreachable_hint(f"push to {ref.name}"):
                     self.client.check_push_permission(ref)
@@ -236,7 +236,10 @@ class Build:
             # a Dockerfile LABEL of the same key.
             config = config.with_labels(dict(options.labels))
         layers = [_layer_for_format(d, image_format) for d in final.layers]
-        image = store_image(store, config, layers, image_format)
+        # --annotation: on the manifest itself (OCI image spec, "Annotations"), so
+        # the digest every output names is over the bytes that carry them.
+        image = store_image(store, config, layers, image_format,
+                            dict(options.annotations) or None)
         # Every layer is in the blob store now; the roots are not needed for the
         # outputs. Removing a large root costs one unlink per file (100,000 files:
         # 5-20 s here), so it runs while the image is pushed.
@@ -280,9 +283,13 @@ class Build:
         if not options.no_push:
             names = outputs.push_to_registries(
                 image, destinations, client=self.client, layer_sources=final.layer_sources,
-                reporter=self.reporter)
+                reporter=self.reporter,
+                ignore_immutable_tag_errors=options.push_ignore_immutable_tag_errors)
             result.pushed += names
             result.stdout_lines += names
+            if options.builder_output is not None:
+                outputs.write_builder_output(image, options.destinations,
+                                             options.builder_output)
         if options.tar_path:
             outputs.write_tarball(image, options.tar_path, destinations)
         if options.oci_layout_path:

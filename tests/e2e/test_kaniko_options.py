@@ -1,0 +1,165 @@
+"""Kaniko's options that change what a build writes or how it pushes, through the real CLI.
+
+Each test runs ``kanipy build`` as a child process against the registry
+fixture (through the fault-injecting proxy where the registry must misbehave)
+and checks what a user would notice: the manifest skopeo reads, the files
+written, the exit code and the message.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.helpers import build, run_tool, skopeo_manifest, write_tree
+from tests.fixtures.images import BaseImages
+from tests.fixtures.registry import Registry
+from tests.registry.servers import FaultProxy
+from tests.tools import require_tool
+
+
+@pytest.fixture
+def proxy(registry: Registry) -> Iterator[FaultProxy]:
+    """A fault-injecting proxy in front of the plain registry, one per test."""
+    server = FaultProxy(registry.url).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def _copy_context(tmp_path: Path, base: str) -> Path:
+    return write_tree(tmp_path / "ctx", {
+        "Dockerfile": f"FROM {base}\nCOPY app.txt /app.txt\n",
+        "app.txt": "app\n",
+    })
+
+
+def _registry_digest(ref: str) -> str:
+    require_tool("skopeo")
+    return str(json.loads(run_tool(["skopeo", "inspect", "--tls-verify=false",
+                                    f"docker://{ref}"]))["Digest"])
+
+
+def test_annotations_are_on_the_pushed_manifest_and_in_its_digest(
+        tmp_path: Path, registry: Registry, base_images: BaseImages) -> None:
+    dest = registry.ref("opts/annotated:1")
+    result = build(_copy_context(tmp_path, base_images.oci),
+                   "--annotation", "org.opencontainers.image.source=https://example.com/app",
+                   "--annotation=com.example.empty=", "-d", dest).check()
+
+    require_tool("skopeo")
+    raw = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw",
+                          f"docker://{dest}"], check=True, capture_output=True).stdout
+    assert json.loads(raw)["annotations"] == {
+        "com.example.empty": "",
+        "org.opencontainers.image.source": "https://example.com/app",
+    }
+    # The digest kanipy printed is over the bytes the registry holds.
+    digest = "sha256:" + hashlib.sha256(raw).hexdigest()
+    assert result.stdout.strip() == f"{registry.host}/opts/annotated@{digest}"
+
+
+def test_no_annotations_means_no_annotations_field(
+        tmp_path: Path, registry: Registry, base_images: BaseImages) -> None:
+    dest = registry.ref("opts/plain:1")
+    build(_copy_context(tmp_path, base_images.oci), "-d", dest).check()
+    assert "annotations" not in skopeo_manifest(dest)
+
+
+def test_skip_push_permission_check_opens_no_upload_before_the_build(
+        tmp_path: Path, registry: Registry, base_images: BaseImages, proxy: FaultProxy) -> None:
+    # FROM scratch: every request the proxy sees is the check or the push.
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": "FROM scratch\nCOPY a /a\n",
+                                            "a": "a\n"})
+    dest = f"{proxy.host}/opts/skip-check:1"
+    build(context, "-d", dest).check()
+    # The check opens an upload and cancels it; a push never cancels one.
+    assert proxy.count("DELETE", "/blobs/uploads/") == 1
+
+    build(context, "--skip-push-permission-check", "-d", dest).check()
+    assert proxy.count("DELETE", "/blobs/uploads/") == 1, "no second check"
+
+    # Refused before the build without the flag; with it, the build runs and the
+    # push itself is refused (the user asked for no early check).
+    proxy.inject_error("POST", "/blobs/uploads/", 403, "DENIED", "requested access to the "
+                       "resource is denied", times=1)
+    failed = build(write_tree(tmp_path / "ctx2", {
+        "Dockerfile": "FROM scratch\nCOPY b /b\n", "b": "b\n"}), "-d", dest)
+    assert failed.returncode == 4
+    assert "STEP 2/2" not in failed.stderr, "the check comes before any step"
+    assert f"push to {proxy.host}/opts/skip-check denied" in failed.stderr
+
+
+IMMUTABLE = ("The image tag 'v1' already exists in the 'opts/immutable' repository and "
+             "cannot be overwritten because the repository is immutable.")
+
+
+def test_an_immutable_tag_refusal_fails_the_push_by_default(
+        tmp_path: Path, registry: Registry, base_images: BaseImages, proxy: FaultProxy) -> None:
+    proxy.inject_error("PUT", "/manifests/", 400, "TAG_INVALID", IMMUTABLE)
+    dest = f"{proxy.host}/opts/immutable:v1"
+    result = build(_copy_context(tmp_path, base_images.oci.replace(registry.host, proxy.host)),
+                   "-d", dest)
+    assert result.returncode == 4, result.stderr
+    assert "TAG_INVALID" in result.stderr and "immutable" in result.stderr
+    assert result.stdout == ""
+
+
+def test_push_ignore_immutable_tag_errors_counts_the_refusal_as_success(
+        tmp_path: Path, registry: Registry, base_images: BaseImages, proxy: FaultProxy) -> None:
+    proxy.inject_error("PUT", "/manifests/v1", 400, "TAG_INVALID", IMMUTABLE)
+    immutable = f"{proxy.host}/opts/immutable:v1"
+    other = f"{proxy.host}/opts/immutable:v2"
+    out = tmp_path / "out"
+    result = build(_copy_context(tmp_path, base_images.oci.replace(registry.host, proxy.host)),
+                   "--push-ignore-immutable-tag-errors", "-d", immutable, "-d", other,
+                   "--digest-file", str(out / "digest"))
+    assert result.returncode == 0, result.stderr
+    assert "WARNING" in result.stderr and "immutable" in result.stderr
+    digest = (out / "digest").read_text()
+    # v1 kept the registry's image; v2 was pushed and is the only name@digest line.
+    assert result.stdout.splitlines() == [f"{proxy.host}/opts/immutable@{digest}"]
+    assert _registry_digest(registry.ref("opts/immutable:v2")) == digest
+    assert ("PUT", "/v2/opts/immutable/manifests/v1") in proxy.requests
+
+
+@pytest.mark.parametrize("kind", ["other error", "plain 400"])
+def test_push_ignore_immutable_tag_errors_leaves_other_refusals_failures(
+        tmp_path: Path, registry: Registry, base_images: BaseImages, proxy: FaultProxy,
+        kind: str) -> None:
+    message = "manifest invalid" if kind == "plain 400" else "tag is protected by policy"
+    proxy.inject_error("PUT", "/manifests/", 400, "MANIFEST_INVALID", message)
+    result = build(_copy_context(tmp_path, base_images.oci.replace(registry.host, proxy.host)),
+                   "--push-ignore-immutable-tag-errors", "-d", f"{proxy.host}/opts/other:1")
+    assert result.returncode == 4
+    assert "MANIFEST_INVALID" in result.stderr
+
+
+def test_builder_output_lists_every_destination_after_the_push(
+        tmp_path: Path, registry: Registry, base_images: BaseImages) -> None:
+    first = registry.ref("opts/builder-output:1")
+    second = registry.ref("opts/builder-output")  # as given: no tag added
+    out = tmp_path / "builder-output"
+    out.mkdir()
+    build(_copy_context(tmp_path, base_images.oci), "-d", first, "-d", second,
+          env={"BUILDER_OUTPUT": str(out)}).check()
+    digest = _registry_digest(first)
+    # Kaniko's format (pkg/executor/push.go): Go's json.Encoder, one object a line.
+    assert (out / "images").read_text() == (
+        f'{{"name":"{first}","digest":"{digest}"}}\n'
+        f'{{"name":"{second}","digest":"{digest}"}}\n')
+
+
+def test_builder_output_is_not_written_without_a_push(
+        tmp_path: Path, base_images: BaseImages) -> None:
+    out = tmp_path / "builder-output"
+    out.mkdir()
+    build(_copy_context(tmp_path, base_images.oci), "--no-push",
+          env={"BUILDER_OUTPUT": str(out)}).check()
+    assert not (out / "images").exists()
