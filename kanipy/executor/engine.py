@@ -217,6 +217,7 @@ class Build:
                 store=store, policy=policy, reporter=self.reporter,
                 single_snapshot=options.single_snapshot and stage is plan.stages[-1],
                 base_seconds=time.monotonic() - started,
+                ignore_paths=frozenset(options.ignore_paths),
             )
             built = builder.build()
             self.summaries += builder.summaries

@@ -87,6 +87,7 @@ class StageBuilder:
         single_snapshot: bool,
         base_seconds: float = 0.0,
         handlers: Mapping[str, StepRule] = HANDLERS,
+        ignore_paths: frozenset[str] = frozenset(),
     ) -> None:
         self.plan = plan
         self.stage = stage
@@ -100,6 +101,9 @@ class StageBuilder:
         self.single_snapshot = single_snapshot
         self.base_seconds = base_seconds
         self.handlers = handlers
+        # --ignore-path: image paths left out of every layer, like the runner's
+        # scaffolding (never walked, never archived, never reported deleted).
+        self.ignore_paths = ignore_paths
         self.summaries: list[StepSummary] = []
 
     def build(self) -> BuiltStage:
@@ -125,7 +129,7 @@ class StageBuilder:
                 self.reporter.step_output(step_info, line)
 
         ctx = self.ctx_factory(rootfs, on_output)
-        scaffolding = frozenset(SCAFFOLDING)
+        scaffolding = frozenset(SCAFFOLDING) | self.ignore_paths
         snapshot: Snapshot | None = None
         first_snapshot: Snapshot | None = None
         if self.single_snapshot:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import build, run_tool, skopeo_manifest, write_tree
+from tests.e2e.helpers import build, run_tool, skopeo_manifest, unpack_image, write_tree
 from tests.fixtures.images import BaseImages
 from tests.fixtures.registry import Registry
 from tests.registry.servers import FaultProxy
@@ -163,3 +163,29 @@ def test_builder_output_is_not_written_without_a_push(
     build(_copy_context(tmp_path, base_images.oci), "--no-push",
           env={"BUILDER_OUTPUT": str(out)}).check()
     assert not (out / "images").exists()
+
+
+def test_ignore_path_leaves_the_path_out_of_every_layer(
+        tmp_path: Path, registry: Registry, base_images: BaseImages) -> None:
+    context = write_tree(tmp_path / "ctx", {
+        "Dockerfile": (f"FROM {base_images.oci}\n"
+                       "RUN mkdir -p /ignored/deep /kept && echo x > /ignored/deep/x "
+                       "&& echo y > /kept/y && echo z > /var/cache-z\n"
+                       "COPY app.txt /ignored/copied.txt\n"
+                       "COPY app.txt /kept/copied.txt\n"
+                       # The step still sees what an earlier step wrote there.
+                       "RUN cat /ignored/deep/x /ignored/copied.txt > /kept/seen\n"),
+        "app.txt": "app\n",
+    })
+    dest = registry.ref("opts/ignore-path:1")
+    build(context, "--ignore-path=/ignored", "--ignore-path", "/var/cache-z",
+          "-d", dest).check()
+
+    rootfs = unpack_image(dest, tmp_path / "unpacked")
+    assert (rootfs / "kept/y").read_text() == "y\n"
+    assert (rootfs / "kept/copied.txt").read_text() == "app\n"
+    assert (rootfs / "kept/seen").read_text() == "x\napp\n"
+    assert not (rootfs / "ignored").exists()
+    assert not (rootfs / "var/cache-z").exists()
+    # Not even an empty layer for the COPY into the ignored directory.
+    assert len(skopeo_manifest(dest)["layers"]) == 1 + 3
