@@ -116,9 +116,15 @@ class RegistryError(KanipyError):
 
 
 class ConnectionFailed(RegistryError):
-    """The host could not be reached or the TLS handshake failed; no HTTP status."""
+    """The host could not be reached or the TLS handshake failed; no HTTP status.
+
+    ``tls_untrusted``: the server's certificate is not trusted; ``tls_client_cert``:
+    the server wants a client certificate (mutual TLS) that was not given or
+    that it refused. Neither gets better by retrying or by trying plain HTTP.
+    """
 
     tls_untrusted = False
+    tls_client_cert = False
 
 
 class AuthError(RegistryError):

@@ -65,8 +65,13 @@ def registry_options(options: BuildOptions) -> RegistryOptions:
         skip_tls_verify=options.skip_tls_verify or options.skip_tls_verify_pull,
         skip_tls_verify_registries=frozenset(options.skip_tls_verify_registries),
         registry_certificates=dict(options.registry_certificates),
+        client_certificates={host: (cert, key)
+                             for host, cert, key in options.registry_client_certs},
         mirrors=tuple(options.registry_mirrors),
+        registry_maps=tuple(options.registry_maps),
+        skip_default_registry_fallback=options.skip_default_registry_fallback,
         retries=options.push_retry,
+        pull_retries=options.image_download_retry,
         docker_config_dir=Path(options.env["DOCKER_CONFIG"])
         if options.env.get("DOCKER_CONFIG") else None,
     )

@@ -91,7 +91,8 @@ class RegistryClient:
             if authorization:
                 all_headers["Authorization"] = authorization
             resp = self.transport.send(method, target, host=host, headers=all_headers,
-                                       body=body, stream=stream, retry=retry)
+                                       body=body, stream=stream, retry=retry,
+                                       retries=self.options.retries_for(action))
             if resp.status_code != 401 or attempt == 1:
                 return resp
             new_challenge = parse_challenge(resp.headers.get("WWW-Authenticate", ""))
@@ -191,7 +192,7 @@ class RegistryClient:
             emit(on_progress, digest, descriptor.size, descriptor.size, "exists")
             return False
         what = f"blob {digest} of {ref.name}"
-        attempts = 1 + self.options.retries
+        attempts = 1 + self.options.retries_for("pull")
         for attempt in range(attempts):
             resp = self.request(ref, "GET", f"/blobs/{digest}", action="pull", stream=True)
             if resp.status_code != 200:

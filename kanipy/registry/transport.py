@@ -17,6 +17,7 @@ import email.utils
 import ipaddress
 import logging
 import random
+import re
 import threading
 import time
 import warnings
@@ -88,6 +89,10 @@ class Transport:
         ca = opts.registry_certificates.get(host)
         return str(ca) if ca else True
 
+    def client_cert_for(self, host: str) -> tuple[str, str] | None:
+        """The (certificate, key) files to present to ``host``, for mutual TLS."""
+        return self.options.client_certificates.get(host)
+
     def may_use_http(self, host: str) -> bool:
         opts = self.options
         return opts.insecure_all or host in opts.insecure_registries or is_loopback(host)
@@ -115,7 +120,8 @@ class Transport:
                 # Probing HTTPS on a host that may be plain HTTP: fail fast, no retries.
                 resp = self.send("GET", f"{base}/v2/", host=host, retry=last)
             except RegistryError as exc:
-                if last or getattr(exc, "tls_untrusted", False):
+                if last or getattr(exc, "tls_untrusted", False) \
+                        or getattr(exc, "tls_client_cert", False):
                     raise
                 log.debug("%s did not answer over HTTPS (%s); trying plain HTTP", host, exc)
                 continue
@@ -151,25 +157,29 @@ class Transport:
         body: Body = None,
         stream: bool = False,
         retry: bool = True,
+        retries: int | None = None,
         allow_redirects: bool = True,
     ) -> requests.Response:
         """One request, retried when ``retry`` and the failure is temporary.
 
         ``body`` is bytes or a callable returning a fresh body for each attempt.
+        ``retries`` overrides the options' count (pulls have their own).
         A final 429/5xx response is returned, not raised: the caller names what failed.
         """
-        attempts = 1 + (self.options.retries if retry else 0)
+        count = self.options.retries if retries is None else retries
+        attempts = 1 + (count if retry else 0)
         for attempt in range(attempts):
             data = body() if callable(body) else body
             try:
                 resp = self.session.request(
                     method, url, headers=dict(headers or {}), data=data, stream=stream,
-                    verify=self.verify_for(host), allow_redirects=allow_redirects,
+                    verify=self.verify_for(host), cert=self.client_cert_for(host),
+                    allow_redirects=allow_redirects,
                     timeout=(self.options.connect_timeout, self.options.read_timeout),
                 )
             except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
                 error = connection_error(host, exc)
-                if attempt + 1 >= attempts or getattr(error, "tls_untrusted", False):
+                if attempt + 1 >= attempts or error.tls_untrusted or error.tls_client_cert:
                     raise error from None
                 delay = self.backoff_delay(attempt)
                 log.info("%s %s failed (%s); retrying in %.1fs (%d/%d)", method,
@@ -224,6 +234,18 @@ def connection_error(host: str, exc: BaseException) -> ConnectionFailed:
                 registry=host)
             error.tls_untrusted = True
             return error
+        lowered = text.lower()
+        if "certificate required" in lowered or "alert bad certificate" in lowered \
+                or "alert unknown ca" in lowered:
+            # The server ended the handshake over our (missing) client certificate:
+            # TLS 1.3's certificate_required alert, or TLS 1.2's bad_certificate.
+            error = ConnectionFailed(
+                f"cannot reach {host}: it asks for a client certificate (mutual TLS) and "
+                f"ended the handshake ({_ssl_alert(text)}); pass --registry-client-cert "
+                f"{host}=CERT.pem,KEY.pem with a certificate it accepts",
+                registry=host)
+            error.tls_client_cert = True
+            return error
         return ConnectionFailed(f"cannot reach {host}: TLS handshake failed "
                                 f"({_short_ssl_reason(text)})", registry=host)
     if isinstance(exc, requests.Timeout):
@@ -241,6 +263,12 @@ def connection_error(host: str, exc: BaseException) -> ConnectionFailed:
     else:
         why = type(exc).__name__
     return ConnectionFailed(f"cannot reach {host}: {why}", registry=host)
+
+
+def _ssl_alert(text: str) -> str:
+    """``tlsv13 alert certificate required`` out of OpenSSL's ``[SSL: CODE] words (_ssl.c:N)``."""
+    found = re.search(r"\[SSL: [A-Z0-9_]+\] ([^()\]'\"]+)", text)
+    return found.group(1).strip() if found else "TLS alert"
 
 
 def _short_ssl_reason(text: str) -> str:

@@ -18,7 +18,7 @@ import pytest
 
 from tests.e2e.helpers import build, run_tool, skopeo_manifest, unpack_image, write_tree
 from tests.fixtures.images import BaseImages
-from tests.fixtures.registry import Registry
+from tests.fixtures.registry import CertificateAuthority, Registry
 from tests.registry.servers import FaultProxy
 from tests.tools import require_tool
 
@@ -189,3 +189,114 @@ def test_ignore_path_leaves_the_path_out_of_every_layer(
     assert not (rootfs / "var/cache-z").exists()
     # Not even an empty layer for the COPY into the ignored directory.
     assert len(skopeo_manifest(dest)["layers"]) == 1 + 3
+
+
+# -- where base images come from --------------------------------------------------------
+
+def _dead_host() -> str:
+    from tests.fixtures.registry import HOST, free_port
+
+    return f"{HOST}:{free_port()}"
+
+
+def _from_context(tmp_path: Path, base: str) -> Path:
+    return write_tree(tmp_path / "ctx", {"Dockerfile": f"FROM {base}\nRUN test -x /bin/sh\n"})
+
+
+def test_registry_map_pulls_from_each_mapped_registry_in_order(
+        tmp_path: Path, registry: Registry, base_images: BaseImages) -> None:
+    repository_and_tag = base_images.oci.split("/", 1)[1]
+    # The mapped registry keeps the image under a prefix (Kaniko: NEW is host[/prefix]).
+    run_tool(["skopeo", "copy", "--quiet", "--src-tls-verify=false", "--dest-tls-verify=false",
+              f"docker://{base_images.oci}",
+              f"docker://{registry.host}/mapped-prefix/{repository_and_tag}"])
+    dead = _dead_host()
+    # orig.invalid does not resolve: only the mapped registries can serve the image.
+    result = build(_from_context(tmp_path, f"orig.invalid/{repository_and_tag}"),
+                   "--push-retry=0", "--no-push",
+                   f"--registry-map=orig.invalid={dead}",
+                   "--registry-map", f"orig.invalid={registry.host}/mapped-prefix")
+    assert result.returncode == 0, result.stderr
+    assert f"mirror {dead}/{repository_and_tag.split(':')[0]} could not serve" in result.stderr
+
+
+def test_a_registry_map_falls_back_to_the_original_registry(
+        tmp_path: Path, registry: Registry, base_images: BaseImages) -> None:
+    dead = _dead_host()
+    result = build(_from_context(tmp_path, base_images.oci), "--push-retry=0", "--no-push",
+                   f"--registry-map={registry.host}={dead}")
+    assert result.returncode == 0, result.stderr
+    assert f"mirror {dead}/" in result.stderr
+
+
+def test_skip_default_registry_fallback_fails_naming_the_mirrors_tried(
+        tmp_path: Path, registry: Registry, base_images: BaseImages) -> None:
+    dead = _dead_host()
+    repository = base_images.oci.split("/", 1)[1].split(":")[0]
+    result = build(_from_context(tmp_path, base_images.oci), "--push-retry=0", "--no-push",
+                   "--skip-default-registry-fallback",
+                   "--registry-map", f"{registry.host}={dead}")
+    assert result.returncode == 4, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("kanipy: error: ")
+    assert f"tried {dead}/{repository}" in last
+    assert "--skip-default-registry-fallback" in last and registry.host in last
+    assert "STEP 2/2" not in result.stderr
+
+
+def test_skip_default_registry_fallback_without_maps_changes_nothing(
+        tmp_path: Path, registry: Registry, base_images: BaseImages) -> None:
+    build(_from_context(tmp_path, base_images.oci), "--no-push",
+          "--skip-default-registry-fallback").check()
+
+
+def test_image_download_retry_counts_pull_retries_apart_from_push_retry(
+        tmp_path: Path, registry: Registry, base_images: BaseImages, proxy: FaultProxy) -> None:
+    context = _from_context(tmp_path, base_images.oci.replace(registry.host, proxy.host))
+    proxy.inject("GET", "/manifests/", "503", times=2)
+    build(context, "--no-push", "--push-retry=0", "--image-download-retry=2").check()
+
+    proxy.inject("GET", "/manifests/", "503", times=2)
+    failed = build(context, "--no-push", "--push-retry=5", "--image-download-retry=1")
+    assert failed.returncode == 4, failed.stderr
+    assert "HTTP 503" in failed.stderr
+    # 3 GETs for the first pull (2 refused), 2 for the second (1 + 1 retry).
+    assert proxy.count("GET", "/manifests/") == 3 + 2
+
+
+# -- mutual TLS -------------------------------------------------------------------------
+
+def test_registry_client_cert_gives_mutual_tls(
+        tmp_path: Path, mtls_registry: Registry, test_ca: CertificateAuthority) -> None:
+    cert, key = test_ca.client_certificate("kanipy-client")
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": "FROM scratch\nCOPY a /a\n",
+                                            "a": "a\n"})
+    dest = mtls_registry.ref("opts/mtls:1")
+    trust = f"--registry-certificate={mtls_registry.host}={test_ca.ca_cert}"
+
+    refused = build(context, trust, "-d", dest)
+    assert refused.returncode == 4, refused.stderr
+    last = refused.stderr.strip().splitlines()[-1]
+    assert "client certificate" in last and "--registry-client-cert" in last, last
+
+    # A certificate from a CA the registry does not trust is refused as well.
+    stranger = CertificateAuthority(tmp_path / "stranger-ca").client_certificate("stranger")
+    refused = build(context, trust,
+                    f"--registry-client-cert={mtls_registry.host}={stranger[0]},{stranger[1]}",
+                    "-d", dest)
+    assert refused.returncode == 4, refused.stderr
+    assert "--registry-client-cert" in refused.stderr.strip().splitlines()[-1]
+
+    result = build(context, trust,
+                   f"--registry-client-cert={mtls_registry.host}={cert},{key}", "-d", dest)
+    assert result.returncode == 0, result.stderr
+
+    # skopeo, given the same certificate, finds the pushed image.
+    certs = tmp_path / "certs.d"
+    certs.mkdir()
+    (certs / "client.cert").write_bytes(cert.read_bytes())
+    (certs / "client.key").write_bytes(key.read_bytes())
+    (certs / "ca.crt").write_bytes(test_ca.ca_cert.read_bytes())
+    inspected = json.loads(run_tool(["skopeo", "inspect", "--cert-dir", str(certs),
+                                     f"docker://{dest}"]))
+    assert result.stdout.strip() == f"{mtls_registry.host}/opts/mtls@{inspected['Digest']}"
