@@ -54,15 +54,22 @@ class BuildResult:
 
 
 def registry_options(options: BuildOptions) -> RegistryOptions:
-    """Kaniko's transport flags as registry client options.
+    """Kaniko's transport flags as registry client options, scoped as Kaniko scopes them.
 
-    kanipy uses one client for pulls and pushes, so the pull and push variants
-    of ``--insecure`` and ``--skip-tls-verify`` both widen it.
+    Plain HTTP: ``--insecure`` for pushes, ``--insecure-pull`` for pulls,
+    ``--insecure-registry`` for both (Kaniko's push.go and remote.go).
+    Unverified TLS: ``--skip-tls-verify-pull`` for pulls,
+    ``--skip-tls-verify-registry`` for both, and ``--skip-tls-verify`` for
+    pushes and, as in Kaniko, pulls too: Kaniko's MakeTransport applies it to
+    every registry request, pulls included, and builds that pull from a
+    registry with a self-signed certificate rely on that.
     """
     return RegistryOptions(
         insecure_registries=frozenset(options.insecure_registries),
-        insecure_all=options.insecure or options.insecure_pull,
-        skip_tls_verify=options.skip_tls_verify or options.skip_tls_verify_pull,
+        insecure_pull=options.insecure_pull,
+        insecure_push=options.insecure,
+        skip_tls_verify_pull=options.skip_tls_verify_pull or options.skip_tls_verify,
+        skip_tls_verify_push=options.skip_tls_verify,
         skip_tls_verify_registries=frozenset(options.skip_tls_verify_registries),
         registry_certificates=dict(options.registry_certificates),
         client_certificates={host: (cert, key)

@@ -74,7 +74,7 @@ class RegistryClient:
         words of an error. A 401 is answered once with a fresh challenge.
         """
         host = ref.api_host
-        endpoint = self.transport.endpoint(host)
+        endpoint = self.transport.endpoint(host, action)
         if scopes is None:
             scopes = [repository_scope(ref.repository,
                                        "pull,push" if action == "push" else "pull")]
@@ -92,7 +92,8 @@ class RegistryClient:
                 all_headers["Authorization"] = authorization
             resp = self.transport.send(method, target, host=host, headers=all_headers,
                                        body=body, stream=stream, retry=retry,
-                                       retries=self.options.retries_for(action))
+                                       retries=self.options.retries_for(action),
+                                       action=action)
             if resp.status_code != 401 or attempt == 1:
                 return resp
             new_challenge = parse_challenge(resp.headers.get("WWW-Authenticate", ""))
@@ -109,7 +110,8 @@ class RegistryClient:
         raise AssertionError("unreachable")
 
     def resolve_location(self, ref: Reference, location: str) -> str:
-        base = self.transport.endpoint(ref.api_host).base_url
+        # Locations come from upload sessions: pushes.
+        base = self.transport.endpoint(ref.api_host, "push").base_url
         return urljoin(base + "/", location)
 
     # -- errors --------------------------------------------------------------

@@ -26,10 +26,17 @@ MiB = 1 << 20
 class RegistryOptions:
     """How to reach registries. Hosts are written ``host[:port]``, as in references."""
 
-    # Hosts that may be spoken to over plain HTTP (after HTTPS was tried).
+    # Hosts that may be spoken to over plain HTTP (after HTTPS was tried), for
+    # pulls and pushes alike (--insecure-registry).
     insecure_registries: frozenset[str] = frozenset()
-    insecure_all: bool = False
-    skip_tls_verify: bool = False
+    # Every host may be spoken to over plain HTTP: for pulls (--insecure-pull),
+    # for pushes (--insecure).
+    insecure_pull: bool = False
+    insecure_push: bool = False
+    # No TLS certificate is verified: in pulls, in pushes (see the engine for
+    # which flags set which), or for these hosts in both.
+    skip_tls_verify_pull: bool = False
+    skip_tls_verify_push: bool = False
     skip_tls_verify_registries: frozenset[str] = frozenset()
     # host -> path of a PEM CA bundle that signs that registry's certificate.
     registry_certificates: Mapping[str, str] = field(default_factory=dict)
@@ -61,8 +68,10 @@ class RegistryOptions:
         """The same options with every host spelled as references spell it."""
         return RegistryOptions(
             insecure_registries=frozenset(registry_of(h) for h in self.insecure_registries),
-            insecure_all=self.insecure_all,
-            skip_tls_verify=self.skip_tls_verify,
+            insecure_pull=self.insecure_pull,
+            insecure_push=self.insecure_push,
+            skip_tls_verify_pull=self.skip_tls_verify_pull,
+            skip_tls_verify_push=self.skip_tls_verify_push,
             skip_tls_verify_registries=frozenset(
                 registry_of(h) for h in self.skip_tls_verify_registries
             ),
@@ -93,3 +102,11 @@ class RegistryOptions:
         if action == "pull" and self.pull_retries is not None:
             return self.pull_retries
         return self.retries
+
+    def insecure_for(self, action: str) -> bool:
+        """Whether every host may use plain HTTP for requests of ``action`` ("pull"/"push")."""
+        return self.insecure_pull if action == "pull" else self.insecure_push
+
+    def skip_tls_verify_for(self, action: str) -> bool:
+        """Whether no certificate is verified in requests of ``action`` ("pull"/"push")."""
+        return self.skip_tls_verify_pull if action == "pull" else self.skip_tls_verify_push

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.helpers import build, run_tool, skopeo_manifest, unpack_image, write_tree
+from tests.e2e.helpers import BuildRun, build, run_tool, skopeo_manifest, unpack_image, write_tree
 from tests.fixtures.images import BaseImages
 from tests.fixtures.registry import CertificateAuthority, Registry
 from tests.registry.servers import FaultProxy
@@ -300,3 +300,35 @@ def test_registry_client_cert_gives_mutual_tls(
     inspected = json.loads(run_tool(["skopeo", "inspect", "--cert-dir", str(certs),
                                      f"docker://{dest}"]))
     assert result.stdout.strip() == f"{mtls_registry.host}/opts/mtls@{inspected['Digest']}"
+
+
+# -- TLS switches, scoped as Kaniko scopes them -------------------------------------------
+
+def test_tls_verification_switches_are_scoped_to_pulls_or_pushes(
+        tmp_path: Path, auth_registry: Registry, base_images: BaseImages) -> None:
+    from tests.conftest import AUTH_PASSWORD, AUTH_USER
+    from tests.e2e.test_build_auth import _docker_config
+
+    base = auth_registry.ref("opts/tls-base:oci")
+    run_tool(["skopeo", "copy", "--quiet", "--src-tls-verify=false", "--dest-tls-verify=false",
+              "--dest-creds", f"{AUTH_USER}:{AUTH_PASSWORD}", f"docker://{base_images.oci}",
+              f"docker://{base}"])
+    env = {"DOCKER_CONFIG": str(_docker_config(tmp_path / "docker", auth_registry.host,
+                                               AUTH_USER, AUTH_PASSWORD))}
+    context = _copy_context(tmp_path, base)
+    dest = auth_registry.ref("opts/tls:1")
+
+    def untrusted(result: BuildRun) -> bool:
+        return result.returncode == 4 and "TLS certificate is not trusted" in result.stderr
+
+    assert untrusted(build(context, "--no-push", env=env)), "verified by default"
+    # --skip-tls-verify-pull: the pull works; the push (its early check) still verifies.
+    build(context, "--no-push", "--skip-tls-verify-pull", env=env).check()
+    refused = build(context, "--skip-tls-verify-pull", "-d", dest, env=env)
+    assert untrusted(refused), refused.stderr
+    assert "push to" in refused.stderr.strip().splitlines()[-1]
+    # --skip-tls-verify: pushes, and pulls too, as Kaniko's transport applies it.
+    build(context, "--skip-tls-verify", "-d", dest, env=env).check()
+    # --skip-tls-verify-registry: both, for that registry only.
+    build(context, f"--skip-tls-verify-registry={auth_registry.host}", "-d", dest,
+          env=env).check()
