@@ -130,7 +130,8 @@ class Transport:
             last = i == len(schemes) - 1
             try:
                 # Probing HTTPS on a host that may be plain HTTP: fail fast, no retries.
-                resp = self.send("GET", f"{base}/v2/", host=host, retry=last, action=action)
+                resp = self.send("GET", f"{base}/v2/", host=host, retry=last, action=action,
+                                 retries=self.options.retries_for(action))
             except RegistryError as exc:
                 if last or getattr(exc, "tls_untrusted", False) \
                         or getattr(exc, "tls_client_cert", False):

@@ -46,10 +46,13 @@ def _registry_digest(ref: str) -> str:
                                     f"docker://{ref}"]))["Digest"])
 
 
+@pytest.mark.parametrize("image_format", ["oci", "docker"])
 def test_annotations_are_on_the_pushed_manifest_and_in_its_digest(
-        tmp_path: Path, registry: Registry, base_images: BaseImages) -> None:
-    dest = registry.ref("opts/annotated:1")
-    result = build(_copy_context(tmp_path, base_images.oci),
+        tmp_path: Path, registry: Registry, base_images: BaseImages, image_format: str) -> None:
+    # A Docker schema 2 manifest carries them too, as go-containerregistry's
+    # mutate.Annotations (Kaniko's fork) writes them.
+    dest = registry.ref(f"opts/annotated-{image_format}:1")
+    result = build(_copy_context(tmp_path, getattr(base_images, image_format)),
                    "--annotation", "org.opencontainers.image.source=https://example.com/app",
                    "--annotation=com.example.empty=", "-d", dest).check()
 
@@ -62,7 +65,9 @@ def test_annotations_are_on_the_pushed_manifest_and_in_its_digest(
     }
     # The digest kanipy printed is over the bytes the registry holds.
     digest = "sha256:" + hashlib.sha256(raw).hexdigest()
-    assert result.stdout.strip() == f"{registry.host}/opts/annotated@{digest}"
+    assert result.stdout.strip() == f"{registry.host}/opts/annotated-{image_format}@{digest}"
+    media_type = json.loads(raw)["mediaType"]
+    assert ("docker" in media_type) is (image_format == "docker")
 
 
 def test_no_annotations_means_no_annotations_field(
