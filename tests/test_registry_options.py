@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from kanipy.errors import UsageError
 from kanipy.executor.engine import registry_options
 from kanipy.executor.options import BuildOptions
 from kanipy.reference import Reference
@@ -51,12 +54,21 @@ def test_certificate_verification_is_scoped(flags: dict[str, object], pull: bool
     assert (transport.verify_for(HOST, "push") is not False) is push
 
 
-def test_a_registry_certificate_is_used_for_pulls_and_pushes() -> None:
+def test_a_registry_certificate_is_used_for_pulls_and_pushes(tmp_path: Path) -> None:
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    cert.write_text("")
+    key.write_text("")
     transport = _transport(registry_certificates=((HOST, CA),),
-                           registry_client_certs=((HOST, "/c.pem", "/k.pem"),))
+                           registry_client_certs=((HOST, str(cert), str(key)),))
     assert transport.verify_for(HOST, "pull") == transport.verify_for(HOST, "push") == CA
-    assert transport.client_cert_for(HOST) == ("/c.pem", "/k.pem")
+    assert transport.client_cert_for(HOST) == (str(cert), str(key))
     assert transport.client_cert_for("other.example.com") is None
+
+
+def test_a_missing_client_certificate_file_is_a_usage_error(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=f"--registry-client-cert {HOST}: .*/c.pem is not a file"):
+        registry_options(BuildOptions(registry_client_certs=(
+            (HOST, str(tmp_path / "c.pem"), str(tmp_path / "k.pem")),)))
 
 
 def test_image_download_retry_counts_pulls_only() -> None:

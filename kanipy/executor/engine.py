@@ -64,6 +64,10 @@ def registry_options(options: BuildOptions) -> RegistryOptions:
     every registry request, pulls included, and builds that pull from a
     registry with a self-signed certificate rely on that.
     """
+    for host, *files in options.registry_client_certs:
+        for path in files:
+            if not Path(path).is_file():
+                raise UsageError(f"--registry-client-cert {host}: {path} is not a file")
     return RegistryOptions(
         insecure_registries=frozenset(options.insecure_registries),
         insecure_pull=options.insecure_pull,
