@@ -26,7 +26,7 @@ import click
 from kanipy import __version__
 from kanipy.cliflags import GroupedCommand, add_flags
 from kanipy.cliopts import note_compat_flags, options_from_flags
-from kanipy.errors import DockerfileError, KanipyError, RegistryError, UsageError
+from kanipy.errors import BuildError, DockerfileError, KanipyError, RegistryError, UsageError
 from kanipy.executor.progress import StepInfo, StepSummary
 from kanipy.registry.progress import ProgressEvent
 
@@ -207,6 +207,8 @@ def describe_failure(exc: BaseException) -> Failure:
         fields: dict[str, Any] = {"error": type(exc).__name__}
         if isinstance(exc, DockerfileError):
             fields.update(file=exc.filename, line=exc.line, reason=exc.reason)
+        if isinstance(exc, BuildError) and exc.exit_status is not None:
+            fields["exit_status"] = exc.exit_status
         if isinstance(exc, RegistryError):
             fields.update(registry=exc.registry, http_status=exc.status, registry_code=exc.code)
         return Failure(exc.exit_code, f"error: {exc.message}", fields)
@@ -360,12 +362,9 @@ class ConsoleReporter:
 
 def _summary_fields(summary: StepSummary) -> dict[str, Any]:
     fields = _step_fields(summary.step)
-    fields.update(seconds=round(summary.seconds, 3), layer_bytes=summary.layer_size)
-    # StepSummary may carry a layer digest and a cache flag; report them when it does.
-    for name in ("layer_digest", "cached"):
-        if hasattr(summary, name):
-            value = getattr(summary, name)
-            fields[name] = str(value) if name == "layer_digest" and value else value
+    fields.update(seconds=round(summary.seconds, 3), layer_bytes=summary.layer_size,
+                  layer_digest=str(summary.layer_digest) if summary.layer_digest else None,
+                  cached=summary.cached)
     return fields
 
 

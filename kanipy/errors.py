@@ -22,9 +22,17 @@ class KanipyError(Exception):
 
 
 class BuildError(KanipyError):
-    """The build itself failed: a RUN exited non-zero, a COPY source is missing."""
+    """The build itself failed: a RUN exited non-zero, a COPY source is missing.
+
+    ``exit_status`` is the status a RUN step's command exited with, when that is
+    what failed (the JSON log's error record carries it as a field).
+    """
 
     exit_code = 1
+
+    def __init__(self, message: str, *, exit_status: int | None = None) -> None:
+        super().__init__(message)
+        self.exit_status = exit_status
 
 
 class ConfigError(BuildError):
@@ -103,9 +111,15 @@ class RegistryError(KanipyError):
 
 
 class ConnectionFailed(RegistryError):
-    """The host could not be reached or the TLS handshake failed; no HTTP status."""
+    """The host could not be reached or the TLS handshake failed; no HTTP status.
+
+    ``tls_untrusted``: the server's certificate is not trusted; ``tls_client_cert``:
+    the server wants a client certificate (mutual TLS) that was not given or
+    that it refused. Neither gets better by retrying or by trying plain HTTP.
+    """
 
     tls_untrusted = False
+    tls_client_cert = False
 
 
 class AuthError(RegistryError):

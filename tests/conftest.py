@@ -23,8 +23,8 @@ AUTH_PASSWORD = "s3cret-Pa55"
 
 
 # Fixtures that start or need real parts: a registry process, tools, root.
-REAL_PARTS = frozenset({"registry", "auth_registry", "test_ca", "base_images",
-                        "debian_python_base"})
+REAL_PARTS = frozenset({"registry", "auth_registry", "mtls_registry", "test_ca",
+                        "base_images", "debian_python_base"})
 INTEGRATION_DIRS = ("e2e", "registry")
 
 
@@ -75,6 +75,20 @@ def auth_registry(
         tmp_path_factory.mktemp("auth-registry"), tls=test_ca,
         username=AUTH_USER, password=AUTH_PASSWORD,
     ).start()
+    try:
+        yield reg
+    finally:
+        reg.stop()
+
+
+@pytest.fixture(scope="session")
+def mtls_registry(
+    tmp_path_factory: pytest.TempPathFactory, test_ca: CertificateAuthority
+) -> Iterator[Registry]:
+    """A TLS registry that accepts only clients with a certificate ``test_ca`` signed."""
+    require_tool("docker-registry")
+    reg = Registry(tmp_path_factory.mktemp("mtls-registry"), tls=test_ca,
+                   client_ca=test_ca).start()
     try:
         yield reg
     finally:

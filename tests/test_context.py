@@ -125,3 +125,16 @@ def test_missing_dockerfile_names_where_it_looked(tmp_path: Path) -> None:
     with pytest.raises(ContextError, match="not found") as info:
         open_context(str(tmp_path / "ctx"), tmp_path, "Dockerfile.prod")
     assert "--dockerfile" in info.value.message
+
+
+def test_missing_dockerfile_names_each_place_once(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run in the context directory, the context and the working directory are one
+    place; the error names it once (issue 12)."""
+    context = tmp_path / "ctx"
+    context.mkdir()
+    monkeypatch.chdir(context)
+    with pytest.raises(ContextError, match="not found") as info:
+        open_context(".", tmp_path, "Dockerfile.prod")
+    looked = info.value.message.split("(looked at ", 1)[1].split(")", 1)[0]
+    assert looked == str(context / "Dockerfile.prod")

@@ -130,7 +130,10 @@ def _find_dockerfile(dockerfile: str, root: Path) -> Path:
     if candidate.is_absolute():
         tried = [candidate]
     else:
-        tried = [root / candidate, Path.cwd() / candidate]
+        # Relative to the context, then to the working directory; once when they
+        # are the same directory (issue 12: the error listed one path twice).
+        tried = list(dict.fromkeys(
+            (base / candidate).absolute() for base in (root, Path.cwd())))
     for path in tried:
         if path.is_file():
             return path

@@ -142,7 +142,7 @@ def unreachable_hint(doing: str) -> Iterator[None]:
         yield
     except ConnectionFailed as exc:
         hint = ""
-        if not exc.tls_untrusted:
+        if not (exc.tls_untrusted or exc.tls_client_cert):
             hint = ("; check the registry address and that it is running (a plain-HTTP "
                     "registry needs --insecure-registry HOST:PORT)")
         exc.message = f"{doing} failed: {exc.message}{hint}"

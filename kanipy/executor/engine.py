@@ -55,19 +55,35 @@ class BuildResult:
 
 
 def registry_options(options: BuildOptions) -> RegistryOptions:
-    """Kaniko's transport flags as registry client options.
+    """Kaniko's transport flags as registry client options, scoped as Kaniko scopes them.
 
-    kanipy uses one client for pulls and pushes, so the pull and push variants
-    of ``--insecure`` and ``--skip-tls-verify`` both widen it.
+    Plain HTTP: ``--insecure`` for pushes, ``--insecure-pull`` for pulls,
+    ``--insecure-registry`` for both (Kaniko's push.go and remote.go).
+    Unverified TLS: ``--skip-tls-verify-pull`` for pulls,
+    ``--skip-tls-verify-registry`` for both, and ``--skip-tls-verify`` for
+    pushes and, as in Kaniko, pulls too: Kaniko's MakeTransport applies it to
+    every registry request, pulls included, and builds that pull from a
+    registry with a self-signed certificate rely on that.
     """
+    for host, *files in options.registry_client_certs:
+        for path in files:
+            if not Path(path).is_file():
+                raise UsageError(f"--registry-client-cert {host}: {path} is not a file")
     return RegistryOptions(
         insecure_registries=frozenset(options.insecure_registries),
-        insecure_all=options.insecure or options.insecure_pull,
-        skip_tls_verify=options.skip_tls_verify or options.skip_tls_verify_pull,
+        insecure_pull=options.insecure_pull,
+        insecure_push=options.insecure,
+        skip_tls_verify_pull=options.skip_tls_verify_pull or options.skip_tls_verify,
+        skip_tls_verify_push=options.skip_tls_verify,
         skip_tls_verify_registries=frozenset(options.skip_tls_verify_registries),
         registry_certificates=dict(options.registry_certificates),
+        client_certificates={host: (cert, key)
+                             for host, cert, key in options.registry_client_certs},
         mirrors=tuple(options.registry_mirrors),
+        registry_maps=tuple(options.registry_maps),
+        skip_default_registry_fallback=options.skip_default_registry_fallback,
         retries=options.push_retry,
+        pull_retries=options.image_download_retry,
         docker_config_dir=Path(options.env["DOCKER_CONFIG"])
         if options.env.get("DOCKER_CONFIG") else None,
     )
@@ -188,7 +204,7 @@ class Build:
         if options.compression == "zstd" and options.image_format == "docker":
             raise UsageError("--compression zstd needs OCI media types: Docker schema 2 has no "
                              "zstd layer type; drop --image-format docker or use gzip")
-        if not options.no_push:
+        if not options.no_push and not options.skip_push_permission_check:
             for ref in destinations:
                 with unreachable_hint(f"push to {ref.name}"):
                     self.client.check_push_permission(ref)
@@ -218,6 +234,7 @@ class Build:
                 store=store, policy=policy, reporter=self.reporter,
                 single_snapshot=options.single_snapshot and stage is plan.stages[-1],
                 base_seconds=time.monotonic() - started,
+                ignore_paths=frozenset(options.ignore_paths),
             )
             built = builder.build()
             self.summaries += builder.summaries
@@ -237,7 +254,10 @@ class Build:
             # a Dockerfile LABEL of the same key.
             config = config.with_labels(dict(options.labels))
         layers = [_layer_for_format(d, image_format) for d in final.layers]
-        image = store_image(store, config, layers, image_format)
+        # --annotation: on the manifest itself (OCI image spec, "Annotations"), so
+        # the digest every output names is over the bytes that carry them.
+        image = store_image(store, config, layers, image_format,
+                            dict(options.annotations) or None)
         # Every layer is in the blob store now; the roots are not needed for the
         # outputs. Removing a large root costs one unlink per file (100,000 files:
         # 5-20 s here), so it runs while the image is pushed.
@@ -281,9 +301,13 @@ class Build:
         if not options.no_push:
             names = outputs.push_to_registries(
                 image, destinations, client=self.client, layer_sources=final.layer_sources,
-                reporter=self.reporter)
+                reporter=self.reporter,
+                ignore_immutable_tag_errors=options.push_ignore_immutable_tag_errors)
             result.pushed += names
             result.stdout_lines += names
+            if options.builder_output is not None:
+                outputs.write_builder_output(image, options.destinations,
+                                             options.builder_output)
         if options.tar_path:
             outputs.write_tarball(image, options.tar_path, destinations)
         if options.oci_layout_path:

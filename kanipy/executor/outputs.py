@@ -2,17 +2,20 @@
 
 The build calls them in this order, after ``validate_image`` passed:
 ``push_to_registries`` (every ``--destination``, manifest last),
+then ``write_builder_output`` (``$BUILDER_OUTPUT/images``, after a push only),
 ``write_tarball`` (``--tar-path``, docker load format), ``write_oci_layout``
 (``--oci-layout-path``) and ``write_digest_files`` (Kaniko's digest files).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from kanipy.errors import RegistryError
 from kanipy.executor.progress import BuildReporter
 from kanipy.oci.digest import Digest
 from kanipy.oci.dockerarchive import write_docker_archive
@@ -20,7 +23,7 @@ from kanipy.oci.image import Image
 from kanipy.oci.layout import write_layout
 from kanipy.reference import DOCKER_HUB, Reference
 from kanipy.registry import RegistryClient
-from kanipy.registry.push import push
+from kanipy.registry.push import is_immutable_tag_refusal, push
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +38,16 @@ def push_to_registries(
     client: RegistryClient,
     layer_sources: Mapping[str, tuple[str, str]],
     reporter: BuildReporter,
+    ignore_immutable_tag_errors: bool = False,
 ) -> list[str]:
     """Push ``image`` to each destination in turn; the ``name@digest`` of each push.
 
     ``layer_sources`` maps a layer digest to the (registry, repository) it was
     pulled from: a destination on that registry mounts the layer from there.
+    With ``ignore_immutable_tag_errors`` (Kaniko's
+    --push-ignore-immutable-tag-errors), a destination whose registry refuses
+    the manifest because the tag is immutable is passed over with a warning;
+    it gets no ``name@digest`` line, as the tag names another image.
     """
     manifest = image.manifest()
     pushed_names = []
@@ -49,11 +57,32 @@ def push_to_registries(
             source = layer_sources.get(str(desc.digest))
             if source and source[0] == ref.registry and source[1] != ref.repository:
                 mounts[desc.digest] = source[1]
-        digest = push(image, ref, client=client, mount_sources=mounts,
-                      on_progress=reporter.transfer)
+        try:
+            digest = push(image, ref, client=client, mount_sources=mounts,
+                          on_progress=reporter.transfer)
+        except RegistryError as exc:
+            if not (ignore_immutable_tag_errors and is_immutable_tag_refusal(exc)):
+                raise
+            log.warning("%s: the tag is immutable and the registry kept its image; "
+                        "%s@%s was not tagged (--push-ignore-immutable-tag-errors): %s",
+                        ref, ref.name, manifest.digest, exc.message)
+            continue
         reporter.pushed(str(ref), str(digest))
         pushed_names.append(f"{ref.name}@{digest}")
     return pushed_names
+
+
+def write_builder_output(image: Image, destinations: Sequence[str], directory: Path) -> None:
+    """``$BUILDER_OUTPUT/images``: one JSON line ``{"name", "digest"}`` per destination.
+
+    Kaniko's pkg/executor/push.go writes it after every push succeeded (Cloud
+    Build reads it): each name as the destination was given, the image's digest,
+    one compact JSON object per line as Go's json.Encoder writes them.
+    """
+    digest = str(image.manifest().digest)
+    _write_text(directory / "images", "".join(
+        json.dumps({"name": name, "digest": digest}, separators=(",", ":")) + "\n"
+        for name in destinations))
 
 
 def write_tarball(image: Image, path: Path, destinations: Sequence[Reference]) -> None:

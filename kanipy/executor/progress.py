@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from kanipy.oci.digest import Digest
 from kanipy.registry.progress import ProgressEvent
 
 
@@ -34,6 +35,11 @@ class StepSummary:
     step: StepInfo
     seconds: float
     layer_size: int | None  # compressed bytes; None when the step added no layer
+    # The digest of the step's layer blob; None when the step added no layer.
+    layer_digest: Digest | None = None
+    # True when the step's layer came from the layer cache instead of running
+    # the step. kanipy has no layer cache yet, so every step says False.
+    cached: bool = False
 
 
 class BuildReporter(Protocol):

@@ -87,6 +87,7 @@ class StageBuilder:
         single_snapshot: bool,
         base_seconds: float = 0.0,
         handlers: Mapping[str, StepRule] = HANDLERS,
+        ignore_paths: frozenset[str] = frozenset(),
     ) -> None:
         self.plan = plan
         self.stage = stage
@@ -100,6 +101,9 @@ class StageBuilder:
         self.single_snapshot = single_snapshot
         self.base_seconds = base_seconds
         self.handlers = handlers
+        # --ignore-path: image paths left out of every layer, like the runner's
+        # scaffolding (never walked, never archived, never reported deleted).
+        self.ignore_paths = ignore_paths
         self.summaries: list[StepSummary] = []
 
     def build(self) -> BuiltStage:
@@ -125,7 +129,7 @@ class StageBuilder:
                 self.reporter.step_output(step_info, line)
 
         ctx = self.ctx_factory(rootfs, on_output)
-        scaffolding = frozenset(SCAFFOLDING)
+        scaffolding = frozenset(SCAFFOLDING) | self.ignore_paths
         snapshot: Snapshot | None = None
         first_snapshot: Snapshot | None = None
         if self.single_snapshot:
@@ -177,6 +181,7 @@ class StageBuilder:
             created_by = result.created_by
             entry = HistoryEntry(created=self.policy.created, created_by=created_by or "")
             layer_size: int | None = None
+            layer_digest: Digest | None = None
             if not changes.is_empty:
                 blob = write_layer(
                     rootfs.path, changes, self.store,
@@ -188,10 +193,12 @@ class StageBuilder:
                     layers.append(blob.descriptor)
                     new_config = new_config.with_layer(blob.diff_id, entry)
                     layer_size = blob.descriptor.size
+                    layer_digest = blob.descriptor.digest
             if layer_size is None and created_by:
                 new_config = new_config.with_history(entry)
             state = dataclasses.replace(result.state, config=new_config)
-            summary = StepSummary(step_info, time.monotonic() - started, layer_size)
+            summary = StepSummary(step_info, time.monotonic() - started, layer_size,
+                                  layer_digest=layer_digest, cached=False)
             self.summaries.append(summary)
             self.reporter.step_finished(summary)
             step_info = None

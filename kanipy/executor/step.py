@@ -164,19 +164,21 @@ class StepError(KanipyError):
 
     ``kind`` is the error the user gets, with its exit code: BuildError for a
     step that failed, DockerfileError for an instruction kanipy cannot carry out.
+    ``exit_status`` is a failed RUN command's status, passed on to the BuildError.
     """
 
-    def __init__(self, message: str, kind: type[BuildError] | type[DockerfileError] = BuildError
-                 ) -> None:
+    def __init__(self, message: str, kind: type[BuildError] | type[DockerfileError] = BuildError,
+                 *, exit_status: int | None = None) -> None:
         super().__init__(message)
         self.kind = kind
         self.exit_code = kind.exit_code
+        self.exit_status = exit_status
 
     def located(self, filename: str, line: int | None) -> KanipyError:
         if issubclass(self.kind, DockerfileError):
             return self.kind(self.message, line, filename)
         where = f"{filename}:{line}" if line is not None else filename
-        return self.kind(f"{where}: {self.message}")
+        return self.kind(f"{where}: {self.message}", exit_status=self.exit_status)
 
 
 Handler = Callable[[Any, StageState, StageContext], StepResult]

@@ -195,14 +195,19 @@ def changes_for_paths(
     Each path (a symlink-free image path, e.g. from ``Rootfs.resolve_image_path``)
     is taken with its whole subtree when it is a directory, plus every parent
     directory as it is now in the root, so the layer recreates them with the
-    right owner and mode. Missing paths are skipped.
+    right owner and mode. Missing paths are skipped, and so are paths at or
+    under an ``exclude`` path (with their parents: a COPY into an ignored
+    directory leaves no trace in the layer).
     """
     root_str = os.fspath(root)
     excluded = _normalize(exclude)
+    excluded_roots = frozenset(excluded)
     records: dict[str, Record] = {}
     for path in sorted(_normalize(paths), key=path_sort_key):
         if path == "/":
             _walk(root_str, "", excluded, records)
+            continue
+        if _under(path, excluded_roots):
             continue
         host = root_str + path
         try:
@@ -214,8 +219,6 @@ def changes_for_paths(
         while parent and parent not in records:
             records[parent] = _record(os.lstat(root_str + parent), None)
             parent = parent.rpartition("/")[0]
-        if path in excluded:
-            continue
         link = os.readlink(host) if stat.S_ISLNK(st.st_mode) else None
         records[path] = _record(st, link)
         if stat.S_ISDIR(st.st_mode):

@@ -167,7 +167,10 @@ class Authenticator:
                     f"{user}:{password}".encode()).decode()
         log.debug("requesting a token from %s for %s (%s)", realm_host, " ".join(scopes),
                   f"credentials from {cred.source}" if cred else "anonymous")
-        resp = self.transport.send(method, url, host=realm_host, headers=headers, body=body)
+        # The token server is reached with the TLS settings of what the token is for.
+        action = "push" if any("push" in s.rpartition(":")[2] for s in scopes) else "pull"
+        resp = self.transport.send(method, url, host=realm_host, headers=headers, body=body,
+                                   action=action)
         with resp:
             if resp.status_code in (401, 403):
                 if cred is None:

@@ -74,7 +74,7 @@ class RegistryClient:
         words of an error. A 401 is answered once with a fresh challenge.
         """
         host = ref.api_host
-        endpoint = self.transport.endpoint(host)
+        endpoint = self.transport.endpoint(host, action)
         if scopes is None:
             scopes = [repository_scope(ref.repository,
                                        "pull,push" if action == "push" else "pull")]
@@ -91,7 +91,9 @@ class RegistryClient:
             if authorization:
                 all_headers["Authorization"] = authorization
             resp = self.transport.send(method, target, host=host, headers=all_headers,
-                                       body=body, stream=stream, retry=retry)
+                                       body=body, stream=stream, retry=retry,
+                                       retries=self.options.retries_for(action),
+                                       action=action)
             if resp.status_code != 401 or attempt == 1:
                 return resp
             new_challenge = parse_challenge(resp.headers.get("WWW-Authenticate", ""))
@@ -108,7 +110,8 @@ class RegistryClient:
         raise AssertionError("unreachable")
 
     def resolve_location(self, ref: Reference, location: str) -> str:
-        base = self.transport.endpoint(ref.api_host).base_url
+        # Locations come from upload sessions: pushes.
+        base = self.transport.endpoint(ref.api_host, "push").base_url
         return urljoin(base + "/", location)
 
     # -- errors --------------------------------------------------------------
@@ -191,7 +194,7 @@ class RegistryClient:
             emit(on_progress, digest, descriptor.size, descriptor.size, "exists")
             return False
         what = f"blob {digest} of {ref.name}"
-        attempts = 1 + self.options.retries
+        attempts = 1 + self.options.retries_for("pull")
         for attempt in range(attempts):
             resp = self.request(ref, "GET", f"/blobs/{digest}", action="pull", stream=True)
             if resp.status_code != 200:

@@ -3,8 +3,10 @@
 The reference's manifest is fetched; when it is an index, the one platform
 selection of ``kanipy.oci.manifest.Index.select`` chooses the entry (exact
 os/architecture/variant, containerd's normalization) and that manifest is
-fetched. Docker Hub images may come from mirrors (``--registry-mirror``),
-tried in order, with docker.io itself as the last resort. Given a BlobStore,
+fetched. An image may come from other registries first: Docker Hub's
+mirrors (``--registry-mirror``) and any registry's maps (``--registry-map``),
+tried in order, with the image's own registry as the last resort unless
+``--skip-default-registry-fallback`` forbids it. Given a BlobStore,
 every blob is downloaded into it, verified as it streams; without one the
 image stays lazy and a layer is downloaded only when it is opened.
 """
@@ -20,6 +22,7 @@ from kanipy.oci.descriptor import Platform
 from kanipy.oci.manifest import Index
 from kanipy.reference import DOCKER_HUB, Reference, registry_of
 from kanipy.registry.client import RegistryClient
+from kanipy.registry.options import RegistryOptions
 from kanipy.registry.progress import ProgressCallback
 from kanipy.registry.remote import LayerCallback, RemoteImage
 
@@ -44,23 +47,56 @@ def pull(
     digest mismatch is never skipped.
     """
     platform = platform or Platform()
-    sources = [reference]
-    if reference.registry == DOCKER_HUB:
-        sources = [replace(reference, registry=registry_of(m))
-                   for m in client.options.mirrors] + [reference]
+    options = client.options
+    mirrors = mirror_sources(reference, options)
+    sources = list(mirrors)
+    if not (mirrors and options.skip_default_registry_fallback):
+        sources.append(reference)
     for i, source in enumerate(sources):
         try:
             image = _resolve(client, source, reference, platform, store, on_progress)
             if store is not None:
                 image.fetch_all(on_layer)
         except (RegistryError, ManifestError, PlatformNotFoundError) as exc:
-            if i == len(sources) - 1:
+            if i < len(sources) - 1:
+                log.warning("mirror %s could not serve %s (%s); trying the next source",
+                            source.name, reference, exc)
+                continue
+            if source is reference:
                 raise
-            log.warning("mirror %s could not serve %s (%s); trying the next source",
-                        source.registry, reference, exc)
-            continue
+            # --skip-default-registry-fallback: the image's own registry is not asked.
+            tried = ", ".join(m.name for m in mirrors)
+            raise RegistryError(
+                f"pull of {reference} failed: no mirror has it (tried {tried}; the last "
+                f"said: {exc}), and --skip-default-registry-fallback forbids pulling from "
+                f"{reference.registry}", registry=reference.registry,
+                status=getattr(exc, "status", None), code=getattr(exc, "code", None),
+            ) from None
         return image
     raise AssertionError("unreachable")
+
+
+def mirror_sources(reference: Reference, options: RegistryOptions) -> list[Reference]:
+    """Where to look for ``reference`` before its own registry, in order.
+
+    Kaniko's ``--registry-map ORIG=NEW`` entries for the reference's registry,
+    then, for Docker Hub images, the ``--registry-mirror`` entries (which
+    Kaniko folds into the map). ``NEW`` is ``host[/prefix]``: the image's
+    repository is looked up under ``prefix/`` there (Kaniko's
+    parseRegistryMapping).
+    """
+    specs = [new for orig, new in options.registry_maps if orig == reference.registry]
+    if reference.registry == DOCKER_HUB:
+        specs += options.mirrors
+    sources: list[Reference] = []
+    for spec in specs:
+        host = registry_of(spec)
+        rest = spec.split("://", 1)[-1].partition("/")[2].strip("/")
+        repository = f"{rest}/{reference.repository}" if rest else reference.repository
+        source = replace(reference, registry=host, repository=repository)
+        if source not in sources and source != reference:
+            sources.append(source)
+    return sources
 
 
 def _resolve(client: RegistryClient, source: Reference, reference: Reference,

@@ -121,6 +121,22 @@ def _same_registry_repo(source: str, ref: Reference) -> str | None:
     return source
 
 
+# What registries answer when a manifest PUT would move an immutable tag, as
+# Kaniko's pkg/executor/push.go matches them (in the registry's error message):
+IMMUTABLE_TAG_MESSAGES = (
+    # Artifact Registry: cloud.google.com/artifact-registry/docs/docker/troubleshoot#push
+    "The repository has enabled tag immutability",
+    # ECR, code TAG_INVALID:
+    # docs.aws.amazon.com/AmazonECR/latest/userguide/image-tag-mutability.html
+    "cannot be overwritten because the repository is immutable",
+)
+
+
+def is_immutable_tag_refusal(error: RegistryError) -> bool:
+    """True when ``error`` is a registry refusing to move an immutable tag."""
+    return any(text in error.message for text in IMMUTABLE_TAG_MESSAGES)
+
+
 def put_manifest(client: RegistryClient, ref: Reference, raw: bytes, media_type: str,
                  scopes: list[str]) -> Digest:
     digest = Digest.of_bytes(raw)

@@ -1,14 +1,17 @@
 """HTTP to registries: one requests.Session, TLS per host, scheme discovery, retries.
 
-``Transport.endpoint(host)`` pings ``/v2/`` (distribution spec, "Determining
-support") once per host and remembers the scheme that answered and the auth
-challenge it sent. HTTPS is always tried first; plain HTTP is a fallback only
-for hosts the user named insecure and for loopback hosts, as Docker does for
-localhost. ``Transport.send`` retries connection errors, 429 and 5xx with
-exponential backoff, honouring ``Retry-After`` — but only for requests the
-caller marks as safe to repeat; uploads restart from their file in their own
-loop. Nothing here logs a header, and URLs are logged through
-``kanipy.http.redact_url`` (re-exported here for the client's modules).
+``Transport.endpoint(host, action)`` pings ``/v2/`` (distribution spec,
+"Determining support") once per host and remembers the scheme that answered
+and the auth challenge it sent. HTTPS is always tried first; plain HTTP is a
+fallback only for hosts the user named insecure and for loopback hosts, as
+Docker does for localhost. Kaniko scopes its TLS and plain-HTTP switches to
+pulls or pushes, so every request says which it is (``action``): the same
+host may be verified for one and not for the other. ``Transport.send``
+retries connection errors, 429 and 5xx with exponential backoff, honouring
+``Retry-After`` — but only for requests the caller marks as safe to repeat;
+uploads restart from their file in their own loop. Nothing here logs a
+header, and URLs are logged through ``kanipy.http.redact_url`` (re-exported
+here for the client's modules).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import email.utils
 import ipaddress
 import logging
 import random
+import re
 import threading
 import time
 import warnings
@@ -70,52 +74,67 @@ class Transport:
     def __init__(self, options: RegistryOptions, session: requests.Session | None = None):
         self.options = options
         self.session = session or registry_session(options)
-        self._endpoints: dict[str, Endpoint] = {}
+        self._endpoints: dict[tuple[str, bool, bool | str], Endpoint] = {}
         self._lock = threading.Lock()
         self.sleep: Callable[[float], None] = time.sleep
-        if options.skip_tls_verify or options.skip_tls_verify_registries:
-            which = "every registry" if options.skip_tls_verify else \
-                ", ".join(sorted(options.skip_tls_verify_registries))
-            log.warning("TLS certificates are not verified for %s", which)
+        unverified = [what for what, skip in (("pulls", options.skip_tls_verify_pull),
+                                              ("pushes", options.skip_tls_verify_push)) if skip]
+        if options.skip_tls_verify_registries:
+            unverified.append(", ".join(sorted(options.skip_tls_verify_registries)))
+        if unverified:
+            which = " and ".join(unverified)
+            log.warning("TLS certificates are not verified for %s", which.replace(
+                "pulls and pushes", "every registry"))
             # The user asked for this; one warning above instead of one per request.
             warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
 
     # -- TLS and schemes -------------------------------------------------
-    def verify_for(self, host: str) -> bool | str:
+    def verify_for(self, host: str, action: str = "pull") -> bool | str:
+        """requests' ``verify`` for a request of ``action`` ("pull" or "push") to ``host``."""
         opts = self.options
-        if opts.skip_tls_verify or host in opts.skip_tls_verify_registries:
+        if opts.skip_tls_verify_for(action) or host in opts.skip_tls_verify_registries:
             return False
         ca = opts.registry_certificates.get(host)
         return str(ca) if ca else True
 
-    def may_use_http(self, host: str) -> bool:
-        opts = self.options
-        return opts.insecure_all or host in opts.insecure_registries or is_loopback(host)
+    def client_cert_for(self, host: str) -> tuple[str, str] | None:
+        """The (certificate, key) files to present to ``host``, for mutual TLS."""
+        return self.options.client_certificates.get(host)
 
-    def endpoint(self, host: str) -> Endpoint:
+    def may_use_http(self, host: str, action: str = "pull") -> bool:
+        opts = self.options
+        return opts.insecure_for(action) or host in opts.insecure_registries \
+            or is_loopback(host)
+
+    def endpoint(self, host: str, action: str = "pull") -> Endpoint:
+        """How ``host`` answers requests of ``action``; pinged once per TLS/HTTP setting."""
+        key = (host, self.may_use_http(host, action), self.verify_for(host, action))
         with self._lock:
-            known = self._endpoints.get(host)
+            known = self._endpoints.get(key)
         if known is not None:
             return known
-        found = self._ping(host)
+        found = self._ping(host, action)
         with self._lock:
-            self._endpoints[host] = found
+            self._endpoints[key] = found
         return found
 
     def forget(self, host: str) -> None:
         with self._lock:
-            self._endpoints.pop(host, None)
+            for key in [k for k in self._endpoints if k[0] == host]:
+                del self._endpoints[key]
 
-    def _ping(self, host: str) -> Endpoint:
-        schemes = ["https", "http"] if self.may_use_http(host) else ["https"]
+    def _ping(self, host: str, action: str) -> Endpoint:
+        schemes = ["https", "http"] if self.may_use_http(host, action) else ["https"]
         for i, scheme in enumerate(schemes):
             base = f"{scheme}://{host}"
             last = i == len(schemes) - 1
             try:
                 # Probing HTTPS on a host that may be plain HTTP: fail fast, no retries.
-                resp = self.send("GET", f"{base}/v2/", host=host, retry=last)
+                resp = self.send("GET", f"{base}/v2/", host=host, retry=last, action=action,
+                                 retries=self.options.retries_for(action))
             except RegistryError as exc:
-                if last or getattr(exc, "tls_untrusted", False):
+                if last or getattr(exc, "tls_untrusted", False) \
+                        or getattr(exc, "tls_client_cert", False):
                     raise
                 log.debug("%s did not answer over HTTPS (%s); trying plain HTTP", host, exc)
                 continue
@@ -151,25 +170,31 @@ class Transport:
         body: Body = None,
         stream: bool = False,
         retry: bool = True,
+        retries: int | None = None,
         allow_redirects: bool = True,
+        action: str = "pull",
     ) -> requests.Response:
         """One request, retried when ``retry`` and the failure is temporary.
 
         ``body`` is bytes or a callable returning a fresh body for each attempt.
+        ``retries`` overrides the options' count (pulls have their own).
+        ``action`` ("pull" or "push") chooses the TLS settings.
         A final 429/5xx response is returned, not raised: the caller names what failed.
         """
-        attempts = 1 + (self.options.retries if retry else 0)
+        count = self.options.retries if retries is None else retries
+        attempts = 1 + (count if retry else 0)
         for attempt in range(attempts):
             data = body() if callable(body) else body
             try:
                 resp = self.session.request(
                     method, url, headers=dict(headers or {}), data=data, stream=stream,
-                    verify=self.verify_for(host), allow_redirects=allow_redirects,
+                    verify=self.verify_for(host, action), cert=self.client_cert_for(host),
+                    allow_redirects=allow_redirects,
                     timeout=(self.options.connect_timeout, self.options.read_timeout),
                 )
             except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as exc:
                 error = connection_error(host, exc)
-                if attempt + 1 >= attempts or getattr(error, "tls_untrusted", False):
+                if attempt + 1 >= attempts or error.tls_untrusted or error.tls_client_cert:
                     raise error from None
                 delay = self.backoff_delay(attempt)
                 log.info("%s %s failed (%s); retrying in %.1fs (%d/%d)", method,
@@ -224,6 +249,18 @@ def connection_error(host: str, exc: BaseException) -> ConnectionFailed:
                 registry=host)
             error.tls_untrusted = True
             return error
+        lowered = text.lower()
+        if "certificate required" in lowered or "alert bad certificate" in lowered \
+                or "alert unknown ca" in lowered:
+            # The server ended the handshake over our (missing) client certificate:
+            # TLS 1.3's certificate_required alert, or TLS 1.2's bad_certificate.
+            error = ConnectionFailed(
+                f"cannot reach {host}: it asks for a client certificate (mutual TLS) and "
+                f"ended the handshake ({_ssl_alert(text)}); pass --registry-client-cert "
+                f"{host}=CERT.pem,KEY.pem with a certificate it accepts",
+                registry=host)
+            error.tls_client_cert = True
+            return error
         return ConnectionFailed(f"cannot reach {host}: TLS handshake failed "
                                 f"({_short_ssl_reason(text)})", registry=host)
     if isinstance(exc, requests.Timeout):
@@ -241,6 +278,12 @@ def connection_error(host: str, exc: BaseException) -> ConnectionFailed:
     else:
         why = type(exc).__name__
     return ConnectionFailed(f"cannot reach {host}: {why}", registry=host)
+
+
+def _ssl_alert(text: str) -> str:
+    """``tlsv13 alert certificate required`` out of OpenSSL's ``[SSL: CODE] words (_ssl.c:N)``."""
+    found = re.search(r"\[SSL: [A-Z0-9_]+\] ([^()\]'\"]+)", text)
+    return found.group(1).strip() if found else "TLS alert"
 
 
 def _short_ssl_reason(text: str) -> str:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from kanipy.cliflags import FLAGS, NOOP, Flag
-from tests.e2e.helpers import REPO, build, kanipy, write_tree
+from tests.e2e.helpers import REPO, build, kanipy, skopeo_manifest, write_tree
 from tests.fixtures.images import BaseImages
 from tests.fixtures.registry import Registry
 
@@ -134,10 +134,19 @@ def test_json_log_of_a_real_build_has_typed_fields(
     assert isinstance(done[3]["seconds"], float)
     assert isinstance(done[3]["layer_bytes"], int) and done[3]["layer_bytes"] > 0
     assert done[2]["layer_bytes"] is None, "ENV adds no layer"
+    assert done[2]["layer_digest"] is None
+    assert all(r["cached"] is False for r in done.values()), "kanipy has no layer cache yet"
+    manifest = skopeo_manifest(dest)
+    # The digests of the layers the RUN and the COPY added: the manifest's last two.
+    assert [done[3]["layer_digest"], done[4]["layer_digest"]] == \
+        [layer["digest"] for layer in manifest["layers"][-2:]]
+    assert done[3]["layer_bytes"] == manifest["layers"][-2]["size"]
     pushed = next(r for r in records if r.get("event") == "pushed")
     assert re.fullmatch(r"sha256:[0-9a-f]{64}", pushed["digest"])
     summary = next(r for r in records if r.get("event") == "summary")
     assert [s["step"] for s in summary["steps"]] == [1, 2, 3, 4]
+    assert [s["layer_digest"] for s in summary["steps"]] == \
+        [done[n]["layer_digest"] for n in (1, 2, 3, 4)]
     assert summary["steps"][2]["instruction"] == run_step["instruction"]
     assert isinstance(summary["seconds"], float)
     built = records[-1]
@@ -158,6 +167,7 @@ def test_json_log_of_a_failed_run_ends_with_a_typed_error(
     assert error["line"] == 2 and error["step"] == 2
     assert error["instruction"].startswith("RUN echo before")
     assert "exit code 3" in error["msg"]
+    assert error["exit_status"] == 3
     assert not error["msg"].startswith("kanipy:")
 
 

@@ -113,6 +113,22 @@ def test_changes_for_paths_takes_subtrees_and_parents(tmp_path: Path) -> None:
     assert got.present == got.added and not got.deleted
 
 
+def test_changes_for_paths_leaves_out_paths_under_an_excluded_one(tmp_path: Path) -> None:
+    """--ignore-path /ignored: a COPY into it, or of a tree holding it, archives nothing
+    of it, not even the ignored directory as a parent."""
+    root = tmp_path / "root"
+    base_tree(root)
+    (root / "ignored/sub").mkdir(parents=True)
+    (root / "ignored/sub/file").write_text("")
+    (root / "app").mkdir()
+    (root / "app/file").write_text("")
+    got = changes_for_paths(root, ["/ignored/sub/file", "/app"], exclude={"/ignored"})
+    assert got.added == ("/app", "/app/file")
+    whole = changes_for_paths(root, ["/"], exclude={"/ignored", "/proc"})
+    assert "/app/file" in whole.added
+    assert not [p for p in whole.added if p.startswith(("/ignored", "/proc"))]
+
+
 def test_paths_mounted_over_during_a_step_are_not_deleted(tmp_path: Path) -> None:
     """A RUN --mount target that already held files in the image: the snapshot after
     the step skips it, and the diff must not turn its contents into whiteouts."""

@@ -1,8 +1,9 @@
 """Test servers for the registry client: a fault-injecting proxy and a token server.
 
 ``FaultProxy`` forwards to a real registry and, on request, answers 503 or 429
-(with ``Retry-After``), drops the connection halfway through a response body,
-or flips a byte of one; it records every request it sees. ``TokenServer``
+(with ``Retry-After``) or any status with a registry error body of our choosing,
+drops the connection halfway through a response body, or flips a byte of one;
+it records every request it sees. ``TokenServer``
 issues Docker registry tokens (JWTs, RS256) signed with ``openssl dgst`` by a
 key whose self-signed certificate the registry trusts (``rootcertbundle``),
 and counts the token requests. Both listen on 127.0.0.1 and run in threads.
@@ -36,9 +37,12 @@ class Fault:
 
     method: str
     path_contains: str
-    kind: str  # "503", "429", "drop", "corrupt"
+    kind: str  # "503", "429", "drop", "corrupt", "error" (status, code and message below)
     times: int = 1
     retry_after: int = 1
+    status: int = 0
+    code: str = ""
+    message: str = ""
 
 
 class _Server(ThreadingHTTPServer):
@@ -77,6 +81,13 @@ class FaultProxy:
         with self._lock:
             self.faults.append(Fault(method, path_contains, kind, times, retry_after))
 
+    def inject_error(self, method: str, path_contains: str, status: int, code: str,
+                     message: str, times: int = 1) -> None:
+        """Answer matching requests with ``status`` and a distribution spec error body."""
+        with self._lock:
+            self.faults.append(Fault(method, path_contains, "error", times, status=status,
+                                     code=code, message=message))
+
     def count(self, method: str, path_contains: str) -> int:
         with self._lock:
             return sum(1 for m, p in self.requests if m == method and path_contains in p)
@@ -104,11 +115,12 @@ class FaultProxy:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else None
                 fault = proxy._take_fault(self.command, self.path)
-                if fault is not None and fault.kind in ("503", "429"):
-                    payload = json.dumps({"errors": [{"code": "TOOMANYREQUESTS" if fault.kind
-                                                      == "429" else "UNAVAILABLE",
-                                                      "message": "injected"}]}).encode()
-                    self.send_response(int(fault.kind))
+                if fault is not None and fault.kind in ("503", "429", "error"):
+                    code = {"429": "TOOMANYREQUESTS", "503": "UNAVAILABLE"}.get(fault.kind,
+                                                                               fault.code)
+                    payload = json.dumps({"errors": [{"code": code, "message":
+                                                      fault.message or "injected"}]}).encode()
+                    self.send_response(fault.status or int(fault.kind))
                     if fault.kind == "429":
                         self.send_header("Retry-After", str(fault.retry_after))
                     self.send_header("Content-Type", "application/json")

@@ -81,7 +81,8 @@ def handle_run(ins: Run, state: StageState, ctx: StageContext) -> StepResult:
         shutil.rmtree(scratch, ignore_errors=True)
     if outcome.status != 0:
         raise StepError(
-            f"RUN {_shown(argv)} did not complete successfully: exit code {outcome.status}")
+            f"RUN {_shown(argv)} did not complete successfully: exit code {outcome.status}",
+            exit_status=outcome.status)
     inputs = {
         "argv": argv, "env": visible_env, "user": state.user, "workdir": workdir,
         "shell": state.shell, "network": network, "mounts": [m.spec for m in ins.mounts],
