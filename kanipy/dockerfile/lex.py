@@ -17,6 +17,10 @@ from collections.abc import Mapping
 log = logging.getLogger(__name__)
 
 _SPECIAL_PARAMS = frozenset("@*#?-$!0")
+# How deep ``${V:-${W:-...}}`` may nest. BuildKit's lexer recurses without a limit (Go
+# stacks grow); ours recurses too, and a limit far above any real Dockerfile's nesting
+# keeps it within Python's stack with a clear error instead of a RecursionError.
+MAX_NESTING = 64
 
 
 class ExpansionError(ValueError):
@@ -71,6 +75,7 @@ class _Scan:
         self.pos = 0
         self.env = env
         self.escape = escape
+        self.depth = 0
 
     def peek(self) -> str:
         return self.text[self.pos] if self.pos < len(self.text) else ""
@@ -188,9 +193,20 @@ class _Scan:
         self.next()  # the $
         if self.peek() != "{":
             name = self.name()
-            if not name:
-                return "$"
-            return self.env.get(name, "")
+            return self.env.get(name, "") if name else "$"
+        if self.depth >= MAX_NESTING:
+            raise ExpansionError(
+                f"variable substitutions nest more than {MAX_NESTING} deep: "
+                "use an ARG or ENV to hold the inner value"
+            )
+        self.depth += 1
+        try:
+            return self.braced()
+        finally:
+            self.depth -= 1
+
+    def braced(self) -> str:
+        """``${...}``, from its ``{``."""
         self.next()  # the {
         ch = self.peek()
         if not ch:
