@@ -11,12 +11,14 @@ stage by name or index, and anything else there is an image reference.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass, field
 
 from kanipy.dockerfile.instructions import Arg, Copy, Env, From, Instruction, Run
 from kanipy.dockerfile.lex import ExpansionError, ShellLexer
 from kanipy.dockerfile.parse import parse_dockerfile
 from kanipy.dockerfile.scope import PROXY_ARGS, StageScope
+from kanipy.dockerfile.values import check_platform
 from kanipy.errors import DockerfileError
 from kanipy.oci.descriptor import Platform
 
@@ -189,6 +191,8 @@ def plan_build(
         platform = expand(frm.platform, env, frm.line) if frm.platform is not None else None
         if platform is not None:
             try:
+                platform = check_platform(platform, target_platform.os,
+                                          target_platform.architecture)
                 Platform.parse(platform)
             except ValueError as exc:
                 raise DockerfileError(f"FROM --platform: {exc}", frm.line, filename) from None
@@ -252,12 +256,13 @@ def _stage_ref(value: str, current: int, names: dict[str, int], total: int, line
     index: int | None = None
     if value.lower() in names:
         index = names[value.lower()]
-    elif value.isdigit():
+    elif re.fullmatch(r"[+-]?[0-9]+", value):
+        # BuildKit takes whatever strconv.Atoi reads as a stage index, never as an image.
         index = int(value)
-        if index >= total:
+        if not 0 <= index < total:
             raise DockerfileError(
-                f"{what}={value}: there is no stage {index} (this file has {total})", line,
-                filename,
+                f"{what}={value}: there is no stage {index} (stages are numbered from 0 "
+                f"to {total - 1} in the order of their FROM lines)", line, filename,
             )
     if index is None:
         return None

@@ -9,8 +9,11 @@ from __future__ import annotations
 import pytest
 
 from kanipy.dockerfile import (
+    Healthcheck,
     StageScope,
+    StopSignal,
     format_plan,
+    parse_instructions,
     plan_build,
 )
 from kanipy.errors import DockerfileError
@@ -28,6 +31,50 @@ PLAN_ERRORS = [
     ("nul-in-run", "FROM a\nRUN echo \0\n", 2, "NUL character"),
     ("nul-in-env", "FROM a\nENV A=\0\n", 2, "NUL character"),
     ("nul-in-heredoc-body", "FROM a\nRUN <<EOF\n\0\nEOF\n", 3, "NUL character"),
+    ("healthcheck-too-long", "FROM a\nHEALTHCHECK --interval=99999999999999999h CMD x\n", 2,
+     "is too long"),
+    ("healthcheck-one-ns-too-long",
+     "FROM a\nHEALTHCHECK --timeout=2562047h47m16.854775808s CMD x\n", 2, "is too long"),
+    ("healthcheck-negative", "FROM a\nHEALTHCHECK --interval=-1s CMD x\n", 2,
+     "cannot be negative"),
+    ("healthcheck-under-1ms", "FROM a\nHEALTHCHECK --start-period=10us CMD x\n", 2,
+     "cannot be less than 1ms"),
+    ("healthcheck-cmd-empty-exec", "FROM a\nHEALTHCHECK CMD []\n", 2, "missing command"),
+    ("chown-uid-too-big", "FROM a\nCOPY --chown=4294967296 x /y\n", 2, "out of range"),
+    ("chown-gid-too-big", "FROM a\nCOPY --chown=app:99999999999999999999 x /y\n", 2,
+     "out of range"),
+    ("chown-negative", "FROM a\nADD --chown=-1 x /y\n", 2, "out of range"),
+    ("chown-expanded-too-big", "FROM a\nARG U=4294967296\nCOPY --chown=$U x /y\n", 3,
+     "out of range"),
+    ("mount-uid-too-big", "FROM a\nRUN --mount=type=cache,target=/c,uid=4294967296 x\n", 2,
+     "at most 4294967295"),
+    ("mount-gid-negative", "FROM a\nRUN --mount=type=cache,target=/c,gid=-1 x\n", 2,
+     "for gid in --mount"),
+    ("mount-uid-not-a-number", "FROM a\nRUN --mount=type=cache,target=/c,uid=1_0 x\n", 2,
+     "for uid in --mount"),
+    ("mount-mode-not-octal", "FROM a\nRUN --mount=type=cache,target=/c,mode=0o755 x\n", 2,
+     "for mode in --mount"),
+    ("mount-uid-expanded", "FROM a\nARG U=-1\nRUN --mount=type=cache,target=/c,uid=$U x\n",
+     3, "for uid in --mount"),
+    ("stopsignal-unknown", "FROM a\nSTOPSIGNAL SIGFOO\n", 2, "invalid signal 'SIGFOO'"),
+    ("stopsignal-zero", "FROM a\nSTOPSIGNAL 0\n", 2, "from 1 to 64"),
+    ("stopsignal-too-big", "FROM a\nSTOPSIGNAL 65\n", 2, "from 1 to 64"),
+    ("stopsignal-negative", "FROM a\nSTOPSIGNAL -9\n", 2, "invalid signal"),
+    ("stopsignal-expanded", "FROM a\nARG S=SIGFOO\nSTOPSIGNAL $S\n", 3, "invalid signal"),
+    ("platform-one-word", "FROM --platform=garbage a\n", 1, "unknown operating system or"),
+    ("platform-unknown-os", "FROM --platform=garbage/amd64 a\n", 1, "unknown operating"),
+    ("platform-unknown-arch", "FROM --platform=linux/garbage a\n", 1, "unknown architecture"),
+    ("platform-four-parts", "FROM --platform=linux/arm/v7/x a\n", 1, "OS/ARCH[/VARIANT]"),
+    ("platform-empty-part", "FROM --platform=linux/ a\n", 1, "OS/ARCH[/VARIANT]"),
+    ("platform-bad-chars", "FROM --platform=linux/amd64* a\n", 1, "OS/ARCH[/VARIANT]"),
+    ("platform-expanded", "ARG P=linux/nope\nFROM --platform=$P a\n", 2,
+     "unknown architecture"),
+    ("copy-from-negative", "FROM a\nCOPY --from=-1 x /y\n", 2, "there is no stage -1"),
+    ("copy-from-past-end", "FROM a\nFROM b\nCOPY --from=2 x /y\n", 3, "there is no stage 2"),
+    ("mount-from-negative", "FROM a\nRUN --mount=from=-1,target=/s x\n", 2,
+     "there is no stage -1"),
+    ("run-empty-exec-form", "FROM a\nRUN []\n", 2, "RUN [] has no command"),
+    ("onbuild-run-empty-exec-form", "FROM a\nONBUILD RUN []\n", 2, "RUN [] has no command"),
 ]
 
 
@@ -58,6 +105,18 @@ def test_plan_errors_name_file_and_line(text: str, line: int, message: str) -> N
 ACCEPTED = [
     ("continuation-at-end-of-file", "FROM a\nRUN echo \\"),
     ("nesting-at-the-limit", "FROM a\nENV A=" + "${a:-" * 64 + "x" + "}" * 64),
+    ("healthcheck-zero-is-default", "FROM a\nHEALTHCHECK --interval=0s CMD x"),
+    ("healthcheck-longest", "FROM a\nHEALTHCHECK --interval=2562047h47m16.854775807s CMD x"),
+    ("chown-largest-ids", "FROM a\nCOPY --chown=4294967295:4294967295 x /y"),
+    ("chown-names", "FROM a\nCOPY --chown=app:staff x /y"),
+    ("mount-ids", "FROM a\nRUN --mount=type=cache,target=/c,uid=4294967295,gid=0,mode=0755 x"),
+    ("stopsignal-names", "FROM a\nSTOPSIGNAL sigterm\nSTOPSIGNAL QUIT\nSTOPSIGNAL SIGRTMIN+3"),
+    ("stopsignal-numbers", "FROM a\nSTOPSIGNAL 9\nSTOPSIGNAL 64"),
+    ("platform-spellings", "FROM --platform=linux/x86_64 a\nFROM --platform=Linux/aarch64 b\n"
+     "FROM --platform=linux/arm/v7 c\nFROM --platform=$BUILDPLATFORM d"),
+    ("copy-from-index", "FROM a\nFROM b\nCOPY --from=0 x /y"),
+    ("cmd-empty-exec-form", "FROM a\nCMD []\nENTRYPOINT []"),
+    ("healthcheck-fraction", "FROM a\nHEALTHCHECK --interval=1.5h --timeout=.5s CMD x"),
 ]
 
 
@@ -65,3 +124,51 @@ ACCEPTED = [
 def test_accepted(text: str) -> None:
     assert "FROM" in _plan(text)
 
+
+def test_longest_healthcheck_interval_is_exact() -> None:
+    plan = plan_build("FROM a\nHEALTHCHECK --interval=2562047h47m16.854775807s CMD x\n")
+    ins = plan.target.instructions[0]
+    assert isinstance(ins, Healthcheck)
+    assert ins.interval == 2**63 - 1
+
+
+def test_one_word_platform_is_completed_from_the_target() -> None:
+    plan = plan_build("FROM --platform=linux a\nFROM --platform=arm64 b\n", target=None)
+    assert [s.platform for s in plan.all_stages] == ["linux/amd64", "linux/arm64"]
+
+
+def test_stopsignal_kept_as_written() -> None:
+    plan = plan_build("FROM a\nARG S=SIGQUIT\nSTOPSIGNAL $S\n")
+    scope = StageScope(plan, plan.target, [])
+    signal = [scope.resolve(i) for i in plan.target.instructions][-1]
+    assert isinstance(signal, StopSignal) and signal.signal == "SIGQUIT"
+
+
+TRIGGER_ERRORS = [
+    ("copy-heredoc-without-body", "COPY <<EOF /x", "unterminated heredoc 'EOF'"),
+    ("run-empty-exec-form", "RUN []", "RUN [] has no command"),
+    ("nul", "RUN a\0b", "NUL character"),
+    ("from", "FROM x", "FROM isn't allowed"),
+    ("bad-signal", "STOPSIGNAL SIGFOO", "invalid signal"),
+]
+
+
+@pytest.mark.parametrize(("trigger", "message"), [c[1:] for c in TRIGGER_ERRORS],
+                         ids=[c[0] for c in TRIGGER_ERRORS])
+def test_onbuild_trigger_errors_name_the_from_line(trigger: str, message: str) -> None:
+    with pytest.raises(DockerfileError) as info:
+        parse_instructions(["RUN ok", trigger], "app/Dockerfile", line=7)
+    assert str(info.value).startswith("app/Dockerfile:7: the base image's ONBUILD trigger ")
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["WORKDIR /w/$B", "COPY x /d/$B", "ENV A=$B", "USER $B",
+                                  "LABEL l=$B"])
+def test_nul_from_base_image_env_is_refused_once_expanded(text: str) -> None:
+    plan = plan_build(f"FROM a\n{text}\n", filename="app/Dockerfile")
+    scope = StageScope(plan, plan.target, ["B=x\0y"])
+    with pytest.raises(DockerfileError) as info:
+        scope.resolve(plan.target.instructions[0])
+    assert str(info.value).startswith("app/Dockerfile:2: '")
+    assert "x<NUL>y" in str(info.value)
+    assert "contains a NUL character" in str(info.value)
