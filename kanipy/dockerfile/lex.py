@@ -264,7 +264,7 @@ class _Scan:
         pattern, _ = self.process("/", raw_escapes=True)
         replacement, _ = self.process("}", raw_escapes=True)
         value = self.env.get(name, "")
-        regex = re.compile(_pattern_to_regex(pattern, self.escape), re.DOTALL)
+        regex = compile_pattern(pattern, self.escape)
         if replace_all:
             return regex.sub(lambda _m: replacement, value)
         match = regex.search(value)
@@ -295,7 +295,9 @@ def _pattern_to_regex(pattern: str, escape: str) -> str:
                 negate = body[:1] in ("!", "^")
                 if negate:
                     body = body[1:]
-                body = body.replace("\\", "\\\\")
+                # Only ranges are special inside a shell bracket expression; everything
+                # Python's set syntax would read otherwise ([, &&, ~~, ||, ^, \) is escaped.
+                body = "".join(f"\\{c}" if c in "[]&~|^\\" else c for c in body)
                 out.append(f"[{'^' if negate else ''}{body}]")
                 i = end
         else:
@@ -304,8 +306,17 @@ def _pattern_to_regex(pattern: str, escape: str) -> str:
     return "".join(out)
 
 
+def compile_pattern(pattern: str, escape: str) -> re.Pattern[str]:
+    """A shell pattern as a compiled regex; a pattern that cannot be one (a reversed
+    range such as ``[z-a]``) is an error, as it is for BuildKit's Go regexp."""
+    try:
+        return re.compile(_pattern_to_regex(pattern, escape), re.DOTALL)
+    except re.error as exc:
+        raise ExpansionError(f"invalid pattern {pattern!r} in substitution: {exc}") from None
+
+
 def _trim_prefix(pattern: str, value: str, greedy: bool, escape: str) -> str:
-    regex = re.compile(_pattern_to_regex(pattern, escape), re.DOTALL)
+    regex = compile_pattern(pattern, escape)
     lengths = range(len(value), -1, -1) if greedy else range(len(value) + 1)
     for n in lengths:
         if regex.fullmatch(value[:n]):
@@ -314,7 +325,7 @@ def _trim_prefix(pattern: str, value: str, greedy: bool, escape: str) -> str:
 
 
 def _trim_suffix(pattern: str, value: str, greedy: bool, escape: str) -> str:
-    regex = re.compile(_pattern_to_regex(pattern, escape), re.DOTALL)
+    regex = compile_pattern(pattern, escape)
     starts = range(len(value) + 1) if greedy else range(len(value), -1, -1)
     for n in starts:
         if regex.fullmatch(value[n:]):

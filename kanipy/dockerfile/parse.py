@@ -58,6 +58,7 @@ from kanipy.dockerfile.values import (
     check_port,
     check_signal,
     parse_duration,
+    parse_retries,
 )
 from kanipy.errors import DockerfileError
 
@@ -322,15 +323,8 @@ def _parse_healthcheck(parts: Parts) -> Healthcheck:
     for name in ("interval", "timeout", "start-period", "start-interval"):
         value = flags.string(name)
         durations[name.replace("-", "_")] = None if value is None else parse_duration(name, value)
-    retries: int | None = None
     text = flags.string("retries")
-    if text is not None:
-        try:
-            retries = int(text)
-        except ValueError:
-            raise SyntaxProblem(f"invalid --retries={text}: expected a whole number") from None
-        if retries < 0:
-            raise SyntaxProblem(f"--retries cannot be negative ({retries})")
+    retries = None if text is None else parse_retries(text)
     return Healthcheck(**parts.common(), test=test, retries=retries, **durations)
 
 

@@ -11,14 +11,13 @@ stage by name or index, and anything else there is an image reference.
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass, field
 
 from kanipy.dockerfile.instructions import Arg, Copy, Env, From, Instruction, Run
 from kanipy.dockerfile.lex import ExpansionError, ShellLexer
 from kanipy.dockerfile.parse import parse_dockerfile
 from kanipy.dockerfile.scope import PROXY_ARGS, StageScope
-from kanipy.dockerfile.values import check_platform
+from kanipy.dockerfile.values import check_platform, decimal
 from kanipy.errors import DockerfileError
 from kanipy.oci.descriptor import Platform
 
@@ -256,12 +255,12 @@ def _stage_ref(value: str, current: int, names: dict[str, int], total: int, line
     index: int | None = None
     if value.lower() in names:
         index = names[value.lower()]
-    elif re.fullmatch(r"[+-]?[0-9]+", value):
+    elif (number := decimal(value)) is not None:
         # BuildKit takes whatever strconv.Atoi reads as a stage index, never as an image.
-        index = int(value)
+        index = number
         if not 0 <= index < total:
             raise DockerfileError(
-                f"{what}={value}: there is no stage {index} (stages are numbered from 0 "
+                f"{what}={value}: there is no stage {value} (stages are numbered from 0 "
                 f"to {total - 1} in the order of their FROM lines)", line, filename,
             )
     if index is None:

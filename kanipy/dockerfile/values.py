@@ -41,11 +41,25 @@ _KNOWN_ARCH = frozenset(
 _ARCH_ALIASES = {"i386": "386", "x86_64": "amd64", "x86-64": "amd64", "aarch64": "arm64",
                  "armhf": "arm", "armel": "arm"}
 _PLATFORM_PART = re.compile(r"[A-Za-z0-9_-]+")
-_PORT = re.compile(r"^(\d+)(?:-(\d+))?(?:/([A-Za-z]+))?$")
+_PORT = re.compile(r"^([0-9]+)(?:-([0-9]+))?(?:/([A-Za-z]+))?$")
+_DECIMAL = re.compile(r"[+-]?[0-9]+")
+# More digits than any bound we check against; kept short of Python's int-from-str limit.
+_HUGE = 10**30
 
 
 class SyntaxProblem(ValueError):
     """A malformed instruction; the caller adds file and line."""
+
+
+def decimal(text: str, *, signed: bool = True) -> int | None:
+    """A number written in ASCII decimal digits (as Go's strconv reads them), None for
+    anything else. Numbers too long to matter come back as a huge value of their sign, so
+    that range checks fail on them without converting thousands of digits."""
+    if not _DECIMAL.fullmatch(text) or (not signed and text[0] in "+-"):
+        return None
+    sign = -1 if text[0] == "-" else 1
+    digits = text.lstrip("+-").lstrip("0")
+    return sign * _HUGE if len(digits) > 30 else int(text)
 
 
 def check_chmod(value: str) -> None:
@@ -62,7 +76,9 @@ def check_port(spec: str) -> None:
     match = _PORT.match(spec)
     if match is None:
         raise SyntaxProblem(f"invalid port {spec!r}: expected PORT[-PORT][/PROTO]")
-    low, high, proto = int(match.group(1)), int(match.group(2) or match.group(1)), match.group(3)
+    low = decimal(match.group(1)) or 0
+    high = decimal(match.group(2) or match.group(1)) or 0
+    proto = match.group(3)
     if not 0 < low <= 65535 or not 0 < high <= 65535 or high < low:
         raise SyntaxProblem(f"invalid port range {spec!r}")
     if proto and proto.lower() not in ("tcp", "udp", "sctp"):
@@ -135,11 +151,25 @@ def check_platform(text: str, default_os: str, default_arch: str) -> str:
     return text
 
 
+def parse_retries(text: str) -> int:
+    """``HEALTHCHECK --retries``: Go's ``strconv.ParseInt(v, 10, 32)``, not negative; empty
+    means the default (0)."""
+    if text == "":
+        return 0
+    number = decimal(text)
+    if number is None or not -(2**31) <= number < 2**31:
+        raise SyntaxProblem(f"invalid --retries={text}: expected a whole number")
+    if number < 0:
+        raise SyntaxProblem(f"--retries cannot be negative ({number})")
+    return number
+
+
 def check_signal(value: str) -> None:
     """A stop signal as Docker's ``signal.ParseSignal`` reads it on Linux: a name with or
     without ``SIG`` (any case), ``RTMIN+n``/``RTMAX-n``, or a number 1-64."""
-    if re.fullmatch(r"[0-9]+", value):
-        if not 1 <= int(value) <= _SIGRTMAX:
+    number = decimal(value)
+    if number is not None:
+        if not 1 <= number <= _SIGRTMAX:
             raise SyntaxProblem(
                 f"invalid signal {value!r}: signal numbers go from 1 to {_SIGRTMAX}"
             )
@@ -158,7 +188,8 @@ def check_owner(flag: str, value: str) -> None:
     """``--chown=user[:group]``: a part that is a number must be a uid/gid (0 to 2^32-1);
     a name is looked up in the image when the instruction runs."""
     for part in value.split(":", 1):
-        if re.fullmatch(r"[+-]?[0-9]+", part) and not 0 <= int(part) <= MAX_ID:
+        number = decimal(part)
+        if number is not None and not 0 <= number <= MAX_ID:
             raise SyntaxProblem(
                 f"invalid {flag}={value}: user and group ids go from 0 to {MAX_ID}, "
                 f"{part} is out of range"
@@ -171,7 +202,7 @@ def parse_id(key: str, value: str, base: int = 10) -> int:
     if not re.fullmatch(digits, value):
         what = "an octal mode (0755)" if base == 8 else "a number from 0 to " + str(MAX_ID)
         raise SyntaxProblem(f"invalid value {value!r} for {key} in --mount: expected {what}")
-    number = int(value, base)
+    number = int(value, base) if len(value.lstrip("0")) <= 30 else _HUGE
     if number > MAX_ID:
         raise SyntaxProblem(
             f"invalid value {value!r} for {key} in --mount: it must be at most {MAX_ID}"

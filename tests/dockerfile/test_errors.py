@@ -9,6 +9,7 @@ from __future__ import annotations
 import pytest
 
 from kanipy.dockerfile import (
+    Env,
     Healthcheck,
     StageScope,
     StopSignal,
@@ -19,6 +20,7 @@ from kanipy.dockerfile import (
 from kanipy.errors import DockerfileError
 
 NESTED = "${a:-" * 200 + "x" + "}" * 200
+HUGE = "9" * 5000  # more digits than Python converts from a string
 
 PLAN_ERRORS = [
     ("lone-escape-last-line", "FROM a\nRUN echo\n\\", 3, "continues nothing"),
@@ -74,6 +76,17 @@ PLAN_ERRORS = [
     ("mount-from-negative", "FROM a\nRUN --mount=from=-1,target=/s x\n", 2,
      "there is no stage -1"),
     ("run-empty-exec-form", "FROM a\nRUN []\n", 2, "RUN [] has no command"),
+    ("pattern-reversed-range", "FROM a\nARG A=abc\nENV B=${A#[z-a]}\n", 3, "invalid pattern"),
+    ("pattern-empty-class", "FROM a\nARG A=abc\nENV B=${A/[]/x}\n", 3, "invalid pattern"),
+    ("chown-huge", f"FROM a\nCOPY --chown=1:{HUGE} x /y\n", 2, "out of range"),
+    ("mount-uid-huge", f"FROM a\nRUN --mount=type=cache,target=/c,uid={HUGE} x\n", 2,
+     "at most 4294967295"),
+    ("expose-huge", f"FROM a\nEXPOSE {HUGE}\n", 2, "invalid port range"),
+    ("stopsignal-huge", f"FROM a\nSTOPSIGNAL {HUGE}\n", 2, "from 1 to 64"),
+    ("retries-huge", f"FROM a\nHEALTHCHECK --retries={HUGE} CMD x\n", 2, "invalid --retries"),
+    ("retries-not-ascii", "FROM a\nHEALTHCHECK --retries=\u0663 CMD x\n", 2,
+     "invalid --retries"),
+    ("copy-from-huge", f"FROM a\nCOPY --from={HUGE} x /y\n", 2, "there is no stage 999"),
     ("onbuild-run-empty-exec-form", "FROM a\nONBUILD RUN []\n", 2, "RUN [] has no command"),
 ]
 
@@ -116,6 +129,8 @@ ACCEPTED = [
      "FROM --platform=linux/arm/v7 c\nFROM --platform=$BUILDPLATFORM d"),
     ("copy-from-index", "FROM a\nFROM b\nCOPY --from=0 x /y"),
     ("cmd-empty-exec-form", "FROM a\nCMD []\nENTRYPOINT []"),
+    ("json-nested-past-the-stack", "FROM a\nRUN " + "[" * 100000 + "]" * 100000),
+    ("healthcheck-empty-retries", "FROM a\nHEALTHCHECK --retries= CMD x"),
     ("healthcheck-fraction", "FROM a\nHEALTHCHECK --interval=1.5h --timeout=.5s CMD x"),
 ]
 
@@ -172,3 +187,12 @@ def test_nul_from_base_image_env_is_refused_once_expanded(text: str) -> None:
     assert str(info.value).startswith("app/Dockerfile:2: '")
     assert "x<NUL>y" in str(info.value)
     assert "contains a NUL character" in str(info.value)
+
+
+@pytest.mark.parametrize(("pattern", "expected"), [("${A#*[[]}", "b]c&&d"), ("${A%[&]*}", "a[b]c&"),
+                                                   ("${A//[]&[]/}", "abcd")])
+def test_bracket_expressions_take_set_characters_literally(pattern: str, expected: str) -> None:
+    plan = plan_build(f"FROM a\nARG A='a[b]c&&d'\nENV B={pattern}\n")
+    scope = StageScope(plan, plan.target, [])
+    env = [scope.resolve(i) for i in plan.target.instructions][-1]
+    assert isinstance(env, Env) and env.pairs == (("B", expected),)
