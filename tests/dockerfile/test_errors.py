@@ -77,7 +77,10 @@ PLAN_ERRORS = [
      "there is no stage -1"),
     ("run-empty-exec-form", "FROM a\nRUN []\n", 2, "RUN [] has no command"),
     ("pattern-reversed-range", "FROM a\nARG A=abc\nENV B=${A#[z-a]}\n", 3, "invalid pattern"),
-    ("pattern-empty-class", "FROM a\nARG A=abc\nENV B=${A/[]/x}\n", 3, "invalid pattern"),
+    ("pattern-reversed-range-replace", "FROM a\nARG A=abc\nENV B=${A/[b-a]/x}\n", 3,
+     "invalid pattern"),
+    ("expansion-doubling", "FROM a\nENV A=0123456789abcdef\n" + "ENV A=$A$A\n" * 20, 19,
+     "expand to more than 1 MiB"),
     ("chown-huge", f"FROM a\nCOPY --chown=1:{HUGE} x /y\n", 2, "out of range"),
     ("mount-uid-huge", f"FROM a\nRUN --mount=type=cache,target=/c,uid={HUGE} x\n", 2,
      "at most 4294967295"),
@@ -189,10 +192,32 @@ def test_nul_from_base_image_env_is_refused_once_expanded(text: str) -> None:
     assert "contains a NUL character" in str(info.value)
 
 
-@pytest.mark.parametrize(("pattern", "expected"), [("${A#*[[]}", "b]c&&d"), ("${A%[&]*}", "a[b]c&"),
-                                                   ("${A//[]&[]/}", "abcd")])
+BRACKETS = [("${A#*[[]}", "b]c&&d"), ("${A%[&]*}", "a[b]c&"), ("${A//[]&[]/}", "abcd"),
+            ("${A/[]/x}", "a[b]c&&d"), ("${A#[!]]}", "[b]c&&d"), ("${A//[a-c]/}", "[]&&d")]
+
+
+@pytest.mark.parametrize(("pattern", "expected"), BRACKETS)
 def test_bracket_expressions_take_set_characters_literally(pattern: str, expected: str) -> None:
     plan = plan_build(f"FROM a\nARG A='a[b]c&&d'\nENV B={pattern}\n")
+    scope = StageScope(plan, plan.target, [])
+    env = [scope.resolve(i) for i in plan.target.instructions][-1]
+    assert isinstance(env, Env) and env.pairs == (("B", expected),)
+
+
+# Patterns with several stars, matched piece by piece (lex._Glob): the same results as
+# the shell's, shortest or longest as the operator asks.
+STARS = [
+    ("${A#*/}", "b/c.tar.gz"), ("${A##*/}", "c.tar.gz"), ("${A%.*}", "a/b/c.tar"),
+    ("${A%%.*}", "a/b/c"), ("${A#a*/*.}", "tar.gz"), ("${A##a*/*.}", "gz"),
+    ("${A%/*.*}", "a/b"), ("${A%%/*.*}", "a"), ("${A/b*.t/X}", "a/Xar.gz"),
+    ("${A/*.*.g/X}", "Xz"), ("${A//[a-c]/_}", "_/_/_.t_r.gz"), ("${A/?\\/*\\//}", "c.tar.gz"),
+    ("${A/#a/X}", "a/b/c.tar.gz"), ("${A#x*}", "a/b/c.tar.gz"), ("${A//*/z}", "zz"),
+]
+
+
+@pytest.mark.parametrize(("word", "expected"), STARS)
+def test_patterns_with_stars(word: str, expected: str) -> None:
+    plan = plan_build(f"FROM a\nARG A=a/b/c.tar.gz\nENV B={word}\n")
     scope = StageScope(plan, plan.target, [])
     env = [scope.resolve(i) for i in plan.target.instructions][-1]
     assert isinstance(env, Env) and env.pairs == (("B", expected),)
