@@ -34,6 +34,11 @@ class ExpansionError(ValueError):
     """
 
 
+class ExpansionSyntaxError(ExpansionError):
+    """A word that no environment could expand (``${V``, ``${V:0:1}``, nesting past the
+    limit): found while planning, before anything is built, as BuildKit finds it."""
+
+
 class _Words:
     """Splits the expanded text into words the way BuildKit's ``wordsStruct`` does:
     whitespace that came from unquoted text (or an unquoted ``$V``) separates words."""
@@ -137,7 +142,9 @@ class _Scan:
                     words.add_char(ch)
                 result.append(ch)
         if stop:
-            raise ExpansionError(f"unexpected end of statement while looking for matching {stop}")
+            raise ExpansionSyntaxError(
+                f"unexpected end of statement while looking for matching {stop}"
+            )
         return "".join(result), words.finish()
 
     def single_quote(self) -> str:
@@ -146,7 +153,7 @@ class _Scan:
         while True:
             ch = self.next()
             if not ch:
-                raise ExpansionError(
+                raise ExpansionSyntaxError(
                     "unexpected end of statement while looking for matching single-quote"
                 )
             if ch == "'":
@@ -159,7 +166,7 @@ class _Scan:
         while True:
             ch = self.peek()
             if not ch:
-                raise ExpansionError(
+                raise ExpansionSyntaxError(
                     "unexpected end of statement while looking for matching double-quote"
                 )
             if ch == '"':
@@ -211,7 +218,7 @@ class _Scan:
             name = self.name()
             return self.env.get(name, "") if name else "$"
         if self.depth >= MAX_NESTING:
-            raise ExpansionError(
+            raise ExpansionSyntaxError(
                 f"variable substitutions nest more than {MAX_NESTING} deep: "
                 "use an ARG or ENV to hold the inner value"
             )
@@ -226,9 +233,9 @@ class _Scan:
         self.next()  # the {
         ch = self.peek()
         if not ch:
-            raise ExpansionError("syntax error: missing '}'")
+            raise ExpansionSyntaxError("syntax error: missing '}'")
         if ch in "{}:":
-            raise ExpansionError("syntax error: bad substitution")
+            raise ExpansionSyntaxError("syntax error: bad substitution")
         name = self.name()
         op = self.next()
         if op == "}":
@@ -243,16 +250,16 @@ class _Scan:
             mods += op
         if op not in ("+", "-", "?", "#", "%"):
             if not op:
-                raise ExpansionError("syntax error: missing '}'")
-            raise ExpansionError(f"unsupported modifier ({mods}) in substitution")
+                raise ExpansionSyntaxError("syntax error: missing '}'")
+            raise ExpansionSyntaxError(f"unsupported modifier ({mods}) in substitution")
         raw = op in "#%"
         if null_is_unset and raw:
-            raise ExpansionError(f"unsupported modifier ({mods}) in substitution")
+            raise ExpansionSyntaxError(f"unsupported modifier ({mods}) in substitution")
         try:
             word, _ = self.process("}", raw_escapes=raw)
         except ExpansionError:
             if not self.peek():
-                raise ExpansionError("syntax error: missing '}'") from None
+                raise ExpansionSyntaxError("syntax error: missing '}'") from None
             raise
         is_set = name in self.env
         value = self.env.get(name, "")

@@ -96,7 +96,7 @@ class StageScope:
             for name in expander.fields:
                 _check_no_nul(getattr(out, name))
         except (ExpansionError, SyntaxProblem) as exc:
-            raise self._error(exc, ins) from None
+            raise self._error(exc, ins) from exc  # the cause tells syntax from values
         return out
 
     def arg_value(self, name: str, default: str | None, env: dict[str, str]) -> str | None:

@@ -14,7 +14,7 @@ import logging
 from dataclasses import dataclass, field
 
 from kanipy.dockerfile.instructions import Arg, Copy, Env, From, Instruction, Run
-from kanipy.dockerfile.lex import ExpansionError, ShellLexer
+from kanipy.dockerfile.lex import ExpansionError, ExpansionSyntaxError, ShellLexer
 from kanipy.dockerfile.parse import parse_dockerfile
 from kanipy.dockerfile.scope import PROXY_ARGS, StageScope
 from kanipy.dockerfile.values import check_platform, decimal
@@ -236,6 +236,8 @@ def plan_build(
     # Every dependency is an earlier stage, so file order is a dependency order.
     plan.stages = [s for s in all_stages if s.index in needed]
     for stage in plan.stages:
+        _check_syntax(plan, stage)
+    for stage in plan.stages:
         for ins in stage.instructions:
             if isinstance(ins, Arg):
                 declared.update(name for name, _ in ins.pairs)
@@ -275,6 +277,20 @@ def _stage_ref(value: str, current: int, names: dict[str, int], total: int, line
             filename,
         )
     return StageRef(index)
+
+
+def _check_syntax(plan: BuildPlan, stage: Stage) -> None:
+    """Expand every instruction of a stage that will be built, without the base image's
+    Env, and report the words no Env could expand (BuildKit finds them while converting
+    the whole file, before building anything); what depends on values waits for the
+    engine, which knows the base image's Env."""
+    scope = StageScope(plan, stage, [])
+    for ins in stage.instructions:
+        try:
+            scope.resolve(ins)
+        except DockerfileError as err:
+            if isinstance(err.__cause__, ExpansionSyntaxError):
+                raise
 
 
 def _find_dependencies(plan: BuildPlan, stage: Stage, names: dict[str, int], total: int) -> None:

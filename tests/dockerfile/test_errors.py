@@ -221,3 +221,28 @@ def test_patterns_with_stars(word: str, expected: str) -> None:
     scope = StageScope(plan, plan.target, [])
     env = [scope.resolve(i) for i in plan.target.instructions][-1]
     assert isinstance(env, Env) and env.pairs == (("B", expected),)
+
+
+SYNTAX = [
+    ("nesting", f"FROM a\nWORKDIR /w\nENV A={NESTED}\n", 3, "nest more than 64 deep"),
+    ("missing-brace", "FROM a\nCOPY x /y/${A\n", 2, "missing '}'"),
+    ("bad-modifier", "FROM a\nLABEL l=${A:0:1}\n", 2, "unsupported modifier"),
+    ("in-a-needed-stage", "FROM a AS b\nUSER ${U\nFROM c\nCOPY --from=b x /y\n", 2,
+     "missing '}'"),
+]
+
+
+@pytest.mark.parametrize(("text", "line", "message"), [c[1:] for c in SYNTAX],
+                         ids=[c[0] for c in SYNTAX])
+def test_words_no_env_could_expand_fail_the_plan(text: str, line: int, message: str) -> None:
+    # Found before anything is built (exit 3 also for --dry-run), as BuildKit finds them.
+    with pytest.raises(DockerfileError) as info:
+        plan_build(text)
+    assert info.value.line == line and message in str(info.value)
+
+
+def test_words_that_depend_on_values_wait_for_the_base_image() -> None:
+    plan = plan_build("FROM a AS unused\nUSER ${U\nFROM b\nWORKDIR ${HOME:?set by the base}\n")
+    assert [s.index for s in plan.stages] == [1]
+    assert "cannot expand yet: HOME: set by the base" in format_plan(plan)
+    assert "WORKDIR /root" in format_plan(plan, {1: ["HOME=/root"]})
