@@ -48,7 +48,7 @@ from kanipy.dockerfile.instructions import (
     Workdir,
     check_table,
 )
-from kanipy.dockerfile.lex import ExpansionError
+from kanipy.dockerfile.lex import ExpansionError, ShellLexer
 from kanipy.dockerfile.lines import LogicalLine, split_lines
 from kanipy.dockerfile.mounts import parse_mount
 from kanipy.dockerfile.values import (
@@ -218,8 +218,8 @@ def _parse_workdir(parts: Parts) -> Workdir:
 def _parse_stopsignal(parts: Parts) -> StopSignal:
     """``STOPSIGNAL signal``."""
     signal = exactly_one(parts.keyword, parts.rest)
-    if "$" not in signal:
-        check_signal(signal)
+    if "$" not in signal:  # else checked once expanded (expand.py)
+        check_signal(ShellLexer(parts.escape).process_word(signal, {}))
     return StopSignal(**parts.common(), signal=signal)
 
 

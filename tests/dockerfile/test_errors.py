@@ -128,6 +128,7 @@ ACCEPTED = [
     ("mount-ids", "FROM a\nRUN --mount=type=cache,target=/c,uid=4294967295,gid=0,mode=0755 x"),
     ("stopsignal-names", "FROM a\nSTOPSIGNAL sigterm\nSTOPSIGNAL QUIT\nSTOPSIGNAL SIGRTMIN+3"),
     ("stopsignal-numbers", "FROM a\nSTOPSIGNAL 9\nSTOPSIGNAL 64"),
+    ("stopsignal-quoted", "FROM a\nSTOPSIGNAL \"SIGTERM\"\nSTOPSIGNAL 'SIGINT'"),
     ("platform-spellings", "FROM --platform=linux/x86_64 a\nFROM --platform=Linux/aarch64 b\n"
      "FROM --platform=linux/arm/v7 c\nFROM --platform=$BUILDPLATFORM d"),
     ("copy-from-index", "FROM a\nFROM b\nCOPY --from=0 x /y"),
