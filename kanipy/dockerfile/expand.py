@@ -44,7 +44,13 @@ from kanipy.dockerfile.instructions import (
     check_table,
 )
 from kanipy.dockerfile.mounts import parse_mount
-from kanipy.dockerfile.values import SyntaxProblem, check_chmod, check_port
+from kanipy.dockerfile.values import (
+    SyntaxProblem,
+    check_chmod,
+    check_owner,
+    check_port,
+    check_signal,
+)
 
 if TYPE_CHECKING:
     from kanipy.dockerfile.scope import StageScope
@@ -152,6 +158,9 @@ def _expand_copy(scope: StageScope, ins: Copy, env: dict[str, str]) -> Copy:
     chmod = opt(ins.chmod)
     if chmod is not None:
         check_chmod(chmod)
+    chown = opt(ins.chown)
+    if chown is not None:
+        check_owner("--chown", chown)
     docs = tuple(
         dataclasses.replace(d, content=scope.lexer.process_heredoc(d.stripped_content, env),
                             chomp=False, expand=False)
@@ -163,7 +172,7 @@ def _expand_copy(scope: StageScope, ins: Copy, env: dict[str, str]) -> Copy:
         "dest": word(ins.dest, env),
         "heredocs": docs,
         "from_": opt(ins.from_),
-        "chown": opt(ins.chown),
+        "chown": chown,
         "chmod": chmod,
         "excludes": tuple(word(e, env) for e in ins.excludes),
     }
@@ -175,6 +184,11 @@ def _expand_copy(scope: StageScope, ins: Copy, env: dict[str, str]) -> Copy:
 def _check_expose(ins: Expose) -> None:
     for port in ins.ports:
         check_port(port)
+
+
+def _check_stopsignal(ins: StopSignal) -> None:
+    # BuildKit checks the signal once expanded (dispatchStopSignal).
+    check_signal(ins.signal)
 
 
 def _check_volume(ins: Volume) -> None:
@@ -206,7 +220,7 @@ EXPANDERS: Mapping[str, Expander] = MappingProxyType({
     Arg.keyword: Expander({"pairs": _W}, _expand_arg,
                           note="defaults only; a --build-arg value is taken as given"),
     Onbuild.keyword: _as_written("the trigger is expanded by the build that runs it"),
-    StopSignal.keyword: Expander({"signal": _W}),
+    StopSignal.keyword: Expander({"signal": _W}, check=_check_stopsignal),
     Healthcheck.keyword: _as_written(_SHELL_EXPANDS),
     Shell.keyword: _as_written("Docker leaves SHELL as written"),
 })

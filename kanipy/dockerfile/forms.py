@@ -81,7 +81,9 @@ def parse_json_array(rest: str) -> list[str] | None:
         return None
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):
+        # Not JSON, so the shell form, as for BuildKit; arrays nested past Python's stack
+        # are taken the same way (Go's decoder also stops at a depth, 10000).
         return None
     if not isinstance(value, list):
         return None

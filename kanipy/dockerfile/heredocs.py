@@ -19,7 +19,7 @@ from kanipy.dockerfile.values import SyntaxProblem
 log = logging.getLogger(__name__)
 
 HEREDOC_KEYWORDS = frozenset({Run.keyword, Copy.keyword, Add.keyword})
-_HEREDOC = re.compile(r"^(\d*)<<(-?)([^<]*)$")
+_HEREDOC = re.compile(r"^([0-9]{0,9})<<(-?)([^<]*)$")
 
 
 def takes_heredocs(text: str) -> bool:

@@ -17,6 +17,14 @@ from collections.abc import Mapping
 log = logging.getLogger(__name__)
 
 _SPECIAL_PARAMS = frozenset("@*#?-$!0")
+# How deep ``${V:-${W:-...}}`` may nest. BuildKit's lexer recurses without a limit (Go
+# stacks grow); ours recurses too, and a limit far above any real Dockerfile's nesting
+# keeps it within Python's stack with a clear error instead of a RecursionError.
+MAX_NESTING = 64
+# How many characters the variables of one word may bring in. ``ENV A=$A$A`` repeated
+# doubles a value per line; without a bound 40 lines take all memory. Far above any real
+# value: the kernel refuses a single argument or variable over 128 KiB (MAX_ARG_STRLEN).
+MAX_EXPANSION = 2**20
 
 
 class ExpansionError(ValueError):
@@ -24,6 +32,11 @@ class ExpansionError(ValueError):
 
     Carries no line; the caller knows the instruction and turns it into a DockerfileError.
     """
+
+
+class ExpansionSyntaxError(ExpansionError):
+    """A word that no environment could expand (``${V``, ``${V:0:1}``, nesting past the
+    limit): found while planning, before anything is built, as BuildKit finds it."""
 
 
 class _Words:
@@ -71,6 +84,8 @@ class _Scan:
         self.pos = 0
         self.env = env
         self.escape = escape
+        self.depth = 0
+        self.substituted = 0
 
     def peek(self) -> str:
         return self.text[self.pos] if self.pos < len(self.text) else ""
@@ -127,7 +142,9 @@ class _Scan:
                     words.add_char(ch)
                 result.append(ch)
         if stop:
-            raise ExpansionError(f"unexpected end of statement while looking for matching {stop}")
+            raise ExpansionSyntaxError(
+                f"unexpected end of statement while looking for matching {stop}"
+            )
         return "".join(result), words.finish()
 
     def single_quote(self) -> str:
@@ -136,7 +153,7 @@ class _Scan:
         while True:
             ch = self.next()
             if not ch:
-                raise ExpansionError(
+                raise ExpansionSyntaxError(
                     "unexpected end of statement while looking for matching single-quote"
                 )
             if ch == "'":
@@ -149,7 +166,7 @@ class _Scan:
         while True:
             ch = self.peek()
             if not ch:
-                raise ExpansionError(
+                raise ExpansionSyntaxError(
                     "unexpected end of statement while looking for matching double-quote"
                 )
             if ch == '"':
@@ -185,18 +202,40 @@ class _Scan:
         return self.text[start : self.pos]
 
     def dollar(self) -> str:
+        value = self.substitution()
+        self.substituted += len(value)
+        if self.substituted > MAX_EXPANSION:
+            raise ExpansionError(
+                f"the variables in this word expand to more than {MAX_EXPANSION // 2**20} MiB: "
+                "a value that grows with each use (ENV A=$A$A)?"
+            )
+        return value
+
+    def substitution(self) -> str:
+        """``$V`` or ``${...}``: the text it stands for."""
         self.next()  # the $
         if self.peek() != "{":
             name = self.name()
-            if not name:
-                return "$"
-            return self.env.get(name, "")
+            return self.env.get(name, "") if name else "$"
+        if self.depth >= MAX_NESTING:
+            raise ExpansionSyntaxError(
+                f"variable substitutions nest more than {MAX_NESTING} deep: "
+                "use an ARG or ENV to hold the inner value"
+            )
+        self.depth += 1
+        try:
+            return self.braced()
+        finally:
+            self.depth -= 1
+
+    def braced(self) -> str:
+        """``${...}``, from its ``{``."""
         self.next()  # the {
         ch = self.peek()
         if not ch:
-            raise ExpansionError("syntax error: missing '}'")
+            raise ExpansionSyntaxError("syntax error: missing '}'")
         if ch in "{}:":
-            raise ExpansionError("syntax error: bad substitution")
+            raise ExpansionSyntaxError("syntax error: bad substitution")
         name = self.name()
         op = self.next()
         if op == "}":
@@ -211,16 +250,16 @@ class _Scan:
             mods += op
         if op not in ("+", "-", "?", "#", "%"):
             if not op:
-                raise ExpansionError("syntax error: missing '}'")
-            raise ExpansionError(f"unsupported modifier ({mods}) in substitution")
+                raise ExpansionSyntaxError("syntax error: missing '}'")
+            raise ExpansionSyntaxError(f"unsupported modifier ({mods}) in substitution")
         raw = op in "#%"
         if null_is_unset and raw:
-            raise ExpansionError(f"unsupported modifier ({mods}) in substitution")
+            raise ExpansionSyntaxError(f"unsupported modifier ({mods}) in substitution")
         try:
             word, _ = self.process("}", raw_escapes=raw)
         except ExpansionError:
             if not self.peek():
-                raise ExpansionError("syntax error: missing '}'") from None
+                raise ExpansionSyntaxError("syntax error: missing '}'") from None
             raise
         is_set = name in self.env
         value = self.env.get(name, "")
@@ -248,30 +287,45 @@ class _Scan:
         pattern, _ = self.process("/", raw_escapes=True)
         replacement, _ = self.process("}", raw_escapes=True)
         value = self.env.get(name, "")
-        regex = re.compile(_pattern_to_regex(pattern, self.escape), re.DOTALL)
-        if replace_all:
-            return regex.sub(lambda _m: replacement, value)
-        match = regex.search(value)
-        if match is None:
-            return value
-        return value[: match.start()] + replacement + value[match.end() :]
+        glob = _Glob(pattern, self.escape)
+        backwards = value[::-1]
+        out: list[str] = []
+        pos = 0
+        while pos <= len(value):
+            found = glob.search(value, pos, backwards)
+            if found is None:
+                break
+            start, end = found
+            out += [value[pos:start], replacement]
+            if end == start:  # an empty match: step over one character, as re.sub does
+                out.append(value[end : end + 1])
+                pos = end + 1
+            else:
+                pos = end
+            if not replace_all:
+                break
+        return "".join(out) + value[pos:]
 
 
-def _pattern_to_regex(pattern: str, escape: str) -> str:
-    """A shell pattern (``*``, ``?``, ``[...]``, escapes) as a Python regex fragment."""
+def _pattern_parts(pattern: str, escape: str) -> list[str]:
+    """A shell pattern (``*``, ``?``, ``[...]``, escapes) as regex parts, one per
+    character matched, or ``.*`` for a ``*`` (a run of them counts once)."""
     out: list[str] = []
     i = 0
     while i < len(pattern):
         ch = pattern[i]
         if ch == "*":
-            out.append(".*")
+            if not out or out[-1] != ".*":
+                out.append(".*")
         elif ch == "?":
             out.append(".")
         elif ch == escape and i + 1 < len(pattern):
             i += 1
             out.append(re.escape(pattern[i]))
         elif ch == "[":
-            end = pattern.find("]", i + 2 if pattern[i + 1 : i + 2] in ("!", "^") else i + 1)
+            # A ] right after [ (or [!) is a member, not the end (POSIX bracket expressions).
+            first = i + 2 if pattern[i + 1 : i + 2] in ("!", "^") else i + 1
+            end = pattern.find("]", first + 1)
             if end < 0:
                 out.append(re.escape(ch))
             else:
@@ -279,31 +333,119 @@ def _pattern_to_regex(pattern: str, escape: str) -> str:
                 negate = body[:1] in ("!", "^")
                 if negate:
                     body = body[1:]
-                body = body.replace("\\", "\\\\")
-                out.append(f"[{'^' if negate else ''}{body}]")
+                out.append(f"[{'^' if negate else ''}{_bracket_body(body)}]")
                 i = end
         else:
             out.append(re.escape(ch))
         i += 1
+    return out
+
+
+def _bracket_body(body: str) -> str:
+    """A shell bracket expression's characters and ``a-z`` ranges as a regex set.
+
+    Every character is escaped, so what Python's set syntax would read otherwise
+    (``[``, ``&&``, ``--``, ``~~``, ``||``, ``^``) matches literally, as in the shell.
+    """
+    out: list[str] = []
+    i = 0
+    while i < len(body):
+        if i + 2 < len(body) and body[i + 1] == "-":
+            out.append(f"{re.escape(body[i])}-{re.escape(body[i + 2])}")
+            i += 3
+        else:
+            out.append(re.escape(body[i]))
+            i += 1
     return "".join(out)
 
 
+def _compile(parts: list[str], pattern: str) -> re.Pattern[str]:
+    """Regex ``parts`` compiled; a pattern that cannot be one (a reversed range such as
+    ``[z-a]``) is an error, as it is for BuildKit's Go regexp."""
+    try:
+        return re.compile("".join(parts), re.DOTALL)
+    except re.error as exc:
+        raise ExpansionError(f"invalid pattern {pattern!r} in substitution: {exc}") from None
+
+
+class _Glob:
+    """A shell pattern, matched piece by piece: the fixed-length pieces between its
+    ``*`` are found with regex searches, never by backtracking over the stars.
+
+    A match from a given start may end at several places; ``end`` gives the nearest or
+    the farthest, as a lazy or greedy ``*`` would (``#``/``%`` or ``##``/``%%``; a
+    replacement takes the farthest). Placing each middle piece at its first occurrence
+    leaves the most room to the last, so the nearest end is the last piece's first
+    occurrence after them and the farthest its last occurrence. The cost grows with the
+    value's length times the pattern's, where regex backtracking over several stars grew
+    with a power of the length (``${V/a*a*x/}`` on a long run of ``a``).
+    """
+
+    def __init__(self, pattern: str, escape: str, *, reverse: bool = False) -> None:
+        parts = _pattern_parts(pattern, escape)
+        if reverse:
+            parts.reverse()
+        pieces: list[list[str]] = [[]]
+        for part in parts:
+            if part == ".*":
+                pieces.append([])
+            else:
+                pieces[-1].append(part)
+        self.pieces = [_compile(piece, pattern) for piece in pieces]
+        self.sizes = [len(piece) for piece in pieces]
+        # The last piece read backwards, to find its last occurrence in the reversed value.
+        self.last_backwards = _compile(pieces[-1][::-1], pattern)
+
+    def end(self, value: str, start: int, farthest: bool, backwards: str = "") -> int | None:
+        """Where a match that begins at ``start`` ends, or None when none begins there.
+
+        ``backwards`` is ``value[::-1]`` when the caller already has it.
+        """
+        if not self.pieces[0].match(value, start):
+            return None
+        pos = start + self.sizes[0]
+        if len(self.pieces) == 1:
+            return pos
+        for piece in self.pieces[1:-1]:
+            found = piece.search(value, pos)
+            if found is None:
+                return None
+            pos = found.end()
+        if not self.sizes[-1]:  # the pattern ends with a *
+            return len(value) if farthest else pos
+        if not farthest:
+            found = self.pieces[-1].search(value, pos)
+            return None if found is None else found.end()
+        backwards = backwards or value[::-1]
+        found = self.last_backwards.search(backwards, 0, len(value) - pos)
+        return None if found is None else len(value) - found.start()
+
+    def search(self, value: str, pos: int, backwards: str = "") -> tuple[int, int] | None:
+        """The leftmost match at or after ``pos``, farthest end, as ``(start, end)``.
+
+        Only the first place where the first piece matches can start a match: from a
+        later place, the rest of the pattern has less of the value to be found in.
+        """
+        start = pos
+        if self.sizes[0]:
+            found = self.pieces[0].search(value, pos)
+            if found is None:
+                return None
+            start = found.start()
+        end = self.end(value, start, True, backwards)
+        return None if end is None else (start, end)
+
+
 def _trim_prefix(pattern: str, value: str, greedy: bool, escape: str) -> str:
-    regex = re.compile(_pattern_to_regex(pattern, escape), re.DOTALL)
-    lengths = range(len(value), -1, -1) if greedy else range(len(value) + 1)
-    for n in lengths:
-        if regex.fullmatch(value[:n]):
-            return value[n:]
-    return value
+    end = _Glob(pattern, escape).end(value, 0, greedy)
+    return value if end is None else value[end:]
 
 
 def _trim_suffix(pattern: str, value: str, greedy: bool, escape: str) -> str:
-    regex = re.compile(_pattern_to_regex(pattern, escape), re.DOTALL)
-    starts = range(len(value) + 1) if greedy else range(len(value), -1, -1)
-    for n in starts:
-        if regex.fullmatch(value[n:]):
-            return value[:n]
-    return value
+    # A suffix is a prefix of the reversed value under the reversed pattern (BuildKit
+    # trims suffixes the same way).
+    end = _Glob(pattern, escape, reverse=True).end(value[::-1], 0, greedy)
+    return value if end is None else value[: len(value) - end]
 
 
 class ShellLexer:

@@ -44,6 +44,13 @@ def split_lines(text: str, filename: str = "Dockerfile") -> tuple[str, list[Logi
     lines = text.replace("\r\n", "\n").split("\n")
     if lines and lines[0].startswith("\ufeff"):
         lines[0] = lines[0][1:]
+    for number, raw in enumerate(lines, start=1):
+        if "\0" in raw:
+            # No path, command or variable can hold a NUL (the kernel takes C strings);
+            # refused here, with its line, rather than wherever it would break later.
+            raise DockerfileError(
+                "this line contains a NUL character (\\0): remove it (is this a "
+                "binary file, or a text file in UTF-16?)", number, filename)
     escape, i = _directives(lines, filename)
     continuation = re.compile(re.escape(escape) + r"[ \t]*$")
     out: list[LogicalLine] = []
@@ -66,6 +73,13 @@ def split_lines(text: str, filename: str = "Dockerfile") -> tuple[str, list[Logi
             part, cont = _trim_continuation(raw, continuation)
             joined += part
         joined = joined.strip()
+        if not joined:
+            # BuildKit reads a lone escape with nothing after it as an instruction without
+            # a keyword, and fails with "unknown instruction".
+            raise DockerfileError(
+                f"the line continuation {escape!r} continues nothing: the file ends "
+                f"after it; remove the {escape!r} or add the instruction it continues",
+                start, filename)
         heredocs: list[Heredoc] = []
         if takes_heredocs(joined):
             try:

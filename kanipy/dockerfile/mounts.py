@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from kanipy.dockerfile.instructions import Mount
-from kanipy.dockerfile.values import SyntaxProblem
+from kanipy.dockerfile.values import SyntaxProblem, parse_id
 
 log = logging.getLogger(__name__)
 
@@ -50,12 +50,7 @@ def parse_mount(spec: str) -> Mount:
         return None
 
     def integer(name: str, base: int = 10) -> int | None:
-        if name not in fields:
-            return None
-        try:
-            return int(fields[name], base)
-        except ValueError:
-            raise SyntaxProblem(f"invalid {name} {fields[name]!r} in --mount={spec}") from None
+        return parse_id(name, fields[name], base) if name in fields else None
 
     target = fields.get("target") or fields.get("dst") or fields.get("destination")
     readonly = boolean("readonly", "ro")

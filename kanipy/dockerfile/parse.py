@@ -48,10 +48,18 @@ from kanipy.dockerfile.instructions import (
     Workdir,
     check_table,
 )
-from kanipy.dockerfile.lex import ExpansionError
+from kanipy.dockerfile.lex import ExpansionError, ShellLexer
 from kanipy.dockerfile.lines import LogicalLine, split_lines
 from kanipy.dockerfile.mounts import parse_mount
-from kanipy.dockerfile.values import SyntaxProblem, check_chmod, check_port, parse_duration
+from kanipy.dockerfile.values import (
+    SyntaxProblem,
+    check_chmod,
+    check_owner,
+    check_port,
+    check_signal,
+    parse_duration,
+    parse_retries,
+)
 from kanipy.errors import DockerfileError
 
 log = logging.getLogger(__name__)
@@ -129,6 +137,9 @@ def _parse_run(parts: Parts) -> Run:
     if security is not None and security not in ("sandbox", "insecure"):
         raise SyntaxProblem(f"unsupported --security={security} (sandbox or insecure)")
     command = parse_command(parts.keyword, parts.rest)
+    if command.exec_form and not command.args:
+        raise SyntaxProblem("RUN [] has no command: name the program to run, "
+                            'RUN ["executable", "arg"]')
     if heredocs and command.exec_form:
         raise SyntaxProblem("heredocs are not allowed with the exec form of RUN")
     return Run(**parts.common(), command=command, mounts=mounts, network=network,
@@ -206,7 +217,10 @@ def _parse_workdir(parts: Parts) -> Workdir:
 
 def _parse_stopsignal(parts: Parts) -> StopSignal:
     """``STOPSIGNAL signal``."""
-    return StopSignal(**parts.common(), signal=exactly_one(parts.keyword, parts.rest))
+    signal = exactly_one(parts.keyword, parts.rest)
+    if "$" not in signal:  # else checked once expanded (expand.py)
+        check_signal(ShellLexer(parts.escape).process_word(signal, {}))
+    return StopSignal(**parts.common(), signal=signal)
 
 
 def _parse_maintainer(parts: Parts) -> Maintainer:
@@ -240,18 +254,24 @@ def _copy_fields(parts: Parts) -> dict[str, Any]:
     for src in srcs:
         name = heredoc_name(src)
         if name is not None:
+            if name not in by_name:
+                # An ONBUILD trigger from an image config is one line, without the body.
+                raise SyntaxProblem(f"unterminated heredoc {name!r}: no body follows it")
             inline.append(by_name[name])
         else:
             sources.append(src)
     chmod = flags.string("chmod")
     if chmod is not None and "$" not in chmod:
         check_chmod(chmod)
+    chown = flags.string("chown")
+    if chown is not None and "$" not in chown:
+        check_owner("--chown", chown)
     return dict(
         parts.common(),
         sources=tuple(sources),
         dest=dest,
         heredocs=tuple(inline),
-        chown=flags.string("chown"),
+        chown=chown,
         chmod=chmod,
         link=bool(flags.boolean("link")),
         excludes=tuple(flags.strings("exclude")),
@@ -296,20 +316,15 @@ def _parse_healthcheck(parts: Parts) -> Healthcheck:
     if len(words) < 2 or not words[1].strip():
         raise SyntaxProblem("missing command after HEALTHCHECK CMD")
     command = parse_command("HEALTHCHECK", words[1])
+    if command.exec_form and not command.args:
+        raise SyntaxProblem("missing command after HEALTHCHECK CMD")
     test = ("CMD", *command.args) if command.exec_form else ("CMD-SHELL", command.args[0])
     durations: dict[str, Any] = {}
     for name in ("interval", "timeout", "start-period", "start-interval"):
         value = flags.string(name)
         durations[name.replace("-", "_")] = None if value is None else parse_duration(name, value)
-    retries: int | None = None
     text = flags.string("retries")
-    if text is not None:
-        try:
-            retries = int(text)
-        except ValueError:
-            raise SyntaxProblem(f"invalid --retries={text}: expected a whole number") from None
-        if retries < 0:
-            raise SyntaxProblem(f"--retries cannot be negative ({retries})")
+    retries = None if text is None else parse_retries(text)
     return Healthcheck(**parts.common(), test=test, retries=retries, **durations)
 
 
@@ -407,7 +422,14 @@ def parse_instructions(lines: list[str], filename: str = "Dockerfile", *, escape
         if not logical.text:
             continue
         keyword = logical.text.split(None, 1)[0].upper()
-        if keyword in _NOT_TRIGGERS:
-            raise DockerfileError(f"{keyword} isn't allowed as an ONBUILD trigger", line, filename)
-        out.append(build_instruction(logical, escape, filename))
+        try:
+            if keyword in _NOT_TRIGGERS:
+                raise SyntaxProblem(f"{keyword} isn't allowed as an ONBUILD trigger")
+            if "\0" in text:
+                raise SyntaxProblem("it contains a NUL character (\\0)")
+            out.append(_build(keyword, logical, escape, nested=True))
+        except (SyntaxProblem, ExpansionError) as exc:
+            raise DockerfileError(
+                f"the base image's ONBUILD trigger {logical.text[:80]!r} cannot run: {exc}",
+                line, filename) from None
     return out

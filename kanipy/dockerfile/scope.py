@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from kanipy.dockerfile.expand import EXPANDERS
 from kanipy.dockerfile.instructions import Heredoc, Instruction
 from kanipy.dockerfile.lex import ExpansionError, ShellLexer
-from kanipy.dockerfile.values import SyntaxProblem
+from kanipy.dockerfile.values import SyntaxProblem, check_no_nul
 from kanipy.errors import DockerfileError
 
 if TYPE_CHECKING:
@@ -90,10 +90,14 @@ class StageScope:
     def resolve(self, ins: Instruction) -> Instruction:
         """``ins`` with its words expanded per Docker's rules; ARG and ENV update the state."""
         env = self.expansion_env()
+        expander = EXPANDERS[ins.keyword]
         try:
-            return EXPANDERS[ins.keyword].apply(self, ins, env)
+            out = expander.apply(self, ins, env)
+            for name in expander.fields:
+                _check_no_nul(getattr(out, name))
         except (ExpansionError, SyntaxProblem) as exc:
-            raise self._error(exc, ins) from None
+            raise self._error(exc, ins) from exc  # the cause tells syntax from values
+        return out
 
     def arg_value(self, name: str, default: str | None, env: dict[str, str]) -> str | None:
         """An ARG's value: --build-arg wins; then the default; then a heading or platform ARG."""
@@ -105,6 +109,16 @@ class StageScope:
         if name in plan.meta_args:
             return plan.meta_args[name]
         return plan.platform_args.get(name)
+
+
+def _check_no_nul(value: object) -> None:
+    """A Dockerfile line cannot hold a NUL (``lines.py``), but a value from the base
+    image's Env can bring one into a path, a name or a variable: refused the same way."""
+    if isinstance(value, str):
+        check_no_nul(value)
+    elif isinstance(value, tuple):
+        for item in value:
+            _check_no_nul(item)
 
 
 def heredoc_file_content(doc: Heredoc) -> str:

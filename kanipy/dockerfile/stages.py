@@ -14,9 +14,10 @@ import logging
 from dataclasses import dataclass, field
 
 from kanipy.dockerfile.instructions import Arg, Copy, Env, From, Instruction, Run
-from kanipy.dockerfile.lex import ExpansionError, ShellLexer
+from kanipy.dockerfile.lex import ExpansionError, ExpansionSyntaxError, ShellLexer
 from kanipy.dockerfile.parse import parse_dockerfile
 from kanipy.dockerfile.scope import PROXY_ARGS, StageScope
+from kanipy.dockerfile.values import check_platform, decimal
 from kanipy.errors import DockerfileError
 from kanipy.oci.descriptor import Platform
 
@@ -189,6 +190,8 @@ def plan_build(
         platform = expand(frm.platform, env, frm.line) if frm.platform is not None else None
         if platform is not None:
             try:
+                platform = check_platform(platform, target_platform.os,
+                                          target_platform.architecture)
                 Platform.parse(platform)
             except ValueError as exc:
                 raise DockerfileError(f"FROM --platform: {exc}", frm.line, filename) from None
@@ -233,6 +236,8 @@ def plan_build(
     # Every dependency is an earlier stage, so file order is a dependency order.
     plan.stages = [s for s in all_stages if s.index in needed]
     for stage in plan.stages:
+        _check_syntax(plan, stage)
+    for stage in plan.stages:
         for ins in stage.instructions:
             if isinstance(ins, Arg):
                 declared.update(name for name, _ in ins.pairs)
@@ -252,12 +257,13 @@ def _stage_ref(value: str, current: int, names: dict[str, int], total: int, line
     index: int | None = None
     if value.lower() in names:
         index = names[value.lower()]
-    elif value.isdigit():
-        index = int(value)
-        if index >= total:
+    elif (number := decimal(value)) is not None:
+        # BuildKit takes whatever strconv.Atoi reads as a stage index, never as an image.
+        index = number
+        if not 0 <= index < total:
             raise DockerfileError(
-                f"{what}={value}: there is no stage {index} (this file has {total})", line,
-                filename,
+                f"{what}={value}: there is no stage {value} (stages are numbered from 0 "
+                f"to {total - 1} in the order of their FROM lines)", line, filename,
             )
     if index is None:
         return None
@@ -271,6 +277,20 @@ def _stage_ref(value: str, current: int, names: dict[str, int], total: int, line
             filename,
         )
     return StageRef(index)
+
+
+def _check_syntax(plan: BuildPlan, stage: Stage) -> None:
+    """Expand every instruction of a stage that will be built, without the base image's
+    Env, and report the words no Env could expand (BuildKit finds them while converting
+    the whole file, before building anything); what depends on values waits for the
+    engine, which knows the base image's Env."""
+    scope = StageScope(plan, stage, [])
+    for ins in stage.instructions:
+        try:
+            scope.resolve(ins)
+        except DockerfileError as err:
+            if isinstance(err.__cause__, ExpansionSyntaxError):
+                raise
 
 
 def _find_dependencies(plan: BuildPlan, stage: Stage, names: dict[str, int], total: int) -> None:

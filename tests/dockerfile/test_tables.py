@@ -125,7 +125,7 @@ EXPANSION_CASES: dict[str, tuple[str, str, object]] = {
     "WORKDIR": ("WORKDIR /$V", "path", "/v"),
     "ARG": ("ARG A=$V", "pairs", (("A", "v"),)),
     "ONBUILD": ("ONBUILD RUN echo $V", "", None),
-    "STOPSIGNAL": ("STOPSIGNAL $V", "signal", "v"),
+    "STOPSIGNAL": ("STOPSIGNAL ${V:+SIGKILL}", "signal", "SIGKILL"),
     "HEALTHCHECK": ("HEALTHCHECK CMD echo $V", "", None),
     "SHELL": ('SHELL ["$V"]', "", None),
 }
