@@ -245,8 +245,6 @@ def plan_build(
         k for k in build_args
         if k not in declared and k not in _BUILTIN_ARGS and not k.startswith("BUILDKIT_")
     )
-    if plan.unused_build_args:
-        log.warning("build args were not consumed: %s", ", ".join(plan.unused_build_args))
     return plan
 
 

@@ -39,6 +39,17 @@ def test_dry_run_prints_the_plan_without_a_registry(tmp_path: Path) -> None:
     assert "COPY --from=builder /x /y" in out
 
 
+def test_an_unused_build_arg_is_warned_about_once_naming_the_dockerfile(tmp_path: Path) -> None:
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": "FROM scratch\nARG USED\n"})
+    result = build(context, "--dry-run", "--no-push", "--build-arg", "USED=1",
+                   "--build-arg", "NPM_TOKEN=s3cr3t")
+    assert result.returncode == 0, result.stderr
+    warnings = [line for line in result.stderr.splitlines() if "NPM_TOKEN" in line]
+    assert len(warnings) == 1, result.stderr
+    assert "not consumed by any ARG in Dockerfile" in warnings[0]
+    assert "USED" not in warnings[0]
+
+
 def _failing(tmp_path: Path, registry: Registry, base_images: BaseImages):  # type: ignore[no-untyped-def]
     ok = f"FROM {base_images.oci}\nRUN true\n"
     return [
