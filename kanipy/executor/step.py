@@ -134,7 +134,7 @@ class StageNames:
 
     def find(self, text: str) -> int | None:
         """The index of the stage ``text`` names; None when it names an image."""
-        if text.isdigit():
+        if text.isascii() and text.isdigit():
             index = int(text)
             return index if index < len(self.labels) else None
         return self.names.get(text.lower())

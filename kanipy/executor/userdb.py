@@ -115,7 +115,7 @@ def _read(path: Path | None) -> str:
 
 
 def _numeric(text: str) -> int | None:
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         value = int(text)
         if value > MAX_ID:
             raise BuildError(f"user or group id {text} is out of range (0..{MAX_ID})")

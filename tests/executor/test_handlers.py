@@ -401,12 +401,15 @@ def test_copy_from_a_stage_not_built_names_it(tmp_path: Path) -> None:
          "/etc/passwd exists in the image and is not a directory", BuildError),
         ("ADD --checksum=sha256:00 one.txt /x",
          "ADD --checksum needs exactly one http(s) URL source", DockerfileError),
+        ("COPY --chown=\u00b2 one.txt /x",
+         "--chown=\u00b2: unable to find user \u00b2: no matching entries in passwd file",
+         BuildError),
         ("COPY --exclude=[abc one.txt /x",
          "--exclude: invalid pattern '[abc': unterminated [ (a character class needs its "
          "closing ])", DockerfileError),
     ],
     ids=["missing", "several-to-file", "unknown-owner", "dir-onto-file", "parent-is-file",
-         "checksum-without-url", "exclude-unterminated-class"],
+         "checksum-without-url", "chown-non-ascii-digit", "exclude-unterminated-class"],
 )
 def test_copy_failures_carry_no_location(tmp_path: Path, text: str, message: str,
                                          kind: type) -> None:

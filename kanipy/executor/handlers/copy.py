@@ -110,13 +110,14 @@ def ownership_for(chown: str | None, rootfs: Rootfs, keep_source: bool) -> Owner
         return Ownership(None, None) if keep_source else Ownership(0, 0)
     user, _, group = chown.partition(":")
     try:
-        if user.isdigit():
+        if user.isascii() and user.isdigit():
             uid = gid = int(user)
         else:
             resolved = exec_user(rootfs, user)
             uid, gid = resolved.uid, resolved.gid
         if group:
-            gid = int(group) if group.isdigit() else exec_user(rootfs, f"0:{group}").gid
+            numeric = group.isascii() and group.isdigit()
+            gid = int(group) if numeric else exec_user(rootfs, f"0:{group}").gid
     except BuildError as exc:
         raise StepError(f"--chown={chown}: {exc}") from None
     return Ownership(uid, gid)
