@@ -88,11 +88,22 @@ def layer_diff_id(image: Image, index: int) -> Digest:
     return diff_ids[index]
 
 
-class StoredLayer:
-    """A layer whose blob is in a BlobStore."""
+class BlobSource(Image, Protocol):
+    """An image that can open any of its blobs: what ``ImageLayer`` reads through."""
 
-    def __init__(self, image: StoredImage, index: int, descriptor: Descriptor) -> None:
-        self.store = image.store
+    def open_blob(self, descriptor: Descriptor) -> BinaryIO:
+        """A fresh stream of the blob ``descriptor`` names, as stored and pushed."""
+        ...
+
+
+class ImageLayer:
+    """Layer ``index`` of an image, read through the image (a BlobStore, a registry).
+
+    Nothing is opened until asked: the diff_id comes from the image's config, the
+    bytes from ``image.open_blob``, a fresh stream each time.
+    """
+
+    def __init__(self, image: BlobSource, index: int, descriptor: Descriptor) -> None:
         self._image = image
         self._index = index
         self._descriptor = descriptor
@@ -104,13 +115,13 @@ class StoredLayer:
         return layer_diff_id(self._image, self._index)
 
     def open_compressed(self) -> BinaryIO:
-        return self.store.open(self._descriptor.digest)
+        return self._image.open_blob(self._descriptor)
 
     def open_uncompressed(self) -> BinaryIO:
         return open_decompressed(self.open_compressed(), self._descriptor.media_type)
 
     def __repr__(self) -> str:
-        return f"StoredLayer({self._descriptor.digest.short})"
+        return f"ImageLayer({self._descriptor.digest.short})"
 
 
 class StoredImage:
@@ -147,7 +158,10 @@ class StoredImage:
         return self._config
 
     def layers(self) -> list[Layer]:
-        return [StoredLayer(self, i, desc) for i, desc in enumerate(self._manifest.layers)]
+        return [ImageLayer(self, i, desc) for i, desc in enumerate(self._manifest.layers)]
+
+    def open_blob(self, descriptor: Descriptor) -> BinaryIO:
+        return self.store.open(descriptor.digest)
 
     def __repr__(self) -> str:
         return f"StoredImage({self.digest})"

@@ -13,7 +13,7 @@ from kanipy.registry.client import RegistryClient
 from kanipy.registry.credentials import Credential, CredentialStore
 from kanipy.registry.options import RegistryOptions
 from kanipy.registry.progress import ProgressCallback, ProgressEvent
-from kanipy.registry.remote import RemoteImage, RemoteLayer
+from kanipy.registry.remote import RemoteImage
 
 __all__ = [
     "Credential",
@@ -23,5 +23,4 @@ __all__ = [
     "RegistryClient",
     "RegistryOptions",
     "RemoteImage",
-    "RemoteLayer",
 ]

@@ -21,7 +21,7 @@ from kanipy.oci.blobstore import BlobStore
 from kanipy.oci.config import ImageConfig
 from kanipy.oci.descriptor import Descriptor, Platform
 from kanipy.oci.digest import Digest
-from kanipy.oci.image import Layer, layer_diff_id, open_decompressed
+from kanipy.oci.image import ImageLayer, Layer
 from kanipy.oci.manifest import Index, Manifest
 from kanipy.reference import Reference
 from kanipy.registry.client import RegistryClient
@@ -30,31 +30,6 @@ from kanipy.registry.progress import ProgressCallback
 log = logging.getLogger(__name__)
 
 LayerCallback = Callable[[Descriptor], None]
-
-
-class RemoteLayer:
-    """One layer of a RemoteImage; nothing is fetched until it is opened."""
-
-    def __init__(self, image: RemoteImage, index: int, descriptor: Descriptor) -> None:
-        self._image = image
-        self._index = index
-        self._descriptor = descriptor
-
-    def descriptor(self) -> Descriptor:
-        return self._descriptor
-
-    def diff_id(self) -> Digest:
-        """From the image's config, which this fetches if nothing has yet."""
-        return layer_diff_id(self._image, self._index)
-
-    def open_compressed(self) -> BinaryIO:
-        return self._image.open_blob(self._descriptor)
-
-    def open_uncompressed(self) -> BinaryIO:
-        return open_decompressed(self.open_compressed(), self._descriptor.media_type)
-
-    def __repr__(self) -> str:
-        return f"RemoteLayer({self._descriptor.digest.short})"
 
 
 class RemoteImage:
@@ -112,7 +87,7 @@ class RemoteImage:
         return self._config
 
     def layers(self) -> list[Layer]:
-        return [RemoteLayer(self, i, desc) for i, desc in enumerate(self._manifest.layers)]
+        return [ImageLayer(self, i, desc) for i, desc in enumerate(self._manifest.layers)]
 
     def open_blob(self, descriptor: Descriptor) -> BinaryIO:
         """A fresh stream of one of this image's blobs (from the store, once fetched there)."""
