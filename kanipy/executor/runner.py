@@ -66,7 +66,15 @@ OnOutput = Callable[[bytes], None]
 
 # The image paths the runner provides during every step (issue 4, RUN). The
 # mounting itself is in runner_init.
-SCAFFOLDING = ("/proc", "/dev", "/sys", "/etc/resolv.conf", "/etc/hosts")
+SCAFFOLDING = ("/proc", "/dev", "/sys", "/etc/resolv.conf", "/etc/hosts", "/etc/hostname")
+
+MODE_LINES = {
+    "isolated": "RUN steps run isolated: mount, PID and UTS namespaces, pivot_root into "
+                "the root, Docker's default capabilities",
+    "unprivileged": "RUN steps run unprivileged (no mount rights here): chrooted, with "
+                    "/dev, a static /proc, DNS files and RUN --mount contents put into the "
+                    "root for each step and taken out after it",
+}
 
 # A line longer than this is handed on in pieces rather than buffered forever.
 MAX_LINE = 64 * 1024
@@ -149,6 +157,7 @@ class ChrootRunner:
         self.hosts = hosts
         self.python = python
         self.excluded_paths: frozenset[PurePosixPath] = frozenset()
+        self.mode: str | None = None
         self._warned: set[str] = set()
 
     def run(self, spec: RunSpec, on_output: OnOutput) -> int:
@@ -203,6 +212,9 @@ class ChrootRunner:
                  str(status_w)],
                 stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w,
                 pass_fds=(status_w,), close_fds=True,
+                # Nothing of kanipy's environment (DOCKER_CONFIG, tokens) reaches
+                # the helper, whose environment a step might read.
+                env={"PATH": DEFAULT_PATH},
             )
         finally:
             os.close(out_w)
@@ -223,13 +235,15 @@ class ChrootRunner:
 
     def _conclude(self, status: dict[str, Any]) -> int:
         self.excluded_paths = frozenset(PurePosixPath(p) for p in status.get("mounted", []))
+        mode = status.get("mode")
+        if mode and self.mode is None:
+            # Detected once per build: later steps go straight to this mode.
+            self.mode = mode
+            self.degraded = self.degraded or mode == "unprivileged"
+            log.info("%s", MODE_LINES[mode])
         missing = status.get("missing", [])
         if missing:
-            message = (
-                "RUN steps run with reduced isolation: " + "; ".join(missing)
-                + ". Run kanipy as root with CAP_SYS_ADMIN (a privileged container) "
-                "to get them."
-            )
+            message = "RUN steps run without: " + "; ".join(missing)
             if message not in self._warned:
                 self._warned.add(message)
                 log.warning("%s", message)

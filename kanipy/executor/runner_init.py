@@ -29,6 +29,14 @@ import struct
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from kanipy.executor.sandbox_caps import (
+    CHROOT_ONLY_CAPS,
+    DOCKER_DEFAULT_CAPS,
+    limit_capabilities,
+    make_undumpable,
+)
+from kanipy.executor.sandbox_files import Provisioner
+from kanipy.executor.sandbox_nomount import DEV_LINKS, DEVICES, provide_without_mounts
 from kanipy.executor.userdb import home_of_uid
 
 # The helper has no log handlers: what the engine must know goes over the status pipe.
@@ -59,12 +67,6 @@ SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
 
-# The device nodes of a minimal /dev (as runc's default devices): name, major, minor.
-DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
-           ("urandom", 1, 9), ("tty", 5, 0))
-DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-             ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
-             ("ptmx", "pts/ptmx"))
 
 
 class _Libc:
@@ -118,6 +120,9 @@ def _helper_main(args: list[str]) -> NoReturn:
         libc = _Libc()
         # If the engine dies, so does the step.
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        # A step must not read our fds (the status pipe), environment or root
+        # through /proc/1 or ptrace; the init inherits this over fork.
+        make_undumpable()
         isolated = _unshare(libc, job)
         init_pid = os.fork()
     except BaseException as exc:  # noqa: B036 - report anything, the engine raises it
@@ -277,52 +282,62 @@ def _init_main(libc: _Libc, job: dict[str, Any], status_fd: int, isolated: bool)
     signal.signal(signal.SIGTERM, on_term)
     missing: list[str] = []
     scaffold = _Scaffold(libc)
+    provisioner: Provisioner | None = None
     chrooted = False
-    required = [m["target"] for m in job["mounts"] if m["required"]]
-    if not isolated:
-        if required:
-            _send(status_fd, {"error": f"RUN --mount ({', '.join(required)}) needs mount "
-                              "namespaces, which are not permitted here"})
-            return 1
-        missing.append("mount and PID namespaces are not permitted (or disabled), so "
-                       "/proc, /dev, /sys, /etc/resolv.conf and /etc/hosts are not "
-                       "provided and leftover processes are killed by a process sweep")
-        libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
-    else:
+    mounts_permitted = False
+    if isolated:
         try:
             libc.mount(None, "/", None, MS_REC | MS_PRIVATE)
+            mounts_permitted = True
         except OSError as exc:
-            if required:
-                _send(status_fd, {"error": f"RUN --mount ({', '.join(required)}) is not "
-                                  f"possible: mounting is not permitted ({exc.strerror})"})
-                return 1
-            missing.append(f"mounting is not permitted ({exc.strerror}), so /proc, /dev, "
-                           "/sys, /etc/resolv.conf and /etc/hosts are not provided")
-        else:
-            sources = _open_sources(job)
-            os.chroot(job["root"])
-            os.chdir("/")
-            chrooted = True
-            old_umask = os.umask(0)
-            try:
-                _mount_scaffolding(scaffold, job, sources, missing)
-            except OSError as exc:
-                # A mount the step asked for (RUN --mount) failed: the step
-                # must not run without it.
-                scaffold.clean()
-                _send(status_fd, {"error": str(exc), "missing": missing,
-                                  "warnings": scaffold.warnings})
-                return 1
-            finally:
-                os.umask(old_umask)
-                for fd in sources.values():
-                    os.close(fd)
+            missing.append(f"mounting is not permitted ({exc.strerror})")
+    if not mounts_permitted:
+        # No mount rights (sandbox_nomount): the scaffolding is put into the
+        # root for the step, the step chroots itself, and leftover processes
+        # are found as our orphans (PR_SET_CHILD_SUBREAPER).
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
+        provisioner = Provisioner(job["root"])
+        try:
+            provide_without_mounts(provisioner, job, missing)
+        except OSError as exc:
+            provisioner.restore()
+            _send(status_fd, {"error": str(exc), "missing": missing,
+                              "warnings": provisioner.warnings})
+            return 1
+    else:
+        sources = _open_sources(job)
+        os.chroot(job["root"])
+        os.chdir("/")
+        chrooted = True
+        old_umask = os.umask(0)
+        try:
+            _mount_scaffolding(scaffold, job, sources, missing)
+        except OSError as exc:
+            # A mount the step asked for (RUN --mount) failed: the step
+            # must not run without it.
+            scaffold.clean()
+            _send(status_fd, {"error": str(exc), "missing": missing,
+                              "warnings": scaffold.warnings})
+            return 1
+        finally:
+            os.umask(old_umask)
+            for fd in sources.values():
+                os.close(fd)
+    mode = "isolated" if chrooted else "unprivileged"
 
-    if step["stop"]:
+    def finish() -> list[str]:
         if chrooted:
             scaffold.clean()
+            return list(scaffold.mounted)
+        assert provisioner is not None
+        provisioner.restore()
+        scaffold.warnings.extend(provisioner.warnings)
+        return provisioner.image_paths
+
+    if step["stop"]:
+        finish()
         _send(status_fd, {"exit": 128 + signal.SIGTERM, "missing": missing,
-                          "warnings": scaffold.warnings})
+                          "warnings": scaffold.warnings, "mode": mode})
         return 0
     step_pid = os.fork()
     if step_pid == 0:
@@ -339,13 +354,13 @@ def _init_main(libc: _Libc, job: dict[str, Any], status_fd: int, isolated: bool)
             break
     _kill_rest(isolated, step_pid)
     _reap_all(isolated)
-    if chrooted:
-        scaffold.clean()
+    provided = finish()
     _send(status_fd, {
         "exit": code,
         "missing": missing,
         "warnings": scaffold.warnings,
-        "mounted": list(scaffold.mounted),
+        "mounted": provided,
+        "mode": mode,
     })
     return 0
 
@@ -511,6 +526,9 @@ def _exec_step(job: dict[str, Any], chrooted: bool, status_fd: int) -> NoReturn:
         if not chrooted:
             os.chroot(job["root"])
             os.chdir("/")
+        # Docker's default capabilities; a step that is only chrooted also
+        # loses CAP_SYS_CHROOT, which would let it leave the chroot.
+        limit_capabilities(DOCKER_DEFAULT_CAPS if chrooted else CHROOT_ONLY_CAPS)
         os.umask(0o022)
         env = dict(job["env"])
         uid, gid = job["uid"], job["gid"]

@@ -72,7 +72,11 @@ def handle_run(ins: Run, state: StageState, ctx: StageContext) -> StepResult:
             network=network,  # type: ignore[arg-type]
             extra_mounts=mounts,
         )
-        status = ctx.runner.run(spec, ctx.on_output)
+        try:
+            status = ctx.runner.run(spec, ctx.on_output)
+        except BuildError as exc:
+            # The runner knows no Dockerfile: say which step could not start.
+            raise BuildError(f"{ctx.plan.filename}:{ins.line}: {exc}") from exc
     finally:
         held.close()
         shutil.rmtree(scratch, ignore_errors=True)
