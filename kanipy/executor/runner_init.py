@@ -31,11 +31,12 @@ from typing import Any, NoReturn
 
 from kanipy.executor.sandbox_caps import (
     CHROOT_ONLY_CAPS,
-    DOCKER_DEFAULT_CAPS,
+    ISOLATED_CAPS,
     limit_capabilities,
     make_undumpable,
 )
 from kanipy.executor.sandbox_files import Provisioner
+from kanipy.executor.sandbox_isolate import pivot_into, protect_proc
 from kanipy.executor.sandbox_nomount import DEV_LINKS, DEVICES, provide_without_mounts
 from kanipy.executor.userdb import home_of_uid
 
@@ -157,11 +158,11 @@ def _unshare(libc: _Libc, job: dict[str, Any]) -> bool:
         if job["network"] == "none":
             raise OSError(errno.EPERM, "network=none needs a network namespace")
         return False
-    flags = CLONE_NEWNS | CLONE_NEWPID
+    # A UTS namespace always, as runc gives one: a step that sets the host
+    # name (or writes /proc/sys/kernel/hostname) cannot change the host's.
+    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS
     if job["network"] == "none":
         flags |= CLONE_NEWNET
-    if job["hostname"]:
-        flags |= CLONE_NEWUTS
     try:
         libc.unshare(flags)
     except OSError as exc:
@@ -306,16 +307,29 @@ def _init_main(libc: _Libc, job: dict[str, Any], status_fd: int, isolated: bool)
             return 1
     else:
         sources = _open_sources(job)
-        os.chroot(job["root"])
-        os.chdir("/")
+        detach_old_root: Callable[[], None] | None = None
+        try:
+            detach_old_root = pivot_into(libc, job["root"])
+        except OSError as exc:
+            # Some roots cannot be pivoted from (an initramfs "/"): chroot
+            # then, and say that a step holding CAP_SYS_CHROOT could leave it.
+            missing.append(f"pivot_root is not possible ({exc.strerror}), so the step is "
+                           "only chrooted")
+            os.chroot(job["root"])
+            os.chdir("/")
         chrooted = True
         old_umask = os.umask(0)
         try:
             _mount_scaffolding(scaffold, job, sources, missing)
+            if detach_old_root is not None:
+                detach, detach_old_root = detach_old_root, None
+                detach()
         except OSError as exc:
             # A mount the step asked for (RUN --mount) failed: the step
             # must not run without it.
             scaffold.clean()
+            if detach_old_root is not None:
+                detach_old_root()  # its directory must not stay in the image
             _send(status_fd, {"error": str(exc), "missing": missing,
                               "warnings": scaffold.warnings})
             return 1
@@ -439,6 +453,9 @@ def _mount_scaffolding(scaffold: _Scaffold, job: dict[str, Any], sources: dict[s
         return
     attempt("/dev", dev)
     attempt("/sys", sys_)
+    null = sources.get("/dev/null")
+    for failure in protect_proc(scaffold.libc, fd_path(null) if null is not None else None):
+        missing.append(f"{failure} is not provided")
     for m in job["mounts"]:
         target_name = m["target"]
 
@@ -526,9 +543,9 @@ def _exec_step(job: dict[str, Any], chrooted: bool, status_fd: int) -> NoReturn:
         if not chrooted:
             os.chroot(job["root"])
             os.chdir("/")
-        # Docker's default capabilities; a step that is only chrooted also
-        # loses CAP_SYS_CHROOT, which would let it leave the chroot.
-        limit_capabilities(DOCKER_DEFAULT_CAPS if chrooted else CHROOT_ONLY_CAPS)
+        # Docker's default capabilities, less the one each mode cannot
+        # contain (sandbox_caps): CAP_MKNOD isolated, CAP_SYS_CHROOT chrooted.
+        limit_capabilities(ISOLATED_CAPS if chrooted else CHROOT_ONLY_CAPS)
         os.umask(0o022)
         env = dict(job["env"])
         uid, gid = job["uid"], job["gid"]

@@ -12,6 +12,7 @@ import pytest
 
 from kanipy.errors import BuildError
 from kanipy.executor.runner import DEFAULT_PATH, ChrootRunner, Mount, RunSpec
+from kanipy.executor.sandbox_caps import CAPABILITIES, ISOLATED_CAPS
 from kanipy.executor.userdb import resolve_user
 
 # What a RUN step must never leave behind in the rootfs.
@@ -297,3 +298,20 @@ def test_a_workdir_that_is_a_file_is_a_clear_error(rootfs: Path) -> None:
     (rootfs / "srv").write_text("")
     with pytest.raises(BuildError, match="working directory /srv"):
         run(rootfs, "true", workdir="/srv")
+
+
+def test_isolated_steps_are_pivoted_with_kernel_tunables_read_only(rootfs: Path) -> None:
+    before = listing(rootfs, ["", *SCAFFOLDING])
+    hostname = Path("/proc/sys/kernel/hostname").read_text()
+    code, lines = run(rootfs, (
+        "ls -A / | grep -c kanipy; (echo x > /proc/sys/kernel/hostname) 2>/dev/null || echo ro; "
+        "mount -o remount,rw /sys 2>/dev/null || echo sys-stays-ro; "
+        "mknod /tmp/mem c 1 1 2>/dev/null || echo no-mknod; "
+        "grep CapBnd /proc/self/status"))
+    # Docker's default capabilities less CAP_MKNOD (no devices cgroup to stop its nodes).
+    bounding = sum(1 << CAPABILITIES[name] for name in ISOLATED_CAPS)
+    assert "CAP_MKNOD" not in ISOLATED_CAPS and "CAP_SYS_ADMIN" not in ISOLATED_CAPS
+    assert lines == ["0", "ro", "sys-stays-ro", "no-mknod", f"CapBnd:\t{bounding:016x}"]
+    assert code == 0
+    assert Path("/proc/sys/kernel/hostname").read_text() == hostname
+    assert listing(rootfs, ["", *SCAFFOLDING]) == before
