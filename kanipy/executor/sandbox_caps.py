@@ -119,3 +119,23 @@ def bounding_set() -> frozenset[str]:
     lib = _libc()
     return frozenset(name for name, number in CAPABILITIES.items()
                      if _prctl(lib, PR_CAPBSET_READ, number) == 1)
+
+
+def require_build_privileges(euid: int | None = None) -> None:
+    """Refuse to build as a non-root user, saying what is needed (exit 2).
+
+    Unpacking an image keeps its files' owners and RUN runs steps as the
+    image's users, both of which need uid 0. Nothing more is needed: Docker's
+    default capabilities suffice (no CAP_SYS_ADMIN, no privileged container).
+    """
+    from kanipy.errors import UsageError
+
+    uid = os.geteuid() if euid is None else euid
+    if uid == 0:
+        return
+    raise UsageError(
+        f"kanipy build must run as root (uid 0), not uid {uid}: it unpacks images with "
+        "their files' owners and runs RUN steps as the image's users. Run its container "
+        "as root (Kubernetes: securityContext.runAsUser: 0; GitLab and GitHub Actions: "
+        "the image's default user); Docker's default capabilities are enough, no "
+        "privileged mode or CAP_SYS_ADMIN is needed.")

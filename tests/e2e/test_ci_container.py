@@ -186,3 +186,18 @@ def test_workloads_give_the_same_image_with_full_rights_and_in_a_ci_container(
         assert not (root / "mnt/data").exists() and not (root / "scratch").exists()
         assert sorted(p.name for p in (root / "proc").iterdir()) == []
         assert sorted(p.name for p in (root / "dev").iterdir()) == []
+
+
+def test_a_non_root_ci_step_is_told_what_it_needs(tmp_path: Path, registry: Registry,
+                                                  debian_python_base: str,
+                                                  ci_container: CIContainer) -> None:
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": f"FROM {debian_python_base}\n"
+                                                          "RUN true\n"})
+    context.chmod(0o755)
+    result = ci_container.build(context, "-d", registry.ref("ci/non-root:1"), name="nonroot",
+                                uid=1000, env={"HOME": "/tmp"})
+    assert result.returncode == 2, result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert "must run as root (uid 0), not uid 1000" in message
+    assert "runAsUser: 0" in message and "CAP_SYS_ADMIN is needed" in message
+    assert "Traceback" not in result.stderr
