@@ -26,9 +26,15 @@ How, and why this way:
   unmounts, removes the mount points it had to create, restores their parent
   directories' times, and exits; the kernel tears the namespaces down with it.
   So ``RUN daemon &`` neither hangs the build nor outlives the step.
-- Where namespaces or mounts are not permitted (an unprivileged container) the
-  step still runs, chrooted, with one warning naming what is missing; leftover
-  processes are then found through ``PR_SET_CHILD_SUBREAPER`` and killed.
+- Where namespaces or mounts are not permitted (uid 0 with Docker's default
+  capabilities, where Kaniko runs) the step is chrooted and its scaffolding
+  and ``RUN --mount`` contents are put into the root and taken out after it
+  (``sandbox_nomount``); leftover processes are then found through
+  ``PR_SET_CHILD_SUBREAPER`` and killed. The first step finds the mode, later
+  steps go straight to it, and one info line names it.
+- Isolation where namespaces are allowed (``sandbox_isolate``, ``sandbox_caps``):
+  pivot_root with the old root detached, a UTS namespace, read-only kernel
+  tunables and Docker's masked paths, Docker's default capabilities.
 
 Docker's rules followed: PATH defaults to Docker's default, HOME to the uid's
 home in the image's /etc/passwd (else ``/``), argv[0] is looked up in PATH

@@ -2,13 +2,16 @@
 
 ``kanipy.executor.runner`` starts this module in a fresh ``python -I -S`` helper
 (``_helper_main``). The helper unshares the mount and PID namespaces (plus
-network and UTS when asked), forks the init (PID 1 of the new PID namespace),
-and waits. The init makes mount propagation private, chroots into the rootfs,
-mounts /proc, /dev, /sys, the private resolv.conf and hosts and the extra mounts
-*inside the chroot* (so the image's symlinks resolve inside the root), forks the
+network when asked, UTS always), forks the init (PID 1 of the new PID
+namespace), and waits. The init makes mount propagation private, pivots into
+the rootfs (``sandbox_isolate``), mounts /proc, /dev, /sys, the private
+resolv.conf and hosts and the extra mounts *inside the new root* (so the
+image's symlinks resolve inside the root), detaches the old root, forks the
 step, and when the step's main process ends kills what is left, unmounts, and
-removes the mount points it created. It reports back over a status pipe as
-JSON lines: ``{"exit", "missing", "warnings", "mounted"}`` or ``{"error"}``.
+removes the mount points it created. Without mount rights it puts the same
+things into the root as files instead (``sandbox_nomount``) and the step
+chroots itself. It reports back over a status pipe as JSON lines:
+``{"exit", "missing", "warnings", "mounted", "mode"}`` or ``{"error"}``.
 
 Only the standard library and ``kanipy.executor.userdb`` may be used here: the
 helper does not load the engine's dependencies.
