@@ -11,12 +11,16 @@ builds an example Dockerfile with RUN steps and pushes it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -66,8 +70,17 @@ def _source_context(directory: Path, wheels: Path) -> Path:
     return directory
 
 
-def test_kanipy_builds_its_own_image_which_builds_in_a_ci_container(
-        tmp_path: Path, registry: Registry, debian_python_base: str, wheelhouse: Path) -> None:
+@dataclass
+class KanipyImage:
+    ref: str
+    rootfs: Path  # unpacked with umoci
+
+
+@pytest.fixture(scope="module")
+def kanipy_image(tmp_path_factory: pytest.TempPathFactory, registry: Registry,
+                 debian_python_base: str, wheelhouse: Path) -> KanipyImage:
+    """kanipy's image built by kanipy from the repository's Dockerfile, and unpacked."""
+    tmp_path = tmp_path_factory.mktemp("own-image")
     if not PIP_WHEEL.exists():
         unavailable(f"{PIP_WHEEL} (Debian's python3-pip-whl) is not installed")
     # A python base with pip, as python:slim is (made by kanipy, from Debian's wheel).
@@ -85,7 +98,13 @@ def test_kanipy_builds_its_own_image_which_builds_in_a_ci_container(
     context = _source_context(tmp_path / "src", wheelhouse)
     build(context, "-d", image, "--build-arg", f"BASE={pip_base}",
           "--build-arg", "PIP_OPTIONS=--no-index --find-links /tmp/kanipy-src/wheels").check()
+    return KanipyImage(image, unpack_image(image, tmp_path / "unpacked"))
 
+
+def test_kanipy_builds_its_own_image_which_builds_in_a_ci_container(
+        tmp_path: Path, registry: Registry, debian_python_base: str,
+        kanipy_image: KanipyImage) -> None:
+    image, rootfs = kanipy_image.ref, kanipy_image.rootfs
     config = skopeo_config(image)["config"]
     assert config["Entrypoint"] == ["kanipy"]
     assert "DOCKER_CONFIG=/kaniko/.docker" in config["Env"]
@@ -93,8 +112,6 @@ def test_kanipy_builds_its_own_image_which_builds_in_a_ci_container(
     own = layers[-1]["size"]  # the layer this Dockerfile adds over its base
     print(f"kanipy's image: {sum(layer['size'] for layer in layers) / 1e6:.1f} MB "
           f"compressed, {own / 1e6:.1f} MB of it kanipy and its dependencies")
-
-    rootfs = unpack_image(image, tmp_path / "unpacked")
     assert not (rootfs / "tmp" / "kanipy-src").exists(), "the bound sources stay out"
     assert os.access(rootfs / "kaniko" / "executor", os.X_OK)
 
@@ -121,3 +138,182 @@ def test_kanipy_builds_its_own_image_which_builds_in_a_ci_container(
     assert (built / "built").read_text() == "built-by-kanipy-image\n"
     assert (built / "hosts").read_text().split()[0] == "127.0.0.1"
     assert not (built / "var/cache/example").exists()
+
+
+TEKTON = REPO / "examples" / "tekton"
+# Where Tekton puts a TaskRun's workspaces, results and home in the step's container.
+WORKSPACE_ROOT = "/workspace"
+RESULTS_DIR = "/tekton/results"
+LOAD_YAML = ("import json, sys, yaml; "
+             "json.dump([d for d in yaml.safe_load_all(open(sys.argv[1])) if d], sys.stdout)")
+
+
+def load_yaml(path: Path) -> dict[str, Any]:
+    """One YAML document, read by Debian's python3-yaml (PyYAML is no dependency of kanipy's)."""
+    python = shutil.which("python3", path="/usr/bin") or "/usr/bin/python3"
+    proc = subprocess.run([python, "-c", LOAD_YAML, str(path)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        unavailable(f"cannot read YAML with {python} (Debian's python3-yaml): {proc.stderr}")
+    docs = json.loads(proc.stdout)
+    assert len(docs) == 1, f"{path.name} holds one document"
+    return dict(docs[0])
+
+
+_VARIABLE = re.compile(r"\$\(([^)]+)\)")
+
+
+def substitute(value: str, variables: dict[str, str]) -> str:
+    """Tekton's ``$(...)`` substitution of strings; an unknown variable fails the test."""
+    def one(match: re.Match[str]) -> str:
+        name = match.group(1)
+        assert name in variables, f"unknown Tekton variable $({name}) in {value!r}"
+        return variables[name]
+    return _VARIABLE.sub(one, value)
+
+
+def substitute_list(values: list[str], variables: dict[str, str],
+                    arrays: dict[str, list[str]]) -> list[str]:
+    """A list where an element ``$(params.X[*])`` expands to the array param X."""
+    out: list[str] = []
+    for value in values:
+        match = re.fullmatch(r"\$\(params\.([\w-]+)\[\*\]\)", value)
+        if match:
+            assert match.group(1) in arrays, f"{value} names no array param"
+            out.extend(arrays[match.group(1)])
+        else:
+            out.append(substitute(value, variables))
+    return out
+
+
+def pipeline_task_params(run: dict[str, Any], pipeline: dict[str, Any], task_name: str
+                         ) -> tuple[dict[str, str], dict[str, list[str]]]:
+    """The params a PipelineRun gives a Pipeline task, as Tekton resolves them."""
+    given = {p["name"]: p["value"] for p in run["spec"]["params"]}
+    strings: dict[str, str] = {}
+    arrays: dict[str, list[str]] = {}
+    for param in pipeline["spec"]["params"]:
+        value = given.get(param["name"], param.get("default"))
+        assert value is not None, f"PipelineRun gives no value for {param['name']}"
+        if isinstance(value, list):
+            arrays[param["name"]] = value
+        else:
+            strings[f"params.{param['name']}"] = value
+    task = next(t for t in pipeline["spec"]["tasks"] if t["name"] == task_name)
+    out_strings: dict[str, str] = {}
+    out_arrays: dict[str, list[str]] = {}
+    for param in task["params"]:
+        if isinstance(param["value"], list):
+            out_arrays[param["name"]] = substitute_list(param["value"], strings, arrays)
+        else:
+            out_strings[param["name"]] = substitute(param["value"], strings)
+    return out_strings, out_arrays
+
+
+def test_tekton_task_pipeline_and_run_refer_to_each_other() -> None:
+    task = load_yaml(TEKTON / "task.yaml")
+    pipeline = load_yaml(TEKTON / "pipeline.yaml")
+    run = load_yaml(TEKTON / "pipelinerun.yaml")
+    assert (task["kind"], pipeline["kind"], run["kind"]) == ("Task", "Pipeline", "PipelineRun")
+    spec = task["spec"]
+    assert {p["name"] for p in spec["params"]} == {
+        "IMAGE", "DOCKERFILE", "CONTEXT", "EXTRA_ARGS", "BUILDER_IMAGE"}
+    assert {w["name"] for w in spec["workspaces"]} == {"source", "dockerconfig"}
+    assert {r["name"] for r in spec["results"]} == {"IMAGE_DIGEST", "IMAGE_URL"}
+    env = {e["name"]: e["value"] for e in spec["steps"][0]["env"]}
+    assert env["DOCKER_CONFIG"] == "/tekton/home/.docker"
+    dockerconfig = next(w for w in spec["workspaces"] if w["name"] == "dockerconfig")
+    assert dockerconfig["mountPath"] == env["DOCKER_CONFIG"]
+
+    # The Pipeline's build task uses this Task, after the clone, with its params.
+    pipe = pipeline["spec"]
+    build_task = next(t for t in pipe["tasks"] if t["taskRef"]["name"] == task["metadata"]["name"])
+    clone = next(t for t in pipe["tasks"] if t["taskRef"]["name"] == "git-clone")
+    assert build_task["runAfter"] == [clone["name"]]
+    task_params = {p["name"]: p for p in spec["params"]}
+    passed = {p["name"] for p in build_task["params"]}
+    assert passed <= set(task_params)
+    assert {n for n, p in task_params.items() if "default" not in p} <= passed
+    pipeline_params = {p["name"] for p in pipe["params"]}
+    pipeline_workspaces = {w["name"] for w in pipe["workspaces"]}
+    for t in pipe["tasks"]:
+        for p in t["params"]:
+            values = p["value"] if isinstance(p["value"], list) else [p["value"]]
+            for value in values:
+                for name in re.findall(r"\$\(params\.([\w-]+)(?:\[\*\])?\)", value):
+                    assert name in pipeline_params, f"{t['name']} uses unknown param {name}"
+        for w in t["workspaces"]:
+            assert w["workspace"] in pipeline_workspaces
+    assert {w["name"] for w in build_task["workspaces"]} <= {w["name"] for w in spec["workspaces"]}
+    for result in pipe["results"]:
+        task_name, _, result_name = result["value"][len("$(tasks."):-1].partition(".results.")
+        assert task_name == build_task["name"]
+        assert result_name in {r["name"] for r in spec["results"]}
+
+    # The PipelineRun runs this Pipeline with every param it needs and its workspaces.
+    assert run["spec"]["pipelineRef"]["name"] == pipeline["metadata"]["name"]
+    given = {p["name"] for p in run["spec"]["params"]}
+    assert given <= pipeline_params
+    assert {p["name"] for p in pipe["params"] if "default" not in p} <= given
+    assert {w["name"] for w in run["spec"]["workspaces"]} == pipeline_workspaces
+
+
+def test_tekton_task_step_runs_as_tekton_runs_it(
+        tmp_path: Path, registry: Registry, debian_python_base: str,
+        kanipy_image: KanipyImage) -> None:
+    task = load_yaml(TEKTON / "task.yaml")
+    pipeline = load_yaml(TEKTON / "pipeline.yaml")
+    run = load_yaml(TEKTON / "pipelinerun.yaml")
+    dest = registry.ref("tekton/app:latest")
+    for param in run["spec"]["params"]:
+        if param["name"] == "image-reference":
+            param["value"] = dest
+    build_task = next(t for t in pipeline["spec"]["tasks"]
+                      if t["taskRef"]["name"] == task["metadata"]["name"])
+    strings, arrays = pipeline_task_params(run, pipeline, build_task["name"])
+    for param in task["spec"]["params"]:
+        if param.get("type") == "array":
+            arrays.setdefault(param["name"], param.get("default", []))
+        else:
+            strings.setdefault(param["name"], param.get("default"))
+
+    # The source workspace, as git-clone leaves it; credentials, results, home.
+    source = write_tree(tmp_path / "source", {"Dockerfile": (
+        f"FROM {debian_python_base}\nARG VERSION\n"
+        "RUN echo \"version $VERSION\" > /version && nproc > /nproc\n")})
+    docker_config = tmp_path / "dockerconfig"
+    docker_config.mkdir()
+    (docker_config / "config.json").write_text(json.dumps({"auths": {}}))
+    results = tmp_path / "results"
+    results.mkdir()
+    variables = {f"params.{name}": value for name, value in strings.items()}
+    variables["workspaces.source.path"] = f"{WORKSPACE_ROOT}/source"
+    for result in task["spec"]["results"]:
+        variables[f"results.{result['name']}.path"] = f"{RESULTS_DIR}/{result['name']}"
+    mount_path = next(w["mountPath"] for w in task["spec"]["workspaces"]
+                      if w["name"] == "dockerconfig")
+    binds = [Bind(source, f"{WORKSPACE_ROOT}/source"),
+             Bind(docker_config, mount_path, readonly=True),
+             Bind(results, RESULTS_DIR)]
+
+    for index, step in enumerate(task["spec"]["steps"]):
+        if "script" in step:
+            argv = ["sh", "-c", substitute(step["script"], variables)]
+        else:
+            argv = (substitute_list(step.get("command", []), variables, arrays)
+                    + substitute_list(step.get("args", []), variables, arrays))
+        env = {e["name"]: substitute(e["value"], variables) for e in step.get("env", [])}
+        uid = step.get("securityContext", {}).get("runAsUser", 0)
+        result = run_step(
+            tmp_path / f"bundle-{index}", kanipy_image.rootfs,
+            RuncStep(args=argv, env={"HOME": "/tekton/home", **env}, binds=binds,
+                     cwd=substitute(step.get("workingDir", "/"), variables), uid=uid),
+            name=container_name(f"tekton-{index}"))
+        assert result.returncode == 0, f"step {step['name']}: {result.stderr[-3000:]}"
+
+    digest = (results / "IMAGE_DIGEST").read_text()
+    assert (results / "IMAGE_URL").read_text() == dest
+    manifest = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw",
+                               f"docker://{dest}"], capture_output=True, check=True).stdout
+    assert digest == "sha256:" + hashlib.sha256(manifest).hexdigest()
+    built = unpack_image(dest, tmp_path / "built")
+    assert (built / "version").read_text() == "version 1.0\n"
