@@ -18,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -317,3 +318,67 @@ def test_tekton_task_step_runs_as_tekton_runs_it(
     assert digest == "sha256:" + hashlib.sha256(manifest).hexdigest()
     built = unpack_image(dest, tmp_path / "built")
     assert (built / "version").read_text() == "version 1.0\n"
+
+
+def readme_yaml(heading: str) -> dict[str, Any]:
+    """The first ```yaml block after ``heading`` in the README, parsed."""
+    text = (REPO / "README.md").read_text()
+    after = text[text.index(heading):]
+    block = after[after.index("```yaml\n") + len("```yaml\n"):]
+    path = Path(tempfile.mkdtemp()) / "snippet.yaml"
+    try:
+        path.write_text(block[:block.index("```")])
+        return load_yaml(path)
+    finally:
+        shutil.rmtree(path.parent)
+
+
+def _run_ci_job(tmp_path: Path, kanipy_image: KanipyImage, script: str, workspace: str,
+                env: dict[str, str], name: str) -> None:
+    """A job's shell script in kanipy's image, as a CI runner starts a job container."""
+    source = write_tree(tmp_path / "source", {"Dockerfile": (
+        "FROM {base}\nRUN echo built-in-ci > /ci && test -c /dev/null\n")})
+    (source / "Dockerfile").write_text(
+        (source / "Dockerfile").read_text().format(base=env.pop("BASE")))
+    result = run_step(tmp_path / "bundle", kanipy_image.rootfs, RuncStep(
+        args=["sh", "-e", "-c", script], env=env, binds=[Bind(source, workspace)],
+        cwd=workspace), name=container_name(name))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "RUN steps run unprivileged" in result.stderr
+
+
+def test_readme_gitlab_job_runs_as_gitlab_runs_it(
+        tmp_path: Path, registry: Registry, debian_python_base: str,
+        kanipy_image: KanipyImage) -> None:
+    job = readme_yaml("### GitLab CI")["build-image"]
+    assert job["image"]["entrypoint"] == [""]
+    # GitLab's Docker executor: the job's lines in one shell, in the project
+    # directory, as the image's user (root), with Docker's default rights.
+    project = "/builds/group/app"
+    _run_ci_job(tmp_path, kanipy_image, "\n".join(job["script"]), project, {
+        "BASE": debian_python_base, "CI_PROJECT_DIR": project, "CI_REGISTRY": registry.host,
+        "CI_REGISTRY_IMAGE": registry.ref("group/app"), "CI_COMMIT_SHORT_SHA": "1a2b3c4d",
+        "CI_REGISTRY_USER": "gitlab-ci-token", "CI_REGISTRY_PASSWORD": "job-token",
+    }, "gitlab")
+    built = unpack_image(registry.ref("group/app:1a2b3c4d"), tmp_path / "built")
+    assert (built / "ci").read_text() == "built-in-ci\n"
+
+
+def test_readme_github_actions_job_runs_as_github_runs_it(
+        tmp_path: Path, registry: Registry, debian_python_base: str,
+        kanipy_image: KanipyImage) -> None:
+    job = readme_yaml("### GitHub Actions")["jobs"]["image"]
+    assert job["container"]["options"] == "--user 0"
+    step = next(s for s in job["steps"] if "run" in s)
+    # Actions evaluates ${{ }} before the shell runs the step (sh -e for a container job).
+    expressions = {"secrets.REGISTRY_AUTH": "dXNlcjpwYXNz", "github.repository": "org/app",
+                   "github.sha": "0123abcd"}
+    script = re.sub(r"\$\{\{\s*([\w.]+)\s*\}\}", lambda m: expressions[m.group(1)], step["run"])
+    env = {k: re.sub(r"\$\{\{\s*([\w.]+)\s*\}\}", lambda m: expressions[m.group(1)], v)
+           for k, v in {**job["env"], **step["env"]}.items()}
+    env["REGISTRY"] = registry.host  # the job's registry, here the test's
+    workspace = "/__w/app/app"
+    _run_ci_job(tmp_path, kanipy_image, script, workspace, {
+        "BASE": debian_python_base, "GITHUB_WORKSPACE": workspace, **env}, "github")
+    built = unpack_image(registry.ref("org/app:0123abcd"), tmp_path / "built")
+    assert (built / "ci").read_text() == "built-in-ci\n"
