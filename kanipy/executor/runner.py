@@ -60,6 +60,7 @@ from typing import Any, Literal, Protocol
 
 from kanipy.errors import BuildError
 from kanipy.executor.runner_init import DEFAULT_PATH
+from kanipy.executor.sandbox_caps import make_undumpable
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +247,10 @@ class ChrootRunner:
             # Detected once per build: later steps go straight to this mode.
             self.mode = mode
             self.degraded = self.degraded or mode == "unprivileged"
+            if mode == "unprivileged":
+                # No PID namespace hides kanipy from the steps: a root step
+                # could ptrace it (and read credentials) unless it is not dumpable.
+                make_undumpable()
             log.info("%s", MODE_LINES[mode])
         missing = status.get("missing", [])
         if missing:

@@ -317,7 +317,8 @@ def _init_main(libc: _Libc, job: dict[str, Any], status_fd: int, isolated: bool)
             # Some roots cannot be pivoted from (an initramfs "/"): chroot
             # then, and say that a step holding CAP_SYS_CHROOT could leave it.
             missing.append(f"pivot_root is not possible ({exc.strerror}), so the step is "
-                           "only chrooted")
+                           "only chrooted (and cannot chroot itself)")
+            job["pivoted"] = False
             os.chroot(job["root"])
             os.chdir("/")
         chrooted = True
@@ -548,7 +549,10 @@ def _exec_step(job: dict[str, Any], chrooted: bool, status_fd: int) -> NoReturn:
             os.chdir("/")
         # Docker's default capabilities, less the one each mode cannot
         # contain (sandbox_caps): CAP_MKNOD isolated, CAP_SYS_CHROOT chrooted.
-        limit_capabilities(ISOLATED_CAPS if chrooted else CHROOT_ONLY_CAPS)
+        keep = ISOLATED_CAPS if chrooted else CHROOT_ONLY_CAPS
+        if not job.get("pivoted", True):
+            keep = keep & CHROOT_ONLY_CAPS
+        limit_capabilities(keep)
         os.umask(0o022)
         env = dict(job["env"])
         uid, gid = job["uid"], job["gid"]

@@ -49,6 +49,15 @@ for name, action in (("write-marker", lambda: open(marker, "w").write("escaped")
         seen[name] = "done"
     except OSError as exc:
         seen[name] = exc.strerror
+# PID 1 is the step's init (isolated) or kanipy itself (in a CI container):
+# attaching would give its memory, credentials included.
+import ctypes
+libc = ctypes.CDLL(None, use_errno=True)
+PTRACE_SEIZE = 0x4206
+if libc.ptrace(PTRACE_SEIZE, 1, None, None) == 0:
+    seen["ptrace-pid-1"] = "attached"
+else:
+    seen["ptrace-pid-1"] = os.strerror(ctypes.get_errno())
 print(json.dumps(seen))
 """
 
@@ -100,6 +109,7 @@ def test_steps_stay_inside_with_full_rights(tmp_path: Path, registry: Registry,
         "sees-host-dir": False,
         "write-marker": "No such file or directory",
         "read-docker-config": "No such file or directory",
+        "ptrace-pid-1": "Operation not permitted",
         "proc-hostname": "refused",
         "hostname-after": hostname,
         "sethostname": "refused",
@@ -132,6 +142,7 @@ def test_steps_stay_inside_in_a_ci_container(tmp_path: Path, registry: Registry,
         "sees-host-dir": False,
         "write-marker": "No such file or directory",
         "read-docker-config": "No such file or directory",
+        "ptrace-pid-1": "Operation not permitted",
         # Into the step's static copy of /proc, which goes with the step.
         "proc-hostname": "written",
         "hostname-after": socket.gethostname(),

@@ -15,7 +15,7 @@ import pytest
 
 from kanipy.errors import BuildError
 from kanipy.executor.runner import ChrootRunner, Mount, RunSpec
-from tests.executor.test_runner import listing, run
+from tests.executor.test_runner import host_processes_with, listing, run
 
 # Every provided path and its parents: what a snapshot would compare.
 WATCHED = ["", "etc", "etc/hosts", "etc/resolv.conf", "etc/hostname", "dev", "dev/null",
@@ -179,3 +179,22 @@ def test_spec_env_never_holds_kanipy_environment(rootfs: Path,
         lines.append)
     assert code == 0
     assert not any(b"leak-me" in line for line in lines)
+
+
+def test_an_interrupted_step_still_puts_everything_back(rootfs: Path, tmp_path: Path) -> None:
+    _image_entries(rootfs)
+    before = listing(rootfs, WATCHED)
+    cache = tmp_path / "cache"
+    cache.mkdir()
+
+    def on_output(line: bytes) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ChrootRunner(degraded=True).run(
+            RunSpec(rootfs, ["/bin/sh", "-c", "echo go; sleep 987658"],
+                    extra_mounts=[Mount("/var/cache/c", "bind", cache)]), on_output)
+    assert listing(rootfs, WATCHED) == before
+    assert cache.is_dir() and not (rootfs / "var").exists()
+    assert host_processes_with(b"987658") == []
+    assert [p.name for p in rootfs.parent.iterdir() if p.name.startswith(".kanipy")] == []
