@@ -357,10 +357,14 @@ def _init_main(libc: _Libc, job: dict[str, Any], status_fd: int, isolated: bool)
         _send(status_fd, {"exit": 128 + signal.SIGTERM, "missing": missing,
                           "warnings": scaffold.warnings, "mode": mode})
         return 0
+    # A SIGTERM between the fork and knowing the step's pid would kill
+    # nothing: it waits, blocked, until the pid is known (the step unblocks it).
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
     step_pid = os.fork()
     if step_pid == 0:
         _exec_step(job, chrooted, status_fd)
     step["pid"] = step_pid
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])
     code = 1
     while True:
         try:
