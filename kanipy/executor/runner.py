@@ -1,9 +1,9 @@
 """Running one RUN step inside a rootfs directory (DESIGN.md decision 2).
 
-``ChrootRunner`` runs the step chrooted into the rootfs, in fresh mount and PID
-namespaces, with ``/proc``, a minimal ``/dev``, a read-only ``/sys`` and
-private copies of the host's ``/etc/resolv.conf`` and ``/etc/hosts`` mounted for
-the duration of the step only.
+``ChrootRunner`` runs the step pivoted into the rootfs, in fresh mount, PID and
+UTS namespaces, with ``/proc``, a minimal ``/dev``, a read-only ``/sys`` and
+private copies of the host's ``/etc/resolv.conf``, ``/etc/hosts`` and its
+host name as ``/etc/hostname`` mounted for the duration of the step only.
 
 How, and why this way:
 
@@ -50,6 +50,7 @@ import logging
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -176,6 +177,7 @@ class ChrootRunner:
             if spec.hostname:
                 hosts += f"127.0.0.1\t{spec.hostname}\n".encode()
             (job / "hosts").write_bytes(hosts)
+            (job / "hostname").write_text(f"{spec.hostname or socket.gethostname()}\n")
             (job / "spec.json").write_text(json.dumps(self._job(spec, job)))
             status = self._spawn(job / "spec.json", on_output)
         return self._conclude(status)
@@ -185,6 +187,8 @@ class ChrootRunner:
             {"target": "/etc/resolv.conf", "type": "bind", "source": str(job / "resolv.conf"),
              "readonly": False, "required": False},
             {"target": "/etc/hosts", "type": "bind", "source": str(job / "hosts"),
+             "readonly": False, "required": False},
+            {"target": "/etc/hostname", "type": "bind", "source": str(job / "hostname"),
              "readonly": False, "required": False},
         ]
         for m in spec.extra_mounts:

@@ -28,7 +28,6 @@ from __future__ import annotations
 import errno
 import functools
 import os
-import socket
 import stat
 from typing import Any
 
@@ -69,8 +68,6 @@ def provide_without_mounts(prov: Provisioner, job: dict[str, Any], missing: list
     try:
         _dev(prov, missing)
         _proc(prov, job, missing)
-        hostname = job.get("hostname") or socket.gethostname()
-        prov.place("/etc/hostname", lambda host: _write(host, f"{hostname}\n".encode(), 0o644))
         for m in job["mounts"]:
             if m["required"]:
                 _extra(prov, m)

@@ -214,8 +214,11 @@ def test_network_none_on_the_degraded_path_is_refused(rootfs: Path) -> None:
 
 
 def test_hostname(rootfs: Path) -> None:
-    code, lines = run(rootfs, "hostname; grep -c buildbox /etc/hosts", hostname="buildbox")
-    assert (code, lines) == (0, ["buildbox", "1"])
+    before = listing(rootfs, ["etc", "etc/hostname"])
+    code, lines = run(rootfs, "hostname; grep -c buildbox /etc/hosts; cat /etc/hostname",
+                      hostname="buildbox")
+    assert (code, lines) == (0, ["buildbox", "1", "buildbox"])
+    assert listing(rootfs, ["etc", "etc/hostname"]) == before
 
 
 def test_extra_mounts_bind_and_tmpfs_leave_no_trace(rootfs: Path, tmp_path: Path) -> None:
