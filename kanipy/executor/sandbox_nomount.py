@@ -185,7 +185,19 @@ def _extra(prov: Provisioner, m: dict[str, Any]) -> None:
 
         def give_back(host: str) -> None:
             if renamed[0]:
-                os.rename(host, source)
+                try:
+                    os.rename(host, source)
+                    return
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                        raise
+                # Another build made a new cache at the same place meanwhile:
+                # this step's entries go into it, replacing theirs.
+                for name in os.listdir(host):
+                    if os.path.lexists(os.path.join(source, name)):
+                        remove_entry(os.path.join(source, name))
+                    os.rename(os.path.join(host, name), os.path.join(source, name))
+                os.rmdir(host)
                 return
             remove_entry(source)
             copy_entry(host, source)

@@ -198,3 +198,26 @@ def test_an_interrupted_step_still_puts_everything_back(rootfs: Path, tmp_path: 
     assert cache.is_dir() and not (rootfs / "var").exists()
     assert host_processes_with(b"987658") == []
     assert [p.name for p in rootfs.parent.iterdir() if p.name.startswith(".kanipy")] == []
+
+
+def test_a_cache_recreated_by_another_build_meanwhile_gets_the_step_entries(
+        rootfs: Path, tmp_path: Path) -> None:
+    # Without mounts a cache directory is renamed into the root for the step;
+    # a concurrent build sharing the cache finds it gone and makes a new one.
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "old").write_text("before\n")
+
+    def on_output(line: bytes) -> None:
+        if line == b"in-step":
+            cache.mkdir()
+            (cache / "theirs").write_text("other build\n")
+            (rootfs / "tmp" / "go").touch()
+
+    code = ChrootRunner(degraded=True).run(RunSpec(rootfs, ["/bin/sh", "-c", (
+        "echo mine > /c/added; echo in-step; i=0; while [ ! -e /tmp/go ] && [ $i -lt 100 ]; "
+        "do sleep 0.05; i=$((i+1)); done")], extra_mounts=[Mount("/c", "bind", cache)]),
+        on_output)
+    assert code == 0
+    assert sorted(p.name for p in cache.iterdir()) == ["added", "old", "theirs"]
+    assert not (rootfs / "c").exists()
