@@ -34,7 +34,7 @@ from typing import Any, NoReturn
 
 from kanipy.executor.sandbox_caps import (
     CHROOT_ONLY_CAPS,
-    ISOLATED_CAPS,
+    DOCKER_DEFAULT_CAPS,
     limit_capabilities,
     make_undumpable,
 )
@@ -419,17 +419,23 @@ def _mount_scaffolding(scaffold: _Scaffold, job: dict[str, Any], sources: dict[s
 
     def dev() -> None:
         target = scaffold.mount_point("/dev", True)
-        scaffold.mount("tmpfs", target, "tmpfs", MS_NOSUID, "mode=755,size=65536k")
-        for name, major, minor in DEVICES:
+        # nodev, as the root is: a node a step makes (it keeps CAP_MKNOD, as
+        # under Docker) cannot be opened, there being no devices cgroup to
+        # stop it. The usual nodes are the host's, bound in.
+        scaffold.mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=65536k")
+        unbound = []
+        for name, _major, _minor in DEVICES:
             node = os.path.join(target, name)
+            source = sources.get(f"/dev/{name}")
             try:
-                os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
-            except OSError:
-                # A devices cgroup may forbid mknod: bind the host's node instead.
-                if f"/dev/{name}" not in sources:
-                    continue
+                if source is None:
+                    raise OSError(errno.ENOENT, f"the host has no /dev/{name}")
                 os.close(os.open(node, os.O_WRONLY | os.O_CREAT, 0o666))
-                scaffold.mount(fd_path(sources[f"/dev/{name}"]), node, None, MS_BIND)
+                scaffold.mount(fd_path(source), node, None, MS_BIND)
+            except OSError as exc:
+                unbound.append(f"/dev/{name} ({exc.strerror})")
+        if unbound:
+            missing.append(f"{', '.join(unbound)} not provided")
         os.mkdir(os.path.join(target, "pts"), 0o755)
         os.mkdir(os.path.join(target, "shm"), 0o1777)
         scaffold.mount("devpts", os.path.join(target, "pts"), "devpts",
@@ -478,8 +484,8 @@ def _mount_scaffolding(scaffold: _Scaffold, job: dict[str, Any], sources: dict[s
             is_dir = stat.S_ISDIR(os.stat(fd_path(fd)).st_mode)
             target = scaffold.mount_point(m["target"], is_dir)
             scaffold.mount(fd_path(fd), target, None, MS_BIND | MS_REC)
-            if m["readonly"]:
-                scaffold.libc.mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+            scaffold.libc.mount(None, target, None, MS_REMOUNT | MS_BIND | MS_NODEV
+                                | (MS_RDONLY if m["readonly"] else 0))
 
         if not m["required"]:
             attempt(target_name, extra)
@@ -551,9 +557,9 @@ def _exec_step(job: dict[str, Any], chrooted: bool, status_fd: int) -> NoReturn:
         if not chrooted:
             os.chroot(job["root"])
             os.chdir("/")
-        # Docker's default capabilities, less the one each mode cannot
-        # contain (sandbox_caps): CAP_MKNOD isolated, CAP_SYS_CHROOT chrooted.
-        keep = ISOLATED_CAPS if chrooted else CHROOT_ONLY_CAPS
+        # Docker's default capabilities; a step that is only chrooted also
+        # loses CAP_SYS_CHROOT, which would let it leave the chroot.
+        keep = DOCKER_DEFAULT_CAPS if chrooted else CHROOT_ONLY_CAPS
         if not job.get("pivoted", True):
             keep = keep & CHROOT_ONLY_CAPS
         limit_capabilities(keep)

@@ -11,9 +11,10 @@ set, which is what the kernel gives a root process on exec
 Where mounts are not permitted the step is only chrooted, and a chrooted
 root process holding CAP_SYS_CHROOT can leave the chroot (chroot into a
 subdirectory, then ``..`` upwards from outside it). That mode therefore also
-drops CAP_SYS_CHROOT. Where namespaces are allowed there is usually no
-devices cgroup (a host, a privileged container), so a device node a step
-made could be opened: that mode drops CAP_MKNOD.
+drops CAP_SYS_CHROOT. Both keep CAP_MKNOD, as Docker does: a step may make
+device nodes (and they reach the image), but cannot open them: Docker's
+devices cgroup stops that in a CI container, and where namespaces are
+allowed the root and every mount kanipy gives a step are ``nodev``.
 
 Only the standard library may be used here: this runs in the step helper.
 """
@@ -43,10 +44,6 @@ DOCKER_DEFAULT_CAPS = frozenset({
     "CAP_SETGID", "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE",
     "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
 })
-# Isolated steps run where no devices cgroup can be counted on (a host, a
-# privileged container): a device node they make could be opened, so they
-# cannot make one (Docker's device cgroup allows mknod but not opening).
-ISOLATED_CAPS = DOCKER_DEFAULT_CAPS - {"CAP_MKNOD"}
 # Chrooted steps (no mount rights): the build container's device cgroup
 # stands, but chroot would let them leave their root.
 CHROOT_ONLY_CAPS = DOCKER_DEFAULT_CAPS - {"CAP_SYS_CHROOT"}

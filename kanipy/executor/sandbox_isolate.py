@@ -66,8 +66,10 @@ def pivot_into(libc: MountCalls, root: str) -> Callable[[], None]:
     number = SYS_PIVOT_ROOT.get(platform.machine())
     if number is None:
         raise OSError(38, f"pivot_root: unknown syscall number on {platform.machine()}")
-    # pivot_root needs the new root to be a mount point.
+    # pivot_root needs the new root to be a mount point. nodev: a device
+    # node a step makes there cannot be opened (no devices cgroup here).
     libc.mount(root, root, None, MS_BIND | MS_REC)
+    libc.mount(None, root, None, MS_REMOUNT | MS_BIND | MS_NODEV)
     os.chdir(root)
     before = os.stat(".")
     put_old = f".kanipy-old-root-{secrets.token_hex(8)}"

@@ -12,7 +12,7 @@ import pytest
 
 from kanipy.errors import BuildError
 from kanipy.executor.runner import DEFAULT_PATH, ChrootRunner, Mount, RunSpec
-from kanipy.executor.sandbox_caps import CAPABILITIES, ISOLATED_CAPS
+from kanipy.executor.sandbox_caps import CAPABILITIES, DOCKER_DEFAULT_CAPS
 from kanipy.executor.userdb import resolve_user
 
 # What a RUN step must never leave behind in the rootfs.
@@ -309,12 +309,13 @@ def test_isolated_steps_are_pivoted_with_kernel_tunables_read_only(rootfs: Path)
     code, lines = run(rootfs, (
         "ls -A / | grep -c kanipy; (echo x > /proc/sys/kernel/hostname) 2>/dev/null || echo ro; "
         "mount -o remount,rw /sys 2>/dev/null || echo sys-stays-ro; "
-        "mknod /tmp/mem c 1 1 2>/dev/null || echo no-mknod; "
+        "mknod /tmp/mem c 1 1 && (head -c 1 /tmp/mem 2>/dev/null || echo unopenable); "
+        "mknod /dev/mem c 1 1 && (head -c 1 /dev/mem 2>/dev/null || echo unopenable); "
         "grep CapBnd /proc/self/status"))
-    # Docker's default capabilities less CAP_MKNOD (no devices cgroup to stop its nodes).
-    bounding = sum(1 << CAPABILITIES[name] for name in ISOLATED_CAPS)
-    assert "CAP_MKNOD" not in ISOLATED_CAPS and "CAP_SYS_ADMIN" not in ISOLATED_CAPS
-    assert lines == ["0", "ro", "sys-stays-ro", "no-mknod", f"CapBnd:\t{bounding:016x}"]
+    # Docker's default capabilities; nodes a step makes cannot be opened (nodev).
+    bounding = sum(1 << CAPABILITIES[name] for name in DOCKER_DEFAULT_CAPS)
+    assert lines == ["0", "ro", "sys-stays-ro", "unopenable", "unopenable",
+                     f"CapBnd:\t{bounding:016x}"]
     assert code == 0
     assert Path("/proc/sys/kernel/hostname").read_text() == hostname
     assert listing(rootfs, ["", *SCAFFOLDING]) == before
