@@ -201,3 +201,16 @@ def test_a_non_root_ci_step_is_told_what_it_needs(tmp_path: Path, registry: Regi
     assert "must run as root (uid 0), not uid 1000" in message
     assert "runAsUser: 0" in message and "CAP_SYS_ADMIN is needed" in message
     assert "Traceback" not in result.stderr
+
+
+def test_a_run_mount_that_cannot_be_provided_names_its_line(
+        tmp_path: Path, registry: Registry, debian_python_base: str,
+        ci_container: CIContainer) -> None:
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": (
+        f"FROM {debian_python_base}\nRUN true\n"
+        "RUN --mount=type=tmpfs,target=/etc/passwd/x true\n")})
+    result = ci_container.build(context, "-d", registry.ref("ci/bad-mount:1"), name="badmount")
+    assert result.returncode == 1, result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("kanipy: error: Dockerfile:3: "), message
+    assert "tmpfs at /etc/passwd/x" in message and "not a directory" in message, message
