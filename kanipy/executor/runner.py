@@ -80,8 +80,9 @@ MODE_LINES = {
     "isolated": "RUN steps run isolated: mount, PID and UTS namespaces, pivot_root into "
                 "the root, Docker's default capabilities",
     "unprivileged": "RUN steps run unprivileged (no mount rights here): chrooted, with "
-                    "/dev, a static /proc, DNS files and RUN --mount contents put into the "
-                    "root for each step and taken out after it",
+                    "/dev, a static /proc (live /proc/self and /dev/fd opens for root steps), "
+                    "DNS files and RUN --mount contents put into the root for each step and "
+                    "taken out after it",
 }
 
 # A line longer than this is handed on in pieces rather than buffered forever.

@@ -32,6 +32,7 @@ import struct
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from kanipy.executor import sandbox_procfs
 from kanipy.executor.sandbox_caps import (
     CHROOT_ONLY_CAPS,
     DOCKER_DEFAULT_CAPS,
@@ -360,11 +361,22 @@ def _init_main(libc: _Libc, job: dict[str, Any], status_fd: int, isolated: bool)
     # A SIGTERM between the fork and knowing the step's pid would kill
     # nothing: it waits, blocked, until the pid is known (the step unblocks it).
     signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
+    # Chrooted root steps get a live /proc/self and /dev/fd (sandbox_procfs).
+    live_proc = not chrooted and job["uid"] == 0 and sandbox_procfs.supported()
+    ends = socket.socketpair() if live_proc else None
     step_pid = os.fork()
     if step_pid == 0:
-        _exec_step(job, chrooted, status_fd)
+        _exec_step(job, chrooted, status_fd, ends[1] if ends else None)
     step["pid"] = step_pid
     signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])
+    supervisor = None
+    if ends is not None:
+        ends[1].close()
+        listener = sandbox_procfs.receive_listener(ends[0])
+        ends[0].close()
+        if listener is not None:
+            supervisor = sandbox_procfs.ProcSupervisor(listener)
+            supervisor.start()
     code = 1
     while True:
         try:
@@ -376,6 +388,8 @@ def _init_main(libc: _Libc, job: dict[str, Any], status_fd: int, isolated: bool)
             break
     _kill_rest(isolated, step_pid)
     _reap_all(isolated)
+    if supervisor is not None:
+        supervisor.stop()
     provided = finish()
     _send(status_fd, {
         "exit": code,
@@ -547,7 +561,8 @@ def _children(parent: int) -> list[int]:
     return found
 
 
-def _exec_step(job: dict[str, Any], chrooted: bool, status_fd: int) -> NoReturn:
+def _exec_step(job: dict[str, Any], chrooted: bool, status_fd: int,
+               procfs: socket.socket | None = None) -> NoReturn:
     """In the forked step process: enter the root, become the user, exec argv."""
     try:
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
@@ -590,6 +605,14 @@ def _exec_step(job: dict[str, Any], chrooted: bool, status_fd: int) -> NoReturn:
     except BaseException as exc:  # noqa: B036
         _send(status_fd, {"error": f"{exc}"})
         os._exit(125)
+    if procfs is not None:
+        # Last before exec: from here on the step's opens stop for the init.
+        try:
+            listener: int | None = sandbox_procfs.install_filter()
+        except OSError:
+            listener = None  # the static /proc stays, as for non-root steps
+        sandbox_procfs.send_listener(procfs, listener)
+        procfs.close()
     argv = job["argv"]
     executable = _look_path(argv[0], env["PATH"])
     if executable is None:

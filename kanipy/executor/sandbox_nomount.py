@@ -10,8 +10,9 @@ them back exactly):
   set, and Docker's device cgroup lets these be opened), ``pts`` and ``shm``
   directories, the ``fd``/``stdin``/``stdout``/``stderr`` links;
 - ``/proc``: a static copy of the host's global files (cpuinfo, meminfo, ...)
-  and of the helper's ``/proc/self`` taken at the start of the step. There is
-  no per-process view: ``/proc/self/fd`` and so ``/dev/fd`` do not exist (see
+  and of the helper's ``/proc/self`` taken at the start of the step. Root
+  steps also get live opens of ``/proc/self/...`` and ``/dev/fd/N``
+  (``sandbox_procfs``); for others ``/dev/fd`` does not exist (see
   docs/architecture-runner.md for the options measured);
 - ``/etc/resolv.conf``, ``/etc/hosts``, ``/etc/hostname``: private copies;
 - ``RUN --mount``: a cache directory is renamed into place and back (copied

@@ -64,7 +64,8 @@ RUN python3 /tmp/wheels/pip.whl/pip install -q --no-index --no-cache-dir \\
     && rm -rf /tmp/wheels \\
     && python3 -c 'import hello; print(hello.GREETING)' > /out/pip
 RUN useradd --create-home --uid 1234 builder && id builder > /out/useradd
-RUN (bash -c 'cat <(echo substituted)' 2>/dev/null || echo no-dev-fd) > /out/process-substitution
+RUN bash -c 'while read -r line; do echo "$line"; done < <(echo substituted)' \
+    > /out/process-substitution
 RUN grep -c '^Uid:' /proc/self/status > /out/proc-status
 RUN nproc > /out/nproc
 RUN getent hosts localhost | head -1 | cut -d' ' -f1 > /out/getent
@@ -109,9 +110,9 @@ EXPECTED = {
     "bind": "bound from the context",
     "tmpfs": "x",
 }
-# What the unprivileged mode cannot give yet, and what the step sees instead:
-# /dev/fd needs a per-process /proc (docs/architecture-runner.md, "/proc").
-UNPRIVILEGED_GAPS = {"process-substitution": "no-dev-fd"}
+# What the unprivileged mode cannot give yet, and what the step sees instead
+# (docs/architecture-runner.md, "/proc").
+UNPRIVILEGED_GAPS: dict[str, str] = {}
 
 
 def _tree(rootfs: Path) -> dict[str, tuple[object, ...]]:

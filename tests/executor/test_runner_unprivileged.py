@@ -15,6 +15,7 @@ import pytest
 
 from kanipy.errors import BuildError
 from kanipy.executor.runner import ChrootRunner, Mount, RunSpec
+from kanipy.executor.sandbox_procfs import host_path, supported
 from tests.executor.test_runner import host_processes_with, listing, run
 
 # Every provided path and its parents: what a snapshot would compare.
@@ -221,3 +222,37 @@ def test_a_cache_recreated_by_another_build_meanwhile_gets_the_step_entries(
     assert code == 0
     assert sorted(p.name for p in cache.iterdir()) == ["added", "old", "theirs"]
     assert not (rootfs / "c").exists()
+
+
+@pytest.mark.parametrize(("path", "host"), [
+    ("/dev/fd/63", "/proc/42/fd/63"),
+    ("/dev/stdin", "/proc/42/fd/0"),
+    ("/proc/self/status", "/proc/42/status"),
+    ("/proc/self", "/proc/42"),
+    ("/proc/thread-self/comm", "/proc/42/task/42/comm"),
+    ("/proc/self/../1/environ", None),
+    ("/proc/1/environ", None),
+    ("/proc/cpuinfo", None),
+    ("/dev/fd/../null", None),
+    ("/etc/passwd", None),
+], ids=lambda v: str(v))
+def test_only_the_opening_process_own_proc_entries_are_translated(path: str,
+                                                                 host: str | None) -> None:
+    assert host_path(path, 42) == host
+
+
+def test_root_steps_get_a_live_proc_self_and_dev_fd(rootfs: Path) -> None:
+    if not supported():
+        pytest.skip("no seccomp user notification numbers for this architecture")
+    code, lines = unprivileged(rootfs, (
+        "head -1 /proc/self/status; cat /dev/fd/0 < /etc/group | head -1; "
+        "head -1 /proc/self/root/etc/passwd; cat /proc/1/environ 2>/dev/null || echo no-pid-1"))
+    assert (code, lines) == (0, ["Name:\thead", "root:x:0:", "root:x:0:0:root:/root:/bin/sh",
+                                 "no-pid-1"])
+
+
+def test_non_root_steps_keep_the_static_proc(rootfs: Path) -> None:
+    code, lines = unprivileged(rootfs, "head -1 /proc/self/status; test -e /dev/fd/0 || "
+                                       "echo no-dev-fd", uid=1000, gid=1000)
+    assert code == 0
+    assert lines[0] != "Name:\thead" and lines[1] == "no-dev-fd"
