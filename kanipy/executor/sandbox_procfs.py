@@ -60,6 +60,14 @@ def supported() -> bool:
     return platform.machine() in _ARCHES
 
 
+# Entries under /proc/PID whose lookup would go on from a directory of the
+# step's root (``root/...``, ``cwd/...``) are resolved by the init, whose root is
+# the build container's: ``..`` and absolute symlinks would lead out of the
+# step's root. Only single files, and fd/N itself, are translated.
+_NOT_TRANSLATED = frozenset({"root", "cwd", "exe", "map_files", "task", "ns"})
+_TWO_LEVELS = frozenset({"fd", "fdinfo", "net"})
+
+
 def host_path(path: str, pid: int) -> str | None:
     """The build container's path for the step's ``path`` opened by ``pid``; None: as is."""
     if path in _STD:
@@ -69,8 +77,17 @@ def host_path(path: str, pid: int) -> str | None:
         return f"/proc/{pid}/fd/{path[len('/dev/fd/'):]}"
     for prefix, real in (("/proc/self", f"/proc/{pid}"),
                          ("/proc/thread-self", f"/proc/{pid}/task/{pid}")):
-        if path == prefix or path.startswith(prefix + "/"):
-            return real + path[len(prefix):]
+        if path == prefix:
+            return real
+        if not path.startswith(prefix + "/"):
+            continue
+        parts = path[len(prefix) + 1:].split("/")
+        if parts[0] in _NOT_TRANSLATED or len(parts) > 2:
+            return None
+        if len(parts) == 2 and (parts[0] not in _TWO_LEVELS
+                                or (parts[0] != "net" and not parts[1].isdigit())):
+            return None
+        return f"{real}/{'/'.join(parts)}"
     return None
 
 

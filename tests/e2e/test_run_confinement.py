@@ -70,6 +70,9 @@ COPY escape.py /escape.py
 RUN mkdir /out && python3 /escape.py "$MARKER" "$DOCKER_CONFIG_FILE" "$HOST_DIR" > /out/escape
 RUN (echo evil > /proc/sys/kernel/hostname && echo written || echo refused) > /out/proc-hostname
 RUN cat /proc/sys/kernel/hostname > /out/hostname-after
+RUN ln -s ../../../../../../../../../..$DOCKER_CONFIG_FILE /up \
+    && (cat /proc/self/root/up > /dev/null 2>&1 && echo read || echo refused) > /out/proc-root \
+    && rm /up
 RUN (hostname evil-host 2>/dev/null && echo set || echo refused) > /out/sethostname
 RUN (mount -o remount,rw /sys 2>/dev/null && echo remounted || echo refused) > /out/sys-rw
 RUN (cat /proc/*/environ 2>/dev/null; env) | grep -c {canary} > /out/env || true
@@ -86,7 +89,7 @@ def _context(directory: Path, base: str) -> Path:
 def _outcome(rootfs: Path) -> dict[str, object]:
     out = {name: (rootfs / "out" / name).read_text().strip()
            for name in ("proc-hostname", "hostname-after", "sethostname", "sys-rw", "env",
-                        "mknod")}
+                        "mknod", "proc-root")}
     return {**out, **json.loads((rootfs / "out" / "escape").read_text())}
 
 
@@ -118,6 +121,7 @@ def test_steps_stay_inside_with_full_rights(tmp_path: Path, registry: Registry,
         "env": "0",
         # Made (CAP_MKNOD, as under Docker) but not opened: the root is nodev.
         "mknod": "made-not-opened",
+        "proc-root": "refused",
     }
     assert not marker.exists()
     assert socket.gethostname() == hostname
@@ -153,5 +157,7 @@ def test_steps_stay_inside_in_a_ci_container(tmp_path: Path, registry: Registry,
         "env": "0",
         # Docker's device cgroup lets a node be made, not opened (as under Kaniko).
         "mknod": "made-not-opened",
+        # /proc/self/root through the live /proc of sandbox_procfs: not translated.
+        "proc-root": "refused",
     }
     assert not (context / "escaped").exists()
