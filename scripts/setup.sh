@@ -13,6 +13,8 @@ APT_PACKAGES=(
     debootstrap       # a Debian base image for the examples and benchmarks
     git openssl apache2-utils ca-certificates zstd bzip2 xz-utils
     iproute2 util-linux procps
+    python3-yaml      # the tests read examples/tekton with it (PyYAML is no kanipy dependency)
+    python3-pip-whl   # pip for the tests' python base and pip workloads, from Debian
 )
 
 need_apt=0

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.ci_container import CIContainer
 from tests.fixtures.images import (
     BaseImages,
     build_and_push_busybox,
@@ -16,6 +17,7 @@ from tests.fixtures.images import (
     push_layer_tar,
 )
 from tests.fixtures.registry import CertificateAuthority, Registry
+from tests.fixtures.runc import make_kanipy_rootfs
 from tests.tools import require_tool
 
 AUTH_USER = "kanipy"
@@ -24,7 +26,7 @@ AUTH_PASSWORD = "s3cret-Pa55"
 
 # Fixtures that start or need real parts: a registry process, tools, root.
 REAL_PARTS = frozenset({"registry", "auth_registry", "mtls_registry", "test_ca",
-                        "base_images", "debian_python_base"})
+                        "base_images", "debian_python_base", "ci_container"})
 INTEGRATION_DIRS = ("e2e", "registry")
 
 
@@ -119,3 +121,15 @@ def debian_python_base(registry: Registry, tmp_path_factory: pytest.TempPathFact
         created_by="debootstrap --variant=minbase --include=python3 bookworm",
         cmd=["bash"], arch=_host_arch(),
     )
+
+
+@pytest.fixture(scope="session")
+def ci_container(tmp_path_factory: pytest.TempPathFactory) -> CIContainer:
+    """A runc root (Debian, python3, this checkout's kanipy) to run builds as a CI step would."""
+    require_tool("runc")
+    require_tool("debootstrap")
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kanipy-test"
+    tarball = debian_layer_tar(cache, include="python3")
+    base = tmp_path_factory.mktemp("ci-container")
+    rootfs = make_kanipy_rootfs(tarball, base / "rootfs")
+    return CIContainer(rootfs, base / "scratch")

@@ -30,6 +30,7 @@ from kanipy.executor.handlers.run import run_cache_root
 from kanipy.executor.options import BuildOptions, host_platform
 from kanipy.executor.progress import BuildReporter, StepSummary
 from kanipy.executor.runner import ChrootRunner, Runner
+from kanipy.executor.sandbox_caps import require_build_privileges
 from kanipy.executor.stage import BuiltStage, LayerPolicy, StageBuilder
 from kanipy.executor.step import StageContext, StageNames
 from kanipy.fs.rootfs import Rootfs
@@ -201,6 +202,7 @@ class Build:
                         dockerfile_path.name)
         if options.dry_run:
             return BuildResult(stdout_lines=[format_plan(plan, None).rstrip("\n")])
+        require_build_privileges()
         if options.compression == "zstd" and options.image_format == "docker":
             raise UsageError("--compression zstd needs OCI media types: Docker schema 2 has no "
                              "zstd layer type; drop --image-format docker or use gzip")

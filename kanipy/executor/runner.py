@@ -1,9 +1,9 @@
 """Running one RUN step inside a rootfs directory (DESIGN.md decision 2).
 
-``ChrootRunner`` runs the step chrooted into the rootfs, in fresh mount and PID
-namespaces, with ``/proc``, a minimal ``/dev``, a read-only ``/sys`` and
-private copies of the host's ``/etc/resolv.conf`` and ``/etc/hosts`` mounted for
-the duration of the step only.
+``ChrootRunner`` runs the step pivoted into the rootfs, in fresh mount, PID and
+UTS namespaces, with ``/proc``, a minimal ``/dev``, a read-only ``/sys`` and
+private copies of the host's ``/etc/resolv.conf``, ``/etc/hosts`` and its
+host name as ``/etc/hostname`` mounted for the duration of the step only.
 
 How, and why this way:
 
@@ -26,9 +26,15 @@ How, and why this way:
   unmounts, removes the mount points it had to create, restores their parent
   directories' times, and exits; the kernel tears the namespaces down with it.
   So ``RUN daemon &`` neither hangs the build nor outlives the step.
-- Where namespaces or mounts are not permitted (an unprivileged container) the
-  step still runs, chrooted, with one warning naming what is missing; leftover
-  processes are then found through ``PR_SET_CHILD_SUBREAPER`` and killed.
+- Where namespaces or mounts are not permitted (uid 0 with Docker's default
+  capabilities, where Kaniko runs) the step is chrooted and its scaffolding
+  and ``RUN --mount`` contents are put into the root and taken out after it
+  (``sandbox_nomount``); leftover processes are then found through
+  ``PR_SET_CHILD_SUBREAPER`` and killed. The first step finds the mode, later
+  steps go straight to it, and one info line names it.
+- Isolation where namespaces are allowed (``sandbox_isolate``, ``sandbox_caps``):
+  pivot_root with the old root detached, a UTS namespace, read-only kernel
+  tunables and Docker's masked paths, Docker's default capabilities.
 
 Docker's rules followed: PATH defaults to Docker's default, HOME to the uid's
 home in the image's /etc/passwd (else ``/``), argv[0] is looked up in PATH
@@ -44,6 +50,7 @@ import logging
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -54,6 +61,7 @@ from typing import Any, Literal, Protocol
 
 from kanipy.errors import BuildError
 from kanipy.executor.runner_init import DEFAULT_PATH
+from kanipy.executor.sandbox_caps import make_undumpable
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +74,16 @@ OnOutput = Callable[[bytes], None]
 
 # The image paths the runner provides during every step (issue 4, RUN). The
 # mounting itself is in runner_init.
-SCAFFOLDING = ("/proc", "/dev", "/sys", "/etc/resolv.conf", "/etc/hosts")
+SCAFFOLDING = ("/proc", "/dev", "/sys", "/etc/resolv.conf", "/etc/hosts", "/etc/hostname")
+
+MODE_LINES = {
+    "isolated": "RUN steps run isolated: mount, PID and UTS namespaces, pivot_root into "
+                "the root, Docker's default capabilities",
+    "unprivileged": "RUN steps run unprivileged (no mount rights here): chrooted, with "
+                    "/dev, a static /proc (live /proc/self and /dev/fd opens for root steps), "
+                    "DNS files and RUN --mount contents put into the root for each step and "
+                    "taken out after it",
+}
 
 # A line longer than this is handed on in pieces rather than buffered forever.
 MAX_LINE = 64 * 1024
@@ -107,7 +124,8 @@ class RunSpec:
 @dataclass(frozen=True)
 class RunOutcome:
     """How a step ended: its exit status (128+N for signal N) and ``excluded``, the
-    image paths that were mount points during the step, which a snapshot must not
+    image paths the runner provided for the step (mount points, and in the
+    unprivileged mode the files it placed in the root), which a snapshot must not
     capture."""
 
     status: int
@@ -155,6 +173,7 @@ class ChrootRunner:
         self.resolv_conf = resolv_conf
         self.hosts = hosts
         self.python = python
+        self.mode: str | None = None
         self._warned: set[str] = set()
 
     def run(self, spec: RunSpec, on_output: OnOutput) -> RunOutcome:
@@ -166,6 +185,7 @@ class ChrootRunner:
             if spec.hostname:
                 hosts += f"127.0.0.1\t{spec.hostname}\n".encode()
             (job / "hosts").write_bytes(hosts)
+            (job / "hostname").write_text(f"{spec.hostname or socket.gethostname()}\n")
             (job / "spec.json").write_text(json.dumps(self._job(spec, job)))
             status = self._spawn(job / "spec.json", on_output)
         return self._conclude(status)
@@ -175,6 +195,8 @@ class ChrootRunner:
             {"target": "/etc/resolv.conf", "type": "bind", "source": str(job / "resolv.conf"),
              "readonly": False, "required": False},
             {"target": "/etc/hosts", "type": "bind", "source": str(job / "hosts"),
+             "readonly": False, "required": False},
+            {"target": "/etc/hostname", "type": "bind", "source": str(job / "hostname"),
              "readonly": False, "required": False},
         ]
         for m in spec.extra_mounts:
@@ -209,6 +231,9 @@ class ChrootRunner:
                  str(status_w)],
                 stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w,
                 pass_fds=(status_w,), close_fds=True,
+                # Nothing of kanipy's environment (DOCKER_CONFIG, tokens) reaches
+                # the helper, whose environment a step might read.
+                env={"PATH": DEFAULT_PATH},
             )
         finally:
             os.close(out_w)
@@ -228,13 +253,19 @@ class ChrootRunner:
         return _parse_status(raw, proc.returncode)
 
     def _conclude(self, status: dict[str, Any]) -> RunOutcome:
+        mode = status.get("mode")
+        if mode and self.mode is None:
+            # Detected once per build: later steps go straight to this mode.
+            self.mode = mode
+            self.degraded = self.degraded or mode == "unprivileged"
+            if mode == "unprivileged":
+                # No PID namespace hides kanipy from the steps: a root step
+                # could ptrace it (and read credentials) unless it is not dumpable.
+                make_undumpable()
+            log.info("%s", MODE_LINES[mode])
         missing = status.get("missing", [])
         if missing:
-            message = (
-                "RUN steps run with reduced isolation: " + "; ".join(missing)
-                + ". Run kanipy as root with CAP_SYS_ADMIN (a privileged container) "
-                "to get them."
-            )
+            message = "RUN steps run without: " + "; ".join(missing)
             if message not in self._warned:
                 self._warned.add(message)
                 log.warning("%s", message)

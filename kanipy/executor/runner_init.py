@@ -2,13 +2,16 @@
 
 ``kanipy.executor.runner`` starts this module in a fresh ``python -I -S`` helper
 (``_helper_main``). The helper unshares the mount and PID namespaces (plus
-network and UTS when asked), forks the init (PID 1 of the new PID namespace),
-and waits. The init makes mount propagation private, chroots into the rootfs,
-mounts /proc, /dev, /sys, the private resolv.conf and hosts and the extra mounts
-*inside the chroot* (so the image's symlinks resolve inside the root), forks the
+network when asked, UTS always), forks the init (PID 1 of the new PID
+namespace), and waits. The init makes mount propagation private, pivots into
+the rootfs (``sandbox_isolate``), mounts /proc, /dev, /sys, the private
+resolv.conf and hosts and the extra mounts *inside the new root* (so the
+image's symlinks resolve inside the root), detaches the old root, forks the
 step, and when the step's main process ends kills what is left, unmounts, and
-removes the mount points it created. It reports back over a status pipe as
-JSON lines: ``{"exit", "missing", "warnings", "mounted"}`` or ``{"error"}``.
+removes the mount points it created. Without mount rights it puts the same
+things into the root as files instead (``sandbox_nomount``) and the step
+chroots itself. It reports back over a status pipe as JSON lines:
+``{"exit", "missing", "warnings", "mounted", "mode"}`` or ``{"error"}``.
 
 Only the standard library and ``kanipy.executor.userdb`` may be used here: the
 helper does not load the engine's dependencies.
@@ -29,6 +32,16 @@ import struct
 from collections.abc import Callable
 from typing import Any, NoReturn
 
+from kanipy.executor import sandbox_procfs
+from kanipy.executor.sandbox_caps import (
+    CHROOT_ONLY_CAPS,
+    DOCKER_DEFAULT_CAPS,
+    limit_capabilities,
+    make_undumpable,
+)
+from kanipy.executor.sandbox_files import Provisioner
+from kanipy.executor.sandbox_isolate import pivot_into, protect_proc
+from kanipy.executor.sandbox_nomount import DEV_LINKS, DEVICES, provide_without_mounts
 from kanipy.executor.userdb import home_of_uid
 
 # The helper has no log handlers: what the engine must know goes over the status pipe.
@@ -59,12 +72,6 @@ SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
 
-# The device nodes of a minimal /dev (as runc's default devices): name, major, minor.
-DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
-           ("urandom", 1, 9), ("tty", 5, 0))
-DEV_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
-             ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
-             ("ptmx", "pts/ptmx"))
 
 
 class _Libc:
@@ -118,6 +125,9 @@ def _helper_main(args: list[str]) -> NoReturn:
         libc = _Libc()
         # If the engine dies, so does the step.
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        # A step must not read our fds (the status pipe), environment or root
+        # through /proc/1 or ptrace; the init inherits this over fork.
+        make_undumpable()
         isolated = _unshare(libc, job)
         init_pid = os.fork()
     except BaseException as exc:  # noqa: B036 - report anything, the engine raises it
@@ -152,11 +162,11 @@ def _unshare(libc: _Libc, job: dict[str, Any]) -> bool:
         if job["network"] == "none":
             raise OSError(errno.EPERM, "network=none needs a network namespace")
         return False
-    flags = CLONE_NEWNS | CLONE_NEWPID
+    # A UTS namespace always, as runc gives one: a step that sets the host
+    # name (or writes /proc/sys/kernel/hostname) cannot change the host's.
+    flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWUTS
     if job["network"] == "none":
         flags |= CLONE_NEWNET
-    if job["hostname"]:
-        flags |= CLONE_NEWUTS
     try:
         libc.unshare(flags)
     except OSError as exc:
@@ -277,57 +287,96 @@ def _init_main(libc: _Libc, job: dict[str, Any], status_fd: int, isolated: bool)
     signal.signal(signal.SIGTERM, on_term)
     missing: list[str] = []
     scaffold = _Scaffold(libc)
+    provisioner: Provisioner | None = None
     chrooted = False
-    required = [m["target"] for m in job["mounts"] if m["required"]]
-    if not isolated:
-        if required:
-            _send(status_fd, {"error": f"RUN --mount ({', '.join(required)}) needs mount "
-                              "namespaces, which are not permitted here"})
-            return 1
-        missing.append("mount and PID namespaces are not permitted (or disabled), so "
-                       "/proc, /dev, /sys, /etc/resolv.conf and /etc/hosts are not "
-                       "provided and leftover processes are killed by a process sweep")
-        libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
-    else:
+    mounts_permitted = False
+    if isolated:
         try:
             libc.mount(None, "/", None, MS_REC | MS_PRIVATE)
+            mounts_permitted = True
         except OSError as exc:
-            if required:
-                _send(status_fd, {"error": f"RUN --mount ({', '.join(required)}) is not "
-                                  f"possible: mounting is not permitted ({exc.strerror})"})
-                return 1
-            missing.append(f"mounting is not permitted ({exc.strerror}), so /proc, /dev, "
-                           "/sys, /etc/resolv.conf and /etc/hosts are not provided")
-        else:
-            sources = _open_sources(job)
+            missing.append(f"mounting is not permitted ({exc.strerror})")
+    if not mounts_permitted:
+        # No mount rights (sandbox_nomount): the scaffolding is put into the
+        # root for the step, the step chroots itself, and leftover processes
+        # are found as our orphans (PR_SET_CHILD_SUBREAPER).
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 1)
+        provisioner = Provisioner(job["root"])
+        try:
+            provide_without_mounts(provisioner, job, missing)
+        except OSError as exc:
+            provisioner.restore()
+            _send(status_fd, {"error": str(exc), "missing": missing,
+                              "warnings": provisioner.warnings})
+            return 1
+    else:
+        sources = _open_sources(job)
+        detach_old_root: Callable[[], None] | None = None
+        try:
+            detach_old_root = pivot_into(libc, job["root"])
+        except OSError as exc:
+            # Some roots cannot be pivoted from (an initramfs "/"): chroot
+            # then, and say that a step holding CAP_SYS_CHROOT could leave it.
+            missing.append(f"pivot_root is not possible ({exc.strerror}), so the step is "
+                           "only chrooted (and cannot chroot itself)")
+            job["pivoted"] = False
             os.chroot(job["root"])
             os.chdir("/")
-            chrooted = True
-            old_umask = os.umask(0)
-            try:
-                _mount_scaffolding(scaffold, job, sources, missing)
-            except OSError as exc:
-                # A mount the step asked for (RUN --mount) failed: the step
-                # must not run without it.
-                scaffold.clean()
-                _send(status_fd, {"error": str(exc), "missing": missing,
-                                  "warnings": scaffold.warnings})
-                return 1
-            finally:
-                os.umask(old_umask)
-                for fd in sources.values():
-                    os.close(fd)
+        chrooted = True
+        old_umask = os.umask(0)
+        try:
+            _mount_scaffolding(scaffold, job, sources, missing)
+            if detach_old_root is not None:
+                detach, detach_old_root = detach_old_root, None
+                detach()
+        except OSError as exc:
+            # A mount the step asked for (RUN --mount) failed: the step
+            # must not run without it.
+            scaffold.clean()
+            if detach_old_root is not None:
+                detach_old_root()  # its directory must not stay in the image
+            _send(status_fd, {"error": str(exc), "missing": missing,
+                              "warnings": scaffold.warnings})
+            return 1
+        finally:
+            os.umask(old_umask)
+            for fd in sources.values():
+                os.close(fd)
+    mode = "isolated" if chrooted else "unprivileged"
 
-    if step["stop"]:
+    def finish() -> list[str]:
         if chrooted:
             scaffold.clean()
+            return list(scaffold.mounted)
+        assert provisioner is not None
+        provisioner.restore()
+        scaffold.warnings.extend(provisioner.warnings)
+        return provisioner.image_paths
+
+    if step["stop"]:
+        finish()
         _send(status_fd, {"exit": 128 + signal.SIGTERM, "missing": missing,
-                          "warnings": scaffold.warnings})
+                          "warnings": scaffold.warnings, "mode": mode})
         return 0
+    # A SIGTERM between the fork and knowing the step's pid would kill
+    # nothing: it waits, blocked, until the pid is known (the step unblocks it).
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
+    # Chrooted root steps get a live /proc/self and /dev/fd (sandbox_procfs).
+    live_proc = not chrooted and job["uid"] == 0 and sandbox_procfs.supported()
+    ends = socket.socketpair() if live_proc else None
     step_pid = os.fork()
     if step_pid == 0:
-        _exec_step(job, chrooted, status_fd)
+        _exec_step(job, chrooted, status_fd, ends[1] if ends else None)
     step["pid"] = step_pid
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])
+    supervisor = None
+    if ends is not None:
+        ends[1].close()
+        listener = sandbox_procfs.receive_listener(ends[0])
+        ends[0].close()
+        if listener is not None:
+            supervisor = sandbox_procfs.ProcSupervisor(listener)
+            supervisor.start()
     code = 1
     while True:
         try:
@@ -339,13 +388,15 @@ def _init_main(libc: _Libc, job: dict[str, Any], status_fd: int, isolated: bool)
             break
     _kill_rest(isolated, step_pid)
     _reap_all(isolated)
-    if chrooted:
-        scaffold.clean()
+    if supervisor is not None:
+        supervisor.stop()
+    provided = finish()
     _send(status_fd, {
         "exit": code,
         "missing": missing,
         "warnings": scaffold.warnings,
-        "mounted": list(scaffold.mounted),
+        "mounted": provided,
+        "mode": mode,
     })
     return 0
 
@@ -382,17 +433,23 @@ def _mount_scaffolding(scaffold: _Scaffold, job: dict[str, Any], sources: dict[s
 
     def dev() -> None:
         target = scaffold.mount_point("/dev", True)
-        scaffold.mount("tmpfs", target, "tmpfs", MS_NOSUID, "mode=755,size=65536k")
-        for name, major, minor in DEVICES:
+        # nodev, as the root is: a node a step makes (it keeps CAP_MKNOD, as
+        # under Docker) cannot be opened, there being no devices cgroup to
+        # stop it. The usual nodes are the host's, bound in.
+        scaffold.mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, "mode=755,size=65536k")
+        unbound = []
+        for name, _major, _minor in DEVICES:
             node = os.path.join(target, name)
+            source = sources.get(f"/dev/{name}")
             try:
-                os.mknod(node, 0o666 | stat.S_IFCHR, os.makedev(major, minor))
-            except OSError:
-                # A devices cgroup may forbid mknod: bind the host's node instead.
-                if f"/dev/{name}" not in sources:
-                    continue
+                if source is None:
+                    raise OSError(errno.ENOENT, f"the host has no /dev/{name}")
                 os.close(os.open(node, os.O_WRONLY | os.O_CREAT, 0o666))
-                scaffold.mount(fd_path(sources[f"/dev/{name}"]), node, None, MS_BIND)
+                scaffold.mount(fd_path(source), node, None, MS_BIND)
+            except OSError as exc:
+                unbound.append(f"/dev/{name} ({exc.strerror})")
+        if unbound:
+            missing.append(f"{', '.join(unbound)} not provided")
         os.mkdir(os.path.join(target, "pts"), 0o755)
         os.mkdir(os.path.join(target, "shm"), 0o1777)
         scaffold.mount("devpts", os.path.join(target, "pts"), "devpts",
@@ -424,6 +481,9 @@ def _mount_scaffolding(scaffold: _Scaffold, job: dict[str, Any], sources: dict[s
         return
     attempt("/dev", dev)
     attempt("/sys", sys_)
+    null = sources.get("/dev/null")
+    for failure in protect_proc(scaffold.libc, fd_path(null) if null is not None else None):
+        missing.append(f"{failure} is not provided")
     for m in job["mounts"]:
         target_name = m["target"]
 
@@ -438,8 +498,8 @@ def _mount_scaffolding(scaffold: _Scaffold, job: dict[str, Any], sources: dict[s
             is_dir = stat.S_ISDIR(os.stat(fd_path(fd)).st_mode)
             target = scaffold.mount_point(m["target"], is_dir)
             scaffold.mount(fd_path(fd), target, None, MS_BIND | MS_REC)
-            if m["readonly"]:
-                scaffold.libc.mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+            scaffold.libc.mount(None, target, None, MS_REMOUNT | MS_BIND | MS_NODEV
+                                | (MS_RDONLY if m["readonly"] else 0))
 
         if not m["required"]:
             attempt(target_name, extra)
@@ -501,7 +561,8 @@ def _children(parent: int) -> list[int]:
     return found
 
 
-def _exec_step(job: dict[str, Any], chrooted: bool, status_fd: int) -> NoReturn:
+def _exec_step(job: dict[str, Any], chrooted: bool, status_fd: int,
+               procfs: socket.socket | None = None) -> NoReturn:
     """In the forked step process: enter the root, become the user, exec argv."""
     try:
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
@@ -511,6 +572,12 @@ def _exec_step(job: dict[str, Any], chrooted: bool, status_fd: int) -> NoReturn:
         if not chrooted:
             os.chroot(job["root"])
             os.chdir("/")
+        # Docker's default capabilities; a step that is only chrooted also
+        # loses CAP_SYS_CHROOT, which would let it leave the chroot.
+        keep = DOCKER_DEFAULT_CAPS if chrooted else CHROOT_ONLY_CAPS
+        if not job.get("pivoted", True):
+            keep = keep & CHROOT_ONLY_CAPS
+        limit_capabilities(keep)
         os.umask(0o022)
         env = dict(job["env"])
         uid, gid = job["uid"], job["gid"]
@@ -538,6 +605,14 @@ def _exec_step(job: dict[str, Any], chrooted: bool, status_fd: int) -> NoReturn:
     except BaseException as exc:  # noqa: B036
         _send(status_fd, {"error": f"{exc}"})
         os._exit(125)
+    if procfs is not None:
+        # Last before exec: from here on the step's opens stop for the init.
+        try:
+            listener: int | None = sandbox_procfs.install_filter()
+        except OSError:
+            listener = None  # the static /proc stays, as for non-root steps
+        sandbox_procfs.send_listener(procfs, listener)
+        procfs.close()
     argv = job["argv"]
     executable = _look_path(argv[0], env["PATH"])
     if executable is None:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import stat
-import subprocess
 import threading
 from pathlib import Path
 
@@ -14,44 +12,11 @@ import pytest
 
 from kanipy.errors import BuildError
 from kanipy.executor.runner import DEFAULT_PATH, ChrootRunner, Mount, RunOutcome, RunSpec
+from kanipy.executor.sandbox_caps import CAPABILITIES, DOCKER_DEFAULT_CAPS
 from kanipy.executor.userdb import resolve_user
-from tests.tools import require_root, require_tool
-
-PASSWD = """\
-root:x:0:0:root:/root:/bin/sh
-nobody:x:65534:65534:nobody:/nonexistent:/bin/false
-app:x:1000:1000:App:/home/app:/bin/sh
-"""
-GROUP = """\
-root:x:0:
-nogroup:x:65534:
-app:x:1000:
-extra:x:1001:app
-"""
 
 # What a RUN step must never leave behind in the rootfs.
 SCAFFOLDING = ("proc", "dev", "sys", "etc/resolv.conf", "etc/hosts")
-
-
-@pytest.fixture
-def rootfs(tmp_path: Path) -> Path:
-    """A busybox rootfs with users root, nobody and app (in group extra), /tmp 1777."""
-    require_root()
-    busybox = require_tool("busybox")
-    root = tmp_path / "rootfs"
-    (root / "bin").mkdir(parents=True)
-    shutil.copy2(busybox, root / "bin" / "busybox")
-    applets = subprocess.run([busybox, "--list"], capture_output=True, text=True, check=True)
-    for applet in applets.stdout.split():
-        if applet != "busybox":
-            (root / "bin" / applet).symlink_to("busybox")
-    (root / "etc").mkdir()
-    (root / "etc" / "passwd").write_text(PASSWD)
-    (root / "etc" / "group").write_text(GROUP)
-    (root / "tmp").mkdir()
-    (root / "tmp").chmod(0o1777)
-    (root / "root").mkdir(mode=0o700)
-    return root
 
 
 def run_step(root: Path, script: str, runner: ChrootRunner | None = None, **spec: object
@@ -207,7 +172,7 @@ def test_no_trace_left_in_rootfs_or_host_mounts(rootfs: Path) -> None:
     assert not (rootfs / "etc" / "resolv.conf").exists()
     assert str(rootfs) not in Path("/proc/self/mountinfo").read_text()
     assert {str(p) for p in outcome.excluded} >= {"/proc", "/dev", "/sys",
-                                                  "/etc/resolv.conf", "/etc/hosts"}
+                                                   "/etc/resolv.conf", "/etc/hosts"}
 
 
 def test_a_background_daemon_neither_hangs_nor_survives(rootfs: Path) -> None:
@@ -222,29 +187,26 @@ def test_a_background_daemon_neither_hangs_nor_survives(rootfs: Path) -> None:
     assert host_processes_with(b"987654") == []
 
 
-def test_degraded_path_warns_once_and_still_runs(rootfs: Path,
-                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_unprivileged_mode_is_named_once_and_ends_every_process(
+        rootfs: Path, caplog: pytest.LogCaptureFixture) -> None:
     runner = ChrootRunner(degraded=True)
     before = listing(rootfs, ["", *SCAFFOLDING])
-    with caplog.at_level(logging.WARNING, logger="kanipy.executor.runner"):
-        first = run(rootfs, "echo hello; test -e /proc/self || echo no-proc", runner)
-        # A shell needs /dev/null for a background job: this image ships one.
-        (rootfs / "dev").mkdir()
-        os.mknod(rootfs / "dev" / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
-        before = listing(rootfs, ["", *SCAFFOLDING])
+    with caplog.at_level(logging.INFO, logger="kanipy.executor.runner"):
+        first = run(rootfs, "echo hello; test -e /proc/self/status && echo proc", runner)
         # One child in the background, and one daemon that has left the step's
         # session and been orphaned (setsid, fork, parent exits) before the step ends.
         second, lines = run_step(rootfs, "echo again; sleep 987655 & "
                                  "setsid sh -c 'sleep 987657 &'; echo detached", runner)
-    assert first == (0, ["hello", "no-proc"])
+    assert first == (0, ["hello", "proc"])
     assert (second.status, lines) == (0, ["again", "detached"])
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(warnings) == 1
-    assert "/proc" in warnings[0] and "resolv.conf" in warnings[0]
+    messages = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert [m for m in messages if m[0] >= logging.WARNING] == []
+    assert len(messages) == 1 and "unprivileged" in messages[0][1]
     assert listing(rootfs, ["", *SCAFFOLDING]) == before
     assert host_processes_with(b"987655") == []
     assert host_processes_with(b"987657") == []
-    assert second.excluded == frozenset()
+    assert {"/proc", "/dev", "/etc/resolv.conf", "/etc/hosts"} <= {
+        str(p) for p in second.excluded}
 
 
 def test_network_none_sees_only_loopback(rootfs: Path) -> None:
@@ -258,8 +220,11 @@ def test_network_none_on_the_degraded_path_is_refused(rootfs: Path) -> None:
 
 
 def test_hostname(rootfs: Path) -> None:
-    code, lines = run(rootfs, "hostname; grep -c buildbox /etc/hosts", hostname="buildbox")
-    assert (code, lines) == (0, ["buildbox", "1"])
+    before = listing(rootfs, ["etc", "etc/hostname"])
+    code, lines = run(rootfs, "hostname; grep -c buildbox /etc/hosts; cat /etc/hostname",
+                      hostname="buildbox")
+    assert (code, lines) == (0, ["buildbox", "1", "buildbox"])
+    assert listing(rootfs, ["etc", "etc/hostname"]) == before
 
 
 def test_extra_mounts_bind_and_tmpfs_leave_no_trace(rootfs: Path, tmp_path: Path) -> None:
@@ -330,12 +295,31 @@ def test_a_mount_the_step_asked_for_must_work(rootfs: Path, tmp_path: Path) -> N
     with pytest.raises(BuildError, match="cannot mount bind on /etc/motd/sub"):
         run(rootfs, "echo never", extra_mounts=[Mount("/etc/motd/sub", "bind", tmp_path)])
     assert listing(rootfs, ["", "etc", *SCAFFOLDING]) == before
-    with pytest.raises(BuildError, match="RUN --mount"):
+    with pytest.raises(BuildError, match="cannot provide bind at /etc/motd/sub"):
         run(rootfs, "echo never", ChrootRunner(degraded=True),
-            extra_mounts=[Mount("/cache", "tmpfs")])
+            extra_mounts=[Mount("/etc/motd/sub", "bind", tmp_path)])
+    assert listing(rootfs, ["", "etc", *SCAFFOLDING]) == before
 
 
 def test_a_workdir_that_is_a_file_is_a_clear_error(rootfs: Path) -> None:
     (rootfs / "srv").write_text("")
     with pytest.raises(BuildError, match="working directory /srv"):
         run(rootfs, "true", workdir="/srv")
+
+
+def test_isolated_steps_are_pivoted_with_kernel_tunables_read_only(rootfs: Path) -> None:
+    before = listing(rootfs, ["", *SCAFFOLDING])
+    hostname = Path("/proc/sys/kernel/hostname").read_text()
+    code, lines = run(rootfs, (
+        "ls -A / | grep -c kanipy; (echo x > /proc/sys/kernel/hostname) 2>/dev/null || echo ro; "
+        "mount -o remount,rw /sys 2>/dev/null || echo sys-stays-ro; "
+        "mknod /tmp/mem c 1 1 && (head -c 1 /tmp/mem 2>/dev/null || echo unopenable); "
+        "mknod /dev/mem c 1 1 && (head -c 1 /dev/mem 2>/dev/null || echo unopenable); "
+        "grep CapBnd /proc/self/status"))
+    # Docker's default capabilities; nodes a step makes cannot be opened (nodev).
+    bounding = sum(1 << CAPABILITIES[name] for name in DOCKER_DEFAULT_CAPS)
+    assert lines == ["0", "ro", "sys-stays-ro", "unopenable", "unopenable",
+                     f"CapBnd:\t{bounding:016x}"]
+    assert code == 0
+    assert Path("/proc/sys/kernel/hostname").read_text() == hostname
+    assert listing(rootfs, ["", *SCAFFOLDING]) == before

@@ -22,7 +22,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from kanipy.dockerfile import Mount, Run
-from kanipy.errors import DockerfileError
+from kanipy.errors import BuildError, DockerfileError
 from kanipy.executor.handlers.copy import source_root_for
 from kanipy.executor.handlers.users import step_user
 from kanipy.executor.runner import Mount as RunnerMount
@@ -75,7 +75,11 @@ def handle_run(ins: Run, state: StageState, ctx: StageContext) -> StepResult:
             network=network,  # type: ignore[arg-type]
             extra_mounts=mounts,
         )
-        outcome = ctx.runner.run(spec, ctx.on_output)
+        try:
+            outcome = ctx.runner.run(spec, ctx.on_output)
+        except BuildError as exc:
+            # The runner knows no Dockerfile; the stage loop says which step could not start.
+            raise StepError(exc.message) from exc
     finally:
         held.close()
         shutil.rmtree(scratch, ignore_errors=True)

@@ -1,0 +1,217 @@
+"""The acceptance matrix of issue 9: real RUN workloads, built with full rights and in CI.
+
+One Dockerfile of what CI users run (apt-get, pip, useradd, /proc, /dev,
+name resolution, every ``RUN --mount`` type) is built twice: by kanipy on the
+host as root with full rights (the isolated mode), and by kanipy inside a
+runc container with Docker's default capabilities and seccomp profile, as a
+Tekton or GitLab step runs Kaniko (the unprivileged mode). Both builds must
+pass and give the same files, read back with skopeo and umoci.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.ci_container import CIContainer
+from tests.e2e.helpers import build, lstat_info, unpack_image, write_tree
+from tests.fixtures.registry import Registry
+from tests.fixtures.runc import Bind
+from tests.tools import unavailable
+
+PIP_WHEEL = Path("/usr/share/python-wheels/pip-23.0.1-py3-none-any.whl")
+SECRET = "ci-secret-4f2a"
+# A package without dependencies beyond Debian's minbase, from the mirror apt uses.
+APT_PACKAGE = "tree"
+
+
+def _hello_wheel(directory: Path) -> Path:
+    """A pure-Python wheel (PEP 427) made by hand: module ``hello`` and its dist-info."""
+    path = directory / "hello-1.0-py3-none-any.whl"
+    files = {
+        "hello.py": "GREETING = 'hello from a wheel'\n",
+        "hello-1.0.dist-info/METADATA": "Metadata-Version: 2.1\nName: hello\nVersion: 1.0\n",
+        "hello-1.0.dist-info/WHEEL": ("Wheel-Version: 1.0\nGenerator: kanipy-tests\n"
+                                      "Root-Is-Purelib: true\nTag: py3-none-any\n"),
+    }
+    record = [f"{name},sha256={_urlsafe_digest(text.encode())},{len(text.encode())}"
+              for name, text in files.items()]
+    record.append("hello-1.0.dist-info/RECORD,,")
+    files["hello-1.0.dist-info/RECORD"] = "\n".join(record) + "\n"
+    with zipfile.ZipFile(path, "w") as wheel:
+        for name, text in files.items():
+            wheel.writestr(name, text)
+    return path
+
+
+def _urlsafe_digest(data: bytes) -> str:
+    import base64
+    return base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+WORKLOADS = """\
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends {apt} > /dev/null \\
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/log/apt /var/log/dpkg.log \\
+    && tree --version | cut -c1-9 > /out/apt
+COPY pip.whl hello-1.0-py3-none-any.whl /tmp/wheels/
+RUN python3 /tmp/wheels/pip.whl/pip install -q --no-index --no-cache-dir \\
+    --root-user-action=ignore --break-system-packages /tmp/wheels/hello-1.0-py3-none-any.whl \\
+    && rm -rf /tmp/wheels \\
+    && python3 -c 'import hello; print(hello.GREETING)' > /out/pip
+RUN useradd --create-home --uid 1234 builder && id builder > /out/useradd
+RUN bash -c 'while read -r line; do echo "$line"; done < <(echo substituted)' \
+    > /out/process-substitution
+RUN grep -c '^Uid:' /proc/self/status > /out/proc-status
+RUN nproc > /out/nproc
+RUN getent hosts localhost | head -1 | cut -d' ' -f1 > /out/getent
+RUN echo discarded > /dev/null && echo ok > /out/dev-null
+RUN head -c 32 /dev/urandom | wc -c > /out/urandom
+RUN --mount=type=cache,target=/var/cache/ci,id=ci-cache \\
+    echo run > /var/cache/ci/marker && ls /var/cache/ci > /out/cache
+RUN --mount=type=secret,id=token \\
+    stat -c '%a' /run/secrets/token > /out/secret-mode && wc -c < /run/secrets/token > /out/secret
+RUN --mount=type=bind,source=data,target=/mnt/data \\
+    cat /mnt/data/input.txt > /out/bind
+RUN --mount=type=tmpfs,target=/scratch \\
+    touch /scratch/x && ls -A /scratch > /out/tmpfs
+"""
+
+
+def _context(directory: Path, base: str) -> Path:
+    context = write_tree(directory, {
+        "Dockerfile": f"FROM {base}\nRUN mkdir /out\n" + WORKLOADS.format(apt=APT_PACKAGE),
+        "data/input.txt": "bound from the context\n",
+    })
+    if not PIP_WHEEL.exists():
+        unavailable(f"{PIP_WHEEL} (Debian's python3-pip-whl) is not installed")
+    shutil.copy2(PIP_WHEEL, context / "pip.whl")
+    _hello_wheel(context)
+    return context
+
+
+EXPECTED = {
+    "apt": "tree v2.1",
+    "pip": "hello from a wheel",
+    "useradd": "uid=1234(builder) gid=1234(builder) groups=1234(builder)",
+    "process-substitution": "substituted",
+    "proc-status": "1",
+    "nproc": str(len(os.sched_getaffinity(0))),
+    "getent": "127.0.0.1",
+    "dev-null": "ok",
+    "urandom": "32",
+    "cache": "marker",
+    "secret-mode": "400",
+    "secret": str(len(SECRET)),
+    "bind": "bound from the context",
+    "tmpfs": "x",
+}
+# What the unprivileged mode cannot give yet, and what the step sees instead
+# (docs/architecture-runner.md, "/proc").
+UNPRIVILEGED_GAPS: dict[str, str] = {}
+
+
+def _tree(rootfs: Path) -> dict[str, tuple[object, ...]]:
+    """Every path of an unpacked image with its mode, owner and (for files) content digest."""
+    entries: dict[str, tuple[object, ...]] = {}
+    for dirpath, dirnames, filenames in os.walk(rootfs):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            rel = "/" + path.relative_to(rootfs).as_posix()
+            info: tuple[object, ...] = lstat_info(path)
+            if path.is_file() and not path.is_symlink():
+                info += (hashlib.sha256(path.read_bytes()).hexdigest(),)
+            entries[rel] = info
+    return entries
+
+
+# Files whose content legitimately differs between two builds on one day
+# (apt's and debconf's caches, useradd's and dpkg's logs, and byte code, which
+# holds its source's mtime), compared by presence, mode and owner only.
+VOLATILE = ("/var/cache/debconf/", "/var/lib/dpkg/status-old", "/var/log/",
+            "/var/cache/ldconfig/", "/etc/shadow", "/etc/gshadow")
+
+
+def _volatile(path: str) -> bool:
+    return path.startswith(VOLATILE) or "/__pycache__/" in path
+
+
+@pytest.fixture(scope="module")
+def ci_secret(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("secret") / "token"
+    path.write_text(SECRET)
+    return path
+
+
+def test_workloads_give_the_same_image_with_full_rights_and_in_a_ci_container(
+        tmp_path: Path, registry: Registry, debian_python_base: str,
+        ci_container: CIContainer, ci_secret: Path) -> None:
+    context = _context(tmp_path / "ctx", debian_python_base)
+    host_ref = registry.ref("ci/matrix:host")
+    ci_ref = registry.ref("ci/matrix:runc")
+
+    host = build(context, "-d", host_ref, "--secret", f"id=token,src={ci_secret}")
+    assert host.returncode == 0, host.stderr[-3000:]
+    assert "RUN steps run isolated" in host.stderr
+
+    ci = ci_container.build(
+        context, "-d", ci_ref, "--secret", "id=token,src=/kaniko/secret/token", name="matrix",
+        extra_binds=[Bind(ci_secret.parent, "/kaniko/secret", readonly=True)])
+    assert ci.returncode == 0, ci.stderr[-3000:]
+    assert "RUN steps run unprivileged" in ci.stderr
+    assert "WARNING" not in ci.stderr, ci.stderr
+
+    host_root = unpack_image(host_ref, tmp_path / "host")
+    ci_root = unpack_image(ci_ref, tmp_path / "ci")
+    for name, expected in EXPECTED.items():
+        assert (host_root / "out" / name).read_text().strip() == expected, name
+        ci_expected = UNPRIVILEGED_GAPS.get(name, expected)
+        assert (ci_root / "out" / name).read_text().strip() == ci_expected, name
+    host_tree = _tree(host_root)
+    ci_tree = _tree(ci_root)
+    for name in UNPRIVILEGED_GAPS:
+        host_tree.pop(f"/out/{name}")
+        ci_tree.pop(f"/out/{name}")
+    assert sorted(host_tree) == sorted(ci_tree)
+    differing = [path for path in host_tree if host_tree[path] != ci_tree[path]
+                 and not (_volatile(path) and host_tree[path][:3] == ci_tree[path][:3])]
+    assert differing == []
+    # Nothing the steps were given is in the image.
+    for root in (host_root, ci_root):
+        assert not (root / "run/secrets/token").exists()
+        assert not (root / "var/cache/ci").exists()
+        assert not (root / "mnt/data").exists() and not (root / "scratch").exists()
+        assert sorted(p.name for p in (root / "proc").iterdir()) == []
+        assert sorted(p.name for p in (root / "dev").iterdir()) == []
+
+
+def test_a_non_root_ci_step_is_told_what_it_needs(tmp_path: Path, registry: Registry,
+                                                  debian_python_base: str,
+                                                  ci_container: CIContainer) -> None:
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": f"FROM {debian_python_base}\n"
+                                                          "RUN true\n"})
+    context.chmod(0o755)
+    result = ci_container.build(context, "-d", registry.ref("ci/non-root:1"), name="nonroot",
+                                uid=1000, env={"HOME": "/tmp"})
+    assert result.returncode == 2, result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert "must run as root (uid 0), not uid 1000" in message
+    assert "runAsUser: 0" in message and "CAP_SYS_ADMIN is needed" in message
+    assert "Traceback" not in result.stderr
+
+
+def test_a_run_mount_that_cannot_be_provided_names_its_line(
+        tmp_path: Path, registry: Registry, debian_python_base: str,
+        ci_container: CIContainer) -> None:
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": (
+        f"FROM {debian_python_base}\nRUN true\n"
+        "RUN --mount=type=tmpfs,target=/etc/passwd/x true\n")})
+    result = ci_container.build(context, "-d", registry.ref("ci/bad-mount:1"), name="badmount")
+    assert result.returncode == 1, result.stderr
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("kanipy: error: Dockerfile:3: "), message
+    assert "tmpfs at /etc/passwd/x" in message and "not a directory" in message, message
