@@ -166,6 +166,9 @@ def build(**kw: Any) -> None:
         failure = describe_failure(exc)
         if kw["debug"] and failure.exit_code not in (130, 143):
             failure.fields["traceback"] = traceback.format_exc()
+        # Tags moved before the failure are machine output all the same.
+        for line in getattr(exc, "pushed", ()):
+            click.echo(line)
         reporter.failed(failure)
         raise click.exceptions.Exit(failure.exit_code) from None
     reporter.built(result.digest, result.pushed)

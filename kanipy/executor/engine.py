@@ -23,8 +23,8 @@ from pathlib import Path
 from kanipy.context import BuildContext, open_context
 from kanipy.context.dockerfile import dockerfile_in_context
 from kanipy.dockerfile import BuildPlan, Stage, StageRef, format_plan, plan_build
-from kanipy.errors import DockerfileError, UsageError
-from kanipy.executor import outputs
+from kanipy.errors import DockerfileError, KanipyError, UsageError
+from kanipy.executor import outputs, preflight
 from kanipy.executor.bases import StageBases, unreachable_hint
 from kanipy.executor.handlers.run import run_cache_root
 from kanipy.executor.options import BuildOptions, host_platform
@@ -65,6 +65,11 @@ def registry_options(options: BuildOptions) -> RegistryOptions:
     every registry request, pulls included, and builds that pull from a
     registry with a self-signed certificate rely on that.
     """
+    for host, path in options.registry_certificates:
+        if not Path(path).is_file():
+            raise UsageError(f"--registry-certificate {host}={path}: {path} is not a file; "
+                             "name the PEM file of the CA that signed the registry's "
+                             "certificate")
     for host, *files in options.registry_client_certs:
         for path in files:
             if not Path(path).is_file():
@@ -87,6 +92,41 @@ def registry_options(options: BuildOptions) -> RegistryOptions:
         docker_config_dir=Path(options.env["DOCKER_CONFIG"])
         if options.env.get("DOCKER_CONFIG") else None,
     )
+
+
+def _destinations(options: BuildOptions) -> list[Reference]:
+    """Every --destination parsed; each must name a tag, which the push moves.
+
+    A digest names content, and the built image's digest is not known until
+    the build ends: the registry would refuse the manifest after the whole
+    build (issue 11), so refuse it before any work.
+    """
+    refs = []
+    for text in options.destinations:
+        ref = Reference.parse(text)
+        if ref.digest is not None:
+            raise UsageError(f"--destination {text}: a destination names a tag, not a digest "
+                             f"(the image's digest is known only once it is built); "
+                             f"use {ref.name}:TAG")
+        refs.append(ref)
+    return refs
+
+
+def _check_output_paths(options: BuildOptions) -> list[Path]:
+    """Every output path checked before the build (``preflight``); the directories made."""
+    made: list[Path] = []
+    files = [(options.tar_path, "--tar-path"), (options.digest_file, "--digest-file"),
+             (options.image_name_with_digest_file, "--image-name-with-digest-file"),
+             (options.image_name_tag_with_digest_file, "--image-name-tag-with-digest-file")]
+    for path, flag in files:
+        if path is not None:
+            made += preflight.check_output_file(Path(path), flag)
+    if options.oci_layout_path is not None:
+        made += preflight.prepare_directory(Path(options.oci_layout_path),
+                                            "--oci-layout-path")
+    if options.builder_output is not None and not options.no_push:
+        made += preflight.prepare_directory(Path(options.builder_output), "BUILDER_OUTPUT")
+    return made
 
 
 def _source_date_epoch(options: BuildOptions) -> int | None:
@@ -162,14 +202,21 @@ class Build:
 
     def run(self) -> BuildResult:
         options = self.options
-        destinations = [Reference.parse(d) for d in options.destinations]
+        destinations = _destinations(options)
         own_workdir = options.kanipy_dir is None
+        if not own_workdir:
+            preflight.prepare_directory(Path(options.kanipy_dir or ""), "--kanipy-dir")
+        if options.cache_dir is not None:
+            preflight.prepare_directory(Path(options.cache_dir), "--cache-dir")
+        made_for_outputs = [] if options.dry_run else _check_output_paths(options)
         workdir = Path(tempfile.mkdtemp(prefix="kanipy-")) if own_workdir else \
             Path(options.kanipy_dir or "")
-        workdir.mkdir(parents=True, exist_ok=True)
         build_dir = Path(tempfile.mkdtemp(prefix="build-", dir=workdir))
         try:
             return self._run(destinations, build_dir)
+        except BaseException:
+            preflight.remove_created(made_for_outputs)
+            raise
         finally:
             if self._cleaner is not None:
                 self._cleaner.join()
@@ -297,14 +344,24 @@ class Build:
     def _write_outputs(self, image: StoredImage, destinations: list[Reference],
                        final: BuiltStage, result: BuildResult) -> None:
         """Each kind of output in turn (see ``outputs``); pushes first, then files."""
+        try:
+            self._write_each_output(image, destinations, final, result)
+        except KanipyError as exc:
+            # The tags already moved stay moved: say so on stdout, and let the exit
+            # status say the build did not fully succeed (README, "Outputs").
+            exc.pushed = tuple(result.pushed)
+            raise
+
+    def _write_each_output(self, image: StoredImage, destinations: list[Reference],
+                           final: BuiltStage, result: BuildResult) -> None:
         options = self.options
         if not options.no_push:
-            names = outputs.push_to_registries(
+            outputs.push_to_registries(
                 image, destinations, client=self.client, layer_sources=final.layer_sources,
                 reporter=self.reporter,
-                ignore_immutable_tag_errors=options.push_ignore_immutable_tag_errors)
-            result.pushed += names
-            result.stdout_lines += names
+                ignore_immutable_tag_errors=options.push_ignore_immutable_tag_errors,
+                pushed=result.pushed)
+            result.stdout_lines += result.pushed
             if options.builder_output is not None:
                 outputs.write_builder_output(image, options.destinations,
                                              options.builder_output)

@@ -39,6 +39,7 @@ def push_to_registries(
     layer_sources: Mapping[str, tuple[str, str]],
     reporter: BuildReporter,
     ignore_immutable_tag_errors: bool = False,
+    pushed: list[str] | None = None,
 ) -> list[str]:
     """Push ``image`` to each destination in turn; the ``name@digest`` of each push.
 
@@ -48,9 +49,11 @@ def push_to_registries(
     --push-ignore-immutable-tag-errors), a destination whose registry refuses
     the manifest because the tag is immutable is passed over with a warning;
     it gets no ``name@digest`` line, as the tag names another image.
+    Each ``name@digest`` is appended to ``pushed`` as soon as that push is done,
+    so a caller knows which tags moved when a later destination fails.
     """
     manifest = image.manifest()
-    pushed_names = []
+    pushed_names = pushed if pushed is not None else []
     for ref in destinations:
         mounts: dict[Digest, str] = {}
         for desc in manifest.layers:

@@ -253,10 +253,11 @@ class RegistryClient:
             raise self.http_error(resp, ref, "push", f"blob {digest}")
 
     # -- uploads -------------------------------------------------------------
-    def start_upload(self, ref: Reference, scopes: list[str]) -> tuple[str, int]:
+    def start_upload(self, ref: Reference, scopes: list[str], *, retry: bool = False
+                     ) -> tuple[str, int]:
         """POST a new upload session; its Location and the registry's minimum chunk length."""
         resp = self.request(ref, "POST", "/blobs/uploads/", action="push", scopes=scopes,
-                            retry=False, headers={"Content-Length": "0"})
+                            retry=retry, headers={"Content-Length": "0"})
         with resp:
             if resp.status_code != 202 or not resp.headers.get("Location"):
                 raise self.http_error(resp, ref, "push", "starting a blob upload")
@@ -271,10 +272,11 @@ class RegistryClient:
         """Fail early (AuthError) when ``ref`` cannot be pushed to: open an upload and cancel it.
 
         Kaniko checks this before building, so a denied destination costs seconds,
-        not a whole build.
+        not a whole build. Temporary failures are retried as --push-retry says: an
+        upload session that is opened twice is cancelled, never used (issue 11).
         """
         scopes = [repository_scope(ref.repository, "pull,push")]
-        location, _ = self.start_upload(ref, scopes)
+        location, _ = self.start_upload(ref, scopes, retry=True)
         resp = self.request(ref, "DELETE", "", url=location, action="push", scopes=scopes,
                             retry=False)
         resp.close()
