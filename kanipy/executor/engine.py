@@ -269,6 +269,7 @@ class Build:
             client=lambda: self.client, store=store, build_dir=build_dir,
             reporter=self.reporter, target_platform=options.target_platform,
             image_format=options.image_format, filename=self.filename,
+            platform_asked=options.custom_platform is not None,
         )
         count = len(plan.stages)
         for number, stage in enumerate(plan.stages, start=1):
