@@ -26,6 +26,7 @@ from kanipy.errors import (
 )
 from kanipy.executor.progress import BuildReporter
 from kanipy.executor.stage import BuiltStage
+from kanipy.fs.diskspace import no_space_left
 from kanipy.fs.rootfs import Rootfs
 from kanipy.fs.unpack import unpack_layer
 from kanipy.oci import mediatypes
@@ -129,7 +130,7 @@ class StageBases:
             try:
                 image = pull(ref, client=self._client(), platform=platform, store=self._store,
                              on_progress=self._reporter.transfer,
-                             on_layer=lambda desc: self._unpack(rootfs, desc),
+                             on_layer=lambda desc: self._unpack(rootfs, desc, ref),
                              require_platform=asked)
             except PlatformNotFoundError as exc:
                 # Still a usage error (exit 2), as for an index without the platform;
@@ -145,8 +146,11 @@ class StageBases:
         return BuiltStage(stage.index if stage else -1, root, image.config(),
                           list(manifest.layers), image_format, sources)
 
-    def _unpack(self, rootfs: Rootfs, layer: Descriptor) -> None:
-        with self._store.open(layer.digest) as fh:
+    def _unpack(self, rootfs: Rootfs, layer: Descriptor, ref: Reference) -> None:
+        # The room a layer takes unpacked is not recorded anywhere; gzip shrinks
+        # a filesystem's files about threefold, hence the estimate.
+        with no_space_left(rootfs.path, f"unpacking layer {layer.digest} of {ref}",
+                           needs=3 * layer.size), self._store.open(layer.digest) as fh:
             unpack_layer(rootfs, fh, compression=mediatypes.layer_compression(layer.media_type),
                          layer_name=str(layer.digest))
 

@@ -32,6 +32,7 @@ from kanipy.executor.progress import BuildReporter, StepSummary
 from kanipy.executor.runner import ChrootRunner, Runner
 from kanipy.executor.stage import BuiltStage, LayerPolicy, StageBuilder
 from kanipy.executor.step import StageContext, StageNames
+from kanipy.fs.diskspace import no_space_left
 from kanipy.fs.rootfs import Rootfs
 from kanipy.oci import mediatypes
 from kanipy.oci.blobstore import BlobStore
@@ -275,7 +276,9 @@ class Build:
         for number, stage in enumerate(plan.stages, start=1):
             self.reporter.stage_started(number, count, stage.name, _base_text(stage, plan))
             started = time.monotonic()
-            base = bases.stage_base(stage, self.stages)
+            with no_space_left([build_dir, store.root],
+                               f"pulling and unpacking the base of stage {number}"):
+                base = bases.stage_base(stage, self.stages)
             builder = StageBuilder(
                 plan=plan, stage=stage, number=number, count=count, base=base,
                 ctx_factory=self._ctx_factory(plan, stage, context, build_dir, store),
@@ -284,7 +287,9 @@ class Build:
                 base_seconds=time.monotonic() - started,
                 ignore_paths=frozenset(options.ignore_paths),
             )
-            built = builder.build()
+            with no_space_left([build_dir, store.root],
+                               f"building stage {number} (its root and its layers)"):
+                built = builder.build()
             self.summaries += builder.summaries
             self.stages[stage.index] = built
 
@@ -366,14 +371,20 @@ class Build:
             if options.builder_output is not None:
                 outputs.write_builder_output(image, options.destinations,
                                              options.builder_output)
+        size = outputs.image_size(image)
         if options.tar_path:
-            outputs.write_tarball(image, options.tar_path, destinations)
+            with no_space_left(options.tar_path, f"writing the --tar-path archive "
+                               f"{options.tar_path}", needs=size):
+                outputs.write_tarball(image, options.tar_path, destinations)
         if options.oci_layout_path:
-            outputs.write_oci_layout(image, options.oci_layout_path, destinations)
-        outputs.write_digest_files(
-            image, destinations, digest_file=options.digest_file,
-            image_name_with_digest_file=options.image_name_with_digest_file,
-            image_name_tag_with_digest_file=options.image_name_tag_with_digest_file)
+            with no_space_left(options.oci_layout_path, f"writing the OCI layout "
+                               f"{options.oci_layout_path}", needs=size):
+                outputs.write_oci_layout(image, options.oci_layout_path, destinations)
+        with no_space_left(Path(options.digest_file or "."), "writing the digest files"):
+            outputs.write_digest_files(
+                image, destinations, digest_file=options.digest_file,
+                image_name_with_digest_file=options.image_name_with_digest_file,
+                image_name_tag_with_digest_file=options.image_name_tag_with_digest_file)
         if options.no_push and not result.stdout_lines:
             result.stdout_lines.append(str(image.digest))
 

@@ -24,6 +24,7 @@ import requests
 import urllib3.exceptions
 
 from kanipy.errors import AuthError, IntegrityError, NotFoundError, RegistryError
+from kanipy.fs.diskspace import no_space_left
 from kanipy.oci import mediatypes
 from kanipy.oci.blobstore import BlobStore
 from kanipy.oci.descriptor import Descriptor
@@ -212,7 +213,9 @@ class RegistryClient:
                     raise self.http_error(resp, ref, "pull", f"blob {digest}")
             done = 0
             try:
-                with resp, store.writer(expected=digest, size=descriptor.size, what=what) as out:
+                with resp, no_space_left(store.root, f"downloading {what}",
+                                         needs=descriptor.size), \
+                        store.writer(expected=digest, size=descriptor.size, what=what) as out:
                     # decode_content=False: a registry (or a proxy) that adds a
                     # Content-Encoding must not change the bytes we hash.
                     for chunk in watched_chunks(
