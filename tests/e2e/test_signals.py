@@ -33,12 +33,16 @@ def proxy(registry: Registry) -> Iterator[FaultProxy]:
     fault_proxy.stop()
 
 
-def _start(context: Path, workdir: Path) -> subprocess.Popen[bytes]:
+def _start(context: Path, workdir: Path, *, via_tmpdir: bool = False
+           ) -> subprocess.Popen[bytes]:
+    """kanipy building ``context``, its work directory ``--kanipy-dir workdir``, or with
+    ``via_tmpdir`` one it makes itself under ``TMPDIR=workdir``."""
     require_root()
+    workdir.mkdir(exist_ok=True)
+    where = [] if via_tmpdir else ["--kanipy-dir", str(workdir)]
     return subprocess.Popen(
-        [sys.executable, "-m", "kanipy", "build", "-c", str(context), "--no-push",
-         "--kanipy-dir", str(workdir)],
-        env={**os.environ, "PYTHONPATH": str(REPO)},
+        [sys.executable, "-m", "kanipy", "build", "-c", str(context), "--no-push", *where],
+        env={**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(workdir)},
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
@@ -96,7 +100,7 @@ def test_signal_stops_a_running_step(tmp_path: Path, base_images: BaseImages, si
     context = write_tree(tmp_path / "ctx", {
         "Dockerfile": f"FROM {base_images.oci}\nRUN {marker}\n"})
     workdir = tmp_path / "work"
-    proc = _start(context, workdir)
+    proc = _start(context, workdir, via_tmpdir=True)
     _wait_for(lambda: any(marker in p and "kanipy" not in p
                           for p in processes_matching(marker)), proc, "the step start")
     _stop_and_check(proc, signum, code, word, workdir)
