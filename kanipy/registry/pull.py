@@ -63,7 +63,9 @@ def pull(
     for i, source in enumerate(sources):
         try:
             image = _resolve(client, source, reference, platform, store, on_progress)
-            _check_platform(image, platform, reference, require_platform)
+            if store is not None or require_platform:
+                # A lazy image stays lazy: the config is fetched only when needed.
+                _check_platform(image, platform, reference, require_platform)
             if store is not None:
                 image.fetch_all(on_layer)
         except (RegistryError, ManifestError, PlatformNotFoundError) as exc:
