@@ -23,7 +23,7 @@ from pathlib import Path
 from kanipy.context import BuildContext, open_context
 from kanipy.context.dockerfile import dockerfile_in_context
 from kanipy.dockerfile import BuildPlan, Stage, StageRef, format_plan, plan_build
-from kanipy.errors import DockerfileError, KanipyError, UsageError
+from kanipy.errors import BuildError, DockerfileError, KanipyError, UsageError
 from kanipy.executor import outputs, preflight
 from kanipy.executor.bases import StageBases, unreachable_hint
 from kanipy.executor.handlers.run import run_cache_root
@@ -357,6 +357,13 @@ class Build:
             # status say the build did not fully succeed (README, "Outputs").
             exc.pushed = tuple(result.pushed)
             raise
+        except OSError as exc:
+            # The paths were checked before the build; what still fails here (an I/O
+            # error, a file system gone read-only) is the output's, not a bug.
+            error = BuildError(f"writing the outputs failed: {exc.strerror or exc}"
+                               f"{f': {exc.filename}' if exc.filename else ''}")
+            error.pushed = tuple(result.pushed)
+            raise error from exc
 
     def _write_each_output(self, image: StoredImage, destinations: list[Reference],
                            final: BuiltStage, result: BuildResult) -> None:
