@@ -219,11 +219,8 @@ class Build:
             preflight.remove_created(made_for_outputs)
             raise
         finally:
-            if self._cleaner is not None:
-                self._cleaner.join()
-            shutil.rmtree(build_dir, ignore_errors=True)
-            if own_workdir:
-                shutil.rmtree(workdir, ignore_errors=True)
+            _remove_work_dirs([build_dir, workdir] if own_workdir else [build_dir],
+                              self._cleaner)
 
     def _run(self, destinations: list[Reference], build_dir: Path) -> BuildResult:
         options = self.options
@@ -443,6 +440,28 @@ def run_build(options: BuildOptions, reporter: BuildReporter,
     RUN steps go through ``runner`` (default: the namespaced ``ChrootRunner``).
     """
     return Build(options, reporter, runner).run()
+
+
+def _remove_work_dirs(paths: list[Path], cleaner: threading.Thread | None) -> None:
+    """Remove the build's own directories, even when a signal interrupts the removal.
+
+    The CLI raises on the first SIGTERM/SIGINT only, so a removal cut short by
+    it is simply done again before the interrupt goes on (issue 11: a stopped
+    build leaves nothing behind).
+    """
+    try:
+        if cleaner is not None:
+            cleaner.join()
+    finally:
+        interrupted: BaseException | None = None
+        for path in paths:
+            try:
+                shutil.rmtree(path, ignore_errors=True)
+            except BaseException as exc:
+                shutil.rmtree(path, ignore_errors=True)
+                interrupted = interrupted or exc
+        if interrupted is not None:
+            raise interrupted
 
 
 def _remove_trees(paths: list[Path]) -> None:
