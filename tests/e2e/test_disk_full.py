@@ -55,6 +55,19 @@ def test_unpacking_a_base(tmp_path: Path, small_fs: Path, registry: Registry) ->
     assert [p.name for p in small_fs.iterdir() if p.name != "run-cache"] == []
 
 
+def test_downloading_a_base(tmp_path: Path, small_fs: Path, registry: Registry) -> None:
+    # 3 MB of random bytes: 3 MB to download before anything is unpacked.
+    base = push_image(tmp_path / "base", registry.ref("diskfull/random:v1"),
+                      [layer_tar(lambda tar: add_file(tar, "r", os.urandom(3_000_000)))],
+                      "amd64")
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": f"FROM {base}\n"})
+    result = build(context, "--no-push", "--kanipy-dir", str(small_fs),
+                   "--custom-platform", "linux/amd64")
+    _check_full(result.stderr, result.returncode, small_fs, "downloading blob sha256:")
+    assert "diskfull/random (needs about 3 MB)" in result.stderr
+    assert [p.name for p in small_fs.iterdir() if p.name != "run-cache"] == []
+
+
 def test_building_a_stage(tmp_path: Path, small_fs: Path) -> None:
     result = build(_big_context(tmp_path), "--no-push", "--kanipy-dir", str(small_fs))
     _check_full(result.stderr, result.returncode, small_fs, "building stage 1")
