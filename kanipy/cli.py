@@ -15,11 +15,12 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -166,6 +167,9 @@ def build(**kw: Any) -> None:
         failure = describe_failure(exc)
         if kw["debug"] and failure.exit_code not in (130, 143):
             failure.fields["traceback"] = traceback.format_exc()
+        # Tags moved before the failure are machine output all the same.
+        for line in getattr(exc, "pushed", ()):
+            click.echo(line)
         reporter.failed(failure)
         raise click.exceptions.Exit(failure.exit_code) from None
     reporter.built(result.digest, result.pushed)
@@ -368,8 +372,57 @@ def _summary_fields(summary: StepSummary) -> dict[str, Any]:
     return fields
 
 
-def _on_sigterm(signum: int, frame: object) -> None:
-    raise _Terminated()
+class _SignalStop:
+    """SIGTERM and SIGINT stop a build within seconds, whatever it is doing (issue 11).
+
+    The first signal raises in the main thread (``_Terminated`` for SIGTERM, a
+    cancelled CI job; KeyboardInterrupt for SIGINT), so every cleanup runs: a
+    RUN step's processes are ended, downloads are told to stop, the work
+    directory is removed. Later signals are ignored while that happens, so a
+    second Ctrl-C cannot cut a cleanup short. Once the failure is reported the
+    process ends at once (``os._exit``), not held by a download thread blocked
+    on a stalled socket; and should cleanup itself hang, a watchdog ends the
+    process after ``grace`` seconds.
+    """
+
+    def __init__(self, grace: float = 15.0) -> None:
+        self.grace = grace
+        self.signum: int | None = None
+
+    def install(self) -> None:
+        signal.signal(signal.SIGTERM, self.handle)
+        signal.signal(signal.SIGINT, self.handle)
+
+    @property
+    def exit_code(self) -> int:
+        return 143 if self.signum == signal.SIGTERM else 130
+
+    def handle(self, signum: int, frame: object) -> None:
+        if self.signum is not None:
+            log.debug("signal %d ignored: already stopping", signum)
+            return
+        self.signum = signum
+        threading.Thread(target=self._watchdog, name="kanipy-stop-watchdog",
+                         daemon=True).start()
+        raise _Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    def _watchdog(self) -> None:
+        time.sleep(self.grace)
+        os.write(2, f"kanipy: cleanup did not finish within {self.grace:.0f}s of the "
+                    "signal; exiting\n".encode())
+        os._exit(self.exit_code)
+
+    def exit(self, code: int) -> NoReturn:
+        """Exit with ``code``; after a signal, without waiting for worker threads."""
+        if self.signum is not None:
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass
+            logging.shutdown()
+            os._exit(code)
+        sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -382,15 +435,22 @@ def main(argv: list[str] | None = None) -> None:
     args = argv if argv is not None else sys.argv[1:]
     debug = any(a == "--debug" or (a.startswith("--debug=") and a[8:] not in
                                    ("0", "f", "F", "false", "False", "FALSE")) for a in args)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    stop = _SignalStop()
+    stop.install()
     try:
         # Outside standalone mode click returns, not raises, a command's Exit code.
         code = cli.main(args=args, prog_name="kanipy", standalone_mode=False)
     except click.exceptions.Abort:
+        # click turns an interrupt outside the command (while parsing flags) into Abort.
+        if stop.signum is not None:
+            failure = describe_failure(_Terminated() if stop.exit_code == 143
+                                       else KeyboardInterrupt())
+            click.echo(f"kanipy: {failure.message}", err=True)
+            stop.exit(failure.exit_code)
         click.echo("kanipy: aborted", err=True)
         sys.exit(130)
     except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+        stop.exit(exc.exit_code)
     except click.ClickException as exc:
         exc.show()
         sys.exit(2)
@@ -399,8 +459,8 @@ def main(argv: list[str] | None = None) -> None:
         if debug and failure.exit_code != 130 and failure.exit_code != 143:
             traceback.print_exc()
         click.echo(f"kanipy: {failure.message}", err=True)
-        sys.exit(failure.exit_code)
-    sys.exit(code if isinstance(code, int) else 0)
+        stop.exit(failure.exit_code)
+    stop.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@ class KanipyError(Exception):
     """Base of every error kanipy reports to a user."""
 
     exit_code = 70
+    # The ``name@digest`` of every destination pushed before the failure: the
+    # CLI prints them on stdout, so what is reported is what happened (issue 11).
+    pushed: tuple[str, ...] = ()
 
     def __init__(self, message: str) -> None:
         super().__init__(message)

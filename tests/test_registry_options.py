@@ -15,7 +15,6 @@ from kanipy.registry.pull import mirror_sources
 from kanipy.registry.transport import Transport
 
 HOST = "registry.example.com"
-CA = "/etc/ssl/registry-ca.pem"
 
 
 def _transport(**flags: object) -> Transport:
@@ -55,14 +54,20 @@ def test_certificate_verification_is_scoped(flags: dict[str, object], pull: bool
 
 
 def test_a_registry_certificate_is_used_for_pulls_and_pushes(tmp_path: Path) -> None:
-    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
-    cert.write_text("")
-    key.write_text("")
-    transport = _transport(registry_certificates=((HOST, CA),),
+    cert, key, ca = tmp_path / "c.pem", tmp_path / "k.pem", tmp_path / "ca.pem"
+    for path in (cert, key, ca):
+        path.write_text("")
+    transport = _transport(registry_certificates=((HOST, str(ca)),),
                            registry_client_certs=((HOST, str(cert), str(key)),))
-    assert transport.verify_for(HOST, "pull") == transport.verify_for(HOST, "push") == CA
+    assert transport.verify_for(HOST, "pull") == transport.verify_for(HOST, "push") == str(ca)
     assert transport.client_cert_for(HOST) == (str(cert), str(key))
     assert transport.client_cert_for("other.example.com") is None
+
+
+def test_a_missing_registry_certificate_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match=f"--registry-certificate {HOST}=/nonexistent.pem: "
+                                         "/nonexistent.pem is not a file"):
+        registry_options(BuildOptions(registry_certificates=((HOST, "/nonexistent.pem"),)))
 
 
 def test_a_missing_client_certificate_file_is_a_usage_error(tmp_path: Path) -> None:

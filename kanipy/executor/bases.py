@@ -17,9 +17,16 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from kanipy.dockerfile import Stage, StageRef
-from kanipy.errors import BuildError, ConnectionFailed, DockerfileError, UsageError
+from kanipy.errors import (
+    BuildError,
+    ConnectionFailed,
+    DockerfileError,
+    PlatformNotFoundError,
+    UsageError,
+)
 from kanipy.executor.progress import BuildReporter
 from kanipy.executor.stage import BuiltStage
+from kanipy.fs.diskspace import no_space_left
 from kanipy.fs.rootfs import Rootfs
 from kanipy.fs.unpack import unpack_layer
 from kanipy.oci import mediatypes
@@ -39,6 +46,8 @@ class StageBases:
     ``client`` is called for the registry client only when something is pulled,
     so a build from scratch or from earlier stages never makes one.
     ``image_format`` is ``--image-format`` (None when not given).
+    ``platform_asked``: ``--custom-platform`` was given, so a base image for
+    another platform is refused, as one under ``FROM --platform`` always is.
     """
 
     def __init__(
@@ -51,6 +60,7 @@ class StageBases:
         target_platform: Platform,
         image_format: str | None,
         filename: str = "Dockerfile",
+        platform_asked: bool = False,
     ) -> None:
         self._client = client
         self._store = store
@@ -59,6 +69,7 @@ class StageBases:
         self._target_platform = target_platform
         self._image_format = image_format
         self._filename = filename
+        self._platform_asked = platform_asked
         self._image_roots: dict[str, Path] = {}
 
     @property
@@ -115,9 +126,19 @@ class StageBases:
                  if stage is not None else f"pull of {ref} (--from)")
         # Each layer is unpacked as soon as it has arrived, while later ones download.
         with unreachable_hint(where):
-            image = pull(ref, client=self._client(), platform=platform, store=self._store,
-                         on_progress=self._reporter.transfer,
-                         on_layer=lambda desc: self._unpack(rootfs, desc))
+            asked = self._platform_asked or (stage is not None and bool(stage.platform))
+            try:
+                image = pull(ref, client=self._client(), platform=platform, store=self._store,
+                             on_progress=self._reporter.transfer,
+                             on_layer=lambda desc: self._unpack(rootfs, desc, ref),
+                             require_platform=asked)
+            except PlatformNotFoundError as exc:
+                # Still a usage error (exit 2), as for an index without the platform;
+                # the message says which FROM asked.
+                if stage is not None:
+                    exc.message = f"{where}: {exc.message}"
+                    exc.args = (exc.message,)
+                raise
         manifest = image.manifest()
         image_format = "docker" if manifest.media_type == mediatypes.DOCKER_MANIFEST else "oci"
         sources = {str(d.digest): (image.source.registry, image.source.repository)
@@ -125,8 +146,11 @@ class StageBases:
         return BuiltStage(stage.index if stage else -1, root, image.config(),
                           list(manifest.layers), image_format, sources)
 
-    def _unpack(self, rootfs: Rootfs, layer: Descriptor) -> None:
-        with self._store.open(layer.digest) as fh:
+    def _unpack(self, rootfs: Rootfs, layer: Descriptor, ref: Reference) -> None:
+        # The room a layer takes unpacked is not recorded anywhere; gzip shrinks
+        # a filesystem's files about threefold, hence the estimate.
+        with no_space_left(rootfs.path, f"unpacking layer {layer.digest} of {ref}",
+                           needs=3 * layer.size), self._store.open(layer.digest) as fh:
             unpack_layer(rootfs, fh, compression=mediatypes.layer_compression(layer.media_type),
                          layer_name=str(layer.digest))
 

@@ -23,8 +23,8 @@ from pathlib import Path
 from kanipy.context import BuildContext, open_context
 from kanipy.context.dockerfile import dockerfile_in_context
 from kanipy.dockerfile import BuildPlan, Stage, StageRef, format_plan, plan_build
-from kanipy.errors import DockerfileError, UsageError
-from kanipy.executor import outputs
+from kanipy.errors import BuildError, DockerfileError, KanipyError, UsageError
+from kanipy.executor import outputs, preflight
 from kanipy.executor.bases import StageBases, unreachable_hint
 from kanipy.executor.handlers.run import run_cache_root
 from kanipy.executor.options import BuildOptions, host_platform
@@ -33,6 +33,7 @@ from kanipy.executor.runner import ChrootRunner, Runner
 from kanipy.executor.sandbox_caps import require_build_privileges
 from kanipy.executor.stage import BuiltStage, LayerPolicy, StageBuilder
 from kanipy.executor.step import StageContext, StageNames
+from kanipy.fs.diskspace import no_space_left
 from kanipy.fs.rootfs import Rootfs
 from kanipy.oci import mediatypes
 from kanipy.oci.blobstore import BlobStore
@@ -66,6 +67,11 @@ def registry_options(options: BuildOptions) -> RegistryOptions:
     every registry request, pulls included, and builds that pull from a
     registry with a self-signed certificate rely on that.
     """
+    for host, path in options.registry_certificates:
+        if not Path(path).is_file():
+            raise UsageError(f"--registry-certificate {host}={path}: {path} is not a file; "
+                             "name the PEM file of the CA that signed the registry's "
+                             "certificate")
     for host, *files in options.registry_client_certs:
         for path in files:
             if not Path(path).is_file():
@@ -88,6 +94,41 @@ def registry_options(options: BuildOptions) -> RegistryOptions:
         docker_config_dir=Path(options.env["DOCKER_CONFIG"])
         if options.env.get("DOCKER_CONFIG") else None,
     )
+
+
+def _destinations(options: BuildOptions) -> list[Reference]:
+    """Every --destination parsed; each must name a tag, which the push moves.
+
+    A digest names content, and the built image's digest is not known until
+    the build ends: the registry would refuse the manifest after the whole
+    build (issue 11), so refuse it before any work.
+    """
+    refs = []
+    for text in options.destinations:
+        ref = Reference.parse(text)
+        if ref.digest is not None:
+            raise UsageError(f"--destination {text}: a destination names a tag, not a digest "
+                             f"(the image's digest is known only once it is built); "
+                             f"use {ref.name}:TAG")
+        refs.append(ref)
+    return refs
+
+
+def _check_output_paths(options: BuildOptions) -> list[Path]:
+    """Every output path checked before the build (``preflight``); the directories made."""
+    made: list[Path] = []
+    files = [(options.tar_path, "--tar-path"), (options.digest_file, "--digest-file"),
+             (options.image_name_with_digest_file, "--image-name-with-digest-file"),
+             (options.image_name_tag_with_digest_file, "--image-name-tag-with-digest-file")]
+    for path, flag in files:
+        if path is not None:
+            made += preflight.check_output_file(Path(path), flag)
+    if options.oci_layout_path is not None:
+        made += preflight.prepare_directory(Path(options.oci_layout_path),
+                                            "--oci-layout-path")
+    if options.builder_output is not None and not options.no_push:
+        made += preflight.prepare_directory(Path(options.builder_output), "BUILDER_OUTPUT")
+    return made
 
 
 def _source_date_epoch(options: BuildOptions) -> int | None:
@@ -163,20 +204,24 @@ class Build:
 
     def run(self) -> BuildResult:
         options = self.options
-        destinations = [Reference.parse(d) for d in options.destinations]
+        destinations = _destinations(options)
         own_workdir = options.kanipy_dir is None
+        if not own_workdir:
+            preflight.prepare_directory(Path(options.kanipy_dir or ""), "--kanipy-dir")
+        if options.cache_dir is not None:
+            preflight.prepare_directory(Path(options.cache_dir), "--cache-dir")
+        made_for_outputs = [] if options.dry_run else _check_output_paths(options)
         workdir = Path(tempfile.mkdtemp(prefix="kanipy-")) if own_workdir else \
             Path(options.kanipy_dir or "")
-        workdir.mkdir(parents=True, exist_ok=True)
         build_dir = Path(tempfile.mkdtemp(prefix="build-", dir=workdir))
         try:
             return self._run(destinations, build_dir)
+        except BaseException:
+            preflight.remove_created(made_for_outputs)
+            raise
         finally:
-            if self._cleaner is not None:
-                self._cleaner.join()
-            shutil.rmtree(build_dir, ignore_errors=True)
-            if own_workdir:
-                shutil.rmtree(workdir, ignore_errors=True)
+            _remove_work_dirs([build_dir, workdir] if own_workdir else [build_dir],
+                              self._cleaner)
 
     def _run(self, destinations: list[Reference], build_dir: Path) -> BuildResult:
         options = self.options
@@ -224,12 +269,15 @@ class Build:
             client=lambda: self.client, store=store, build_dir=build_dir,
             reporter=self.reporter, target_platform=options.target_platform,
             image_format=options.image_format, filename=self.filename,
+            platform_asked=options.custom_platform is not None,
         )
         count = len(plan.stages)
         for number, stage in enumerate(plan.stages, start=1):
             self.reporter.stage_started(number, count, stage.name, _base_text(stage, plan))
             started = time.monotonic()
-            base = bases.stage_base(stage, self.stages)
+            with no_space_left([build_dir, store.root],
+                               f"pulling and unpacking the base of stage {number}"):
+                base = bases.stage_base(stage, self.stages)
             builder = StageBuilder(
                 plan=plan, stage=stage, number=number, count=count, base=base,
                 ctx_factory=self._ctx_factory(plan, stage, context, build_dir, store),
@@ -238,7 +286,9 @@ class Build:
                 base_seconds=time.monotonic() - started,
                 ignore_paths=frozenset(options.ignore_paths),
             )
-            built = builder.build()
+            with no_space_left([build_dir, store.root],
+                               f"building stage {number} (its root and its layers)"):
+                built = builder.build()
             self.summaries += builder.summaries
             self.stages[stage.index] = built
 
@@ -299,25 +349,48 @@ class Build:
     def _write_outputs(self, image: StoredImage, destinations: list[Reference],
                        final: BuiltStage, result: BuildResult) -> None:
         """Each kind of output in turn (see ``outputs``); pushes first, then files."""
+        try:
+            self._write_each_output(image, destinations, final, result)
+        except KanipyError as exc:
+            # The tags already moved stay moved: say so on stdout, and let the exit
+            # status say the build did not fully succeed (README, "Outputs").
+            exc.pushed = tuple(result.pushed)
+            raise
+        except OSError as exc:
+            # The paths were checked before the build; what still fails here (an I/O
+            # error, a file system gone read-only) is the output's, not a bug.
+            error = BuildError(f"writing the outputs failed: {exc.strerror or exc}"
+                               f"{f': {exc.filename}' if exc.filename else ''}")
+            error.pushed = tuple(result.pushed)
+            raise error from exc
+
+    def _write_each_output(self, image: StoredImage, destinations: list[Reference],
+                           final: BuiltStage, result: BuildResult) -> None:
         options = self.options
         if not options.no_push:
-            names = outputs.push_to_registries(
+            outputs.push_to_registries(
                 image, destinations, client=self.client, layer_sources=final.layer_sources,
                 reporter=self.reporter,
-                ignore_immutable_tag_errors=options.push_ignore_immutable_tag_errors)
-            result.pushed += names
-            result.stdout_lines += names
+                ignore_immutable_tag_errors=options.push_ignore_immutable_tag_errors,
+                pushed=result.pushed)
+            result.stdout_lines += result.pushed
             if options.builder_output is not None:
                 outputs.write_builder_output(image, options.destinations,
                                              options.builder_output)
+        size = outputs.image_size(image)
         if options.tar_path:
-            outputs.write_tarball(image, options.tar_path, destinations)
+            with no_space_left(options.tar_path, f"writing the --tar-path archive "
+                               f"{options.tar_path}", needs=size):
+                outputs.write_tarball(image, options.tar_path, destinations)
         if options.oci_layout_path:
-            outputs.write_oci_layout(image, options.oci_layout_path, destinations)
-        outputs.write_digest_files(
-            image, destinations, digest_file=options.digest_file,
-            image_name_with_digest_file=options.image_name_with_digest_file,
-            image_name_tag_with_digest_file=options.image_name_tag_with_digest_file)
+            with no_space_left(options.oci_layout_path, f"writing the OCI layout "
+                               f"{options.oci_layout_path}", needs=size):
+                outputs.write_oci_layout(image, options.oci_layout_path, destinations)
+        with no_space_left(Path(options.digest_file or "."), "writing the digest files"):
+            outputs.write_digest_files(
+                image, destinations, digest_file=options.digest_file,
+                image_name_with_digest_file=options.image_name_with_digest_file,
+                image_name_tag_with_digest_file=options.image_name_tag_with_digest_file)
         if options.no_push and not result.stdout_lines:
             result.stdout_lines.append(str(image.digest))
 
@@ -369,6 +442,28 @@ def run_build(options: BuildOptions, reporter: BuildReporter,
     RUN steps go through ``runner`` (default: the namespaced ``ChrootRunner``).
     """
     return Build(options, reporter, runner).run()
+
+
+def _remove_work_dirs(paths: list[Path], cleaner: threading.Thread | None) -> None:
+    """Remove the build's own directories, even when a signal interrupts the removal.
+
+    The CLI raises on the first SIGTERM/SIGINT only, so a removal cut short by
+    it is simply done again before the interrupt goes on (issue 11: a stopped
+    build leaves nothing behind).
+    """
+    try:
+        if cleaner is not None:
+            cleaner.join()
+    finally:
+        interrupted: BaseException | None = None
+        for path in paths:
+            try:
+                shutil.rmtree(path, ignore_errors=True)
+            except BaseException as exc:
+                shutil.rmtree(path, ignore_errors=True)
+                interrupted = interrupted or exc
+        if interrupted is not None:
+            raise interrupted
 
 
 def _remove_trees(paths: list[Path]) -> None:

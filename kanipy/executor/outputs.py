@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -39,6 +40,7 @@ def push_to_registries(
     layer_sources: Mapping[str, tuple[str, str]],
     reporter: BuildReporter,
     ignore_immutable_tag_errors: bool = False,
+    pushed: list[str] | None = None,
 ) -> list[str]:
     """Push ``image`` to each destination in turn; the ``name@digest`` of each push.
 
@@ -48,9 +50,11 @@ def push_to_registries(
     --push-ignore-immutable-tag-errors), a destination whose registry refuses
     the manifest because the tag is immutable is passed over with a warning;
     it gets no ``name@digest`` line, as the tag names another image.
+    Each ``name@digest`` is appended to ``pushed`` as soon as that push is done,
+    so a caller knows which tags moved when a later destination fails.
     """
     manifest = image.manifest()
-    pushed_names = []
+    pushed_names = pushed if pushed is not None else []
     for ref in destinations:
         mounts: dict[Digest, str] = {}
         for desc in manifest.layers:
@@ -101,7 +105,26 @@ def write_oci_layout(image: Image, path: Path, destinations: Sequence[Reference]
     # the digest file agree on one digest. skopeo and umoci read only OCI
     # manifests from a layout: --image-format oci gives them one.
     tags = [r.tag for r in destinations if r.tag] or ["latest"]
-    write_layout(path, image, tags, oci_media_types=False)
+    # A layout is complete with its index.json or not there at all (issue 11):
+    # index.json is written last, atomically, so a layout that was there keeps
+    # its old index when this fails; one started here is emptied again.
+    fresh = not path.exists() or not any(path.iterdir())
+    try:
+        write_layout(path, image, tags, oci_media_types=False)
+    except BaseException:
+        if fresh and path.is_dir():
+            for child in list(path.iterdir()):
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+        raise
+
+
+def image_size(image: Image) -> int:
+    """The bytes of ``image``'s blobs: manifest, config and (compressed) layers."""
+    manifest = image.manifest()
+    return len(manifest.raw) + manifest.config.size + sum(d.size for d in manifest.layers)
 
 
 def write_digest_files(

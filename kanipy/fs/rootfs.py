@@ -21,9 +21,12 @@ from kanipy.errors import ConfinementError
 
 log = logging.getLogger(__name__)
 
-# Linux gives up after 40 links in one lookup (MAXSYMLINKS); we allow a few more
-# because our walk counts every link met, not just nested ones.
-MAX_SYMLINKS = 255
+# Linux gives up after 40 links in one lookup (MAXSYMLINKS, counted over the whole
+# walk, nested or not), and so do we: each link may add up to 4095 bytes of
+# components to walk, so the cap is what bounds the work of one resolution. At
+# 255, a 5 KB layer of links through ``d/../d/..`` cost most of a second of CPU
+# per entry (issue 11).
+MAX_SYMLINKS = 40
 
 
 def image_parts(image_path: str | PurePosixPath) -> list[str]:

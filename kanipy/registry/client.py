@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 from collections.abc import Sequence
 from typing import BinaryIO, cast
 from urllib.parse import urljoin
@@ -23,6 +24,7 @@ import requests
 import urllib3.exceptions
 
 from kanipy.errors import AuthError, IntegrityError, NotFoundError, RegistryError
+from kanipy.fs.diskspace import no_space_left
 from kanipy.oci import mediatypes
 from kanipy.oci.blobstore import BlobStore
 from kanipy.oci.descriptor import Descriptor
@@ -33,7 +35,14 @@ from kanipy.registry.auth import Authenticator, parse_challenge, repository_scop
 from kanipy.registry.credentials import CredentialStore
 from kanipy.registry.options import RegistryOptions
 from kanipy.registry.progress import ProgressCallback, emit
-from kanipy.registry.transport import Body, Transport, connection_error
+from kanipy.registry.transport import (
+    Body,
+    TransferCancelled,
+    TransferStalled,
+    Transport,
+    connection_error,
+    watched_chunks,
+)
 
 log = logging.getLogger(__name__)
 
@@ -182,12 +191,14 @@ class RegistryClient:
     # -- blobs ---------------------------------------------------------------
     def fetch_blob(
         self, ref: Reference, descriptor: Descriptor, store: BlobStore,
-        on_progress: ProgressCallback | None = None,
+        on_progress: ProgressCallback | None = None, cancel: threading.Event | None = None,
     ) -> bool:
         """Stream a blob into ``store``, verified; False when it was already there.
 
-        A dropped connection restarts the download (bounded by ``retries``); a
-        digest or size mismatch raises IntegrityError and stores nothing.
+        A dropped or stalled connection (under the options' low-speed limit)
+        restarts the download (bounded by ``retries``); a digest or size
+        mismatch raises IntegrityError and stores nothing. A set ``cancel``
+        stops the download between reads.
         """
         digest = descriptor.digest
         if store.has(digest):
@@ -202,18 +213,28 @@ class RegistryClient:
                     raise self.http_error(resp, ref, "pull", f"blob {digest}")
             done = 0
             try:
-                with resp, store.writer(expected=digest, size=descriptor.size, what=what) as out:
+                with resp, no_space_left(store.root, f"downloading {what}",
+                                         needs=descriptor.size), \
+                        store.writer(expected=digest, size=descriptor.size, what=what) as out:
                     # decode_content=False: a registry (or a proxy) that adds a
                     # Content-Encoding must not change the bytes we hash.
-                    for chunk in resp.raw.stream(_READ_CHUNK, decode_content=False):
+                    for chunk in watched_chunks(
+                            resp, chunk=_READ_CHUNK, limit=self.options.low_speed_limit,
+                            window=self.options.low_speed_time, cancel=cancel):
                         out.write(chunk)
                         done += len(chunk)
                         if done > descriptor.size:
                             raise IntegrityError(f"{what}: received more than the "
                                                  f"{descriptor.size} bytes declared")
                         emit(on_progress, digest, done, descriptor.size, "download")
-            except _STREAM_ERRORS as exc:
-                error = connection_error(ref.api_host, exc)
+            except TransferCancelled:
+                raise RegistryError(f"pull from {ref.name}: {what}: cancelled",
+                                    registry=ref.registry) from None
+            except (*_STREAM_ERRORS, TransferStalled) as exc:
+                error: RegistryError = connection_error(ref.api_host, exc)
+                if isinstance(exc, TransferStalled):
+                    error = RegistryError(f"{ref.registry} stalled: {exc}; check the "
+                                          "network or the registry", registry=ref.registry)
                 if attempt + 1 >= attempts:
                     raise RegistryError(f"pull from {ref.name} failed: {what}: {error}",
                                         registry=ref.registry) from None
@@ -253,10 +274,11 @@ class RegistryClient:
             raise self.http_error(resp, ref, "push", f"blob {digest}")
 
     # -- uploads -------------------------------------------------------------
-    def start_upload(self, ref: Reference, scopes: list[str]) -> tuple[str, int]:
+    def start_upload(self, ref: Reference, scopes: list[str], *, retry: bool = False
+                     ) -> tuple[str, int]:
         """POST a new upload session; its Location and the registry's minimum chunk length."""
         resp = self.request(ref, "POST", "/blobs/uploads/", action="push", scopes=scopes,
-                            retry=False, headers={"Content-Length": "0"})
+                            retry=retry, headers={"Content-Length": "0"})
         with resp:
             if resp.status_code != 202 or not resp.headers.get("Location"):
                 raise self.http_error(resp, ref, "push", "starting a blob upload")
@@ -271,10 +293,11 @@ class RegistryClient:
         """Fail early (AuthError) when ``ref`` cannot be pushed to: open an upload and cancel it.
 
         Kaniko checks this before building, so a denied destination costs seconds,
-        not a whole build.
+        not a whole build. Temporary failures are retried as --push-retry says: an
+        upload session that is opened twice is cancelled, never used (issue 11).
         """
         scopes = [repository_scope(ref.repository, "pull,push")]
-        location, _ = self.start_upload(ref, scopes)
+        location, _ = self.start_upload(ref, scopes, retry=True)
         resp = self.request(ref, "DELETE", "", url=location, action="push", scopes=scopes,
                             retry=False)
         resp.close()

@@ -89,7 +89,18 @@ class CredentialStore:
                 raise UsageError(
                     f"{self.config_path} is not valid JSON (line {exc.lineno}): fix or remove it"
                 ) from None
-            self._config = data if isinstance(data, dict) else {}
+            if not isinstance(data, dict):
+                raise UsageError(f"{self.config_path} is not a JSON object: fix or remove it")
+            for key in ("credHelpers", "auths"):
+                if not isinstance(data.get(key) or {}, dict):
+                    raise UsageError(
+                        f"{self.config_path}: \"{key}\" must be an object mapping registry "
+                        f"hosts to {'helper names' if key == 'credHelpers' else 'entries'}; "
+                        "fix or remove it")
+            if not isinstance(data.get("credsStore") or "", str):
+                raise UsageError(f"{self.config_path}: \"credsStore\" must be the name of a "
+                                 "credential helper (a string); fix or remove it")
+            self._config = data
         return self._config
 
     def lookup(self, registry: str) -> Credential | None:
@@ -105,6 +116,9 @@ class CredentialStore:
             if found is not None:
                 return found
         entry = _match(config.get("auths") or {}, registry)
+        if entry is not None and not isinstance(entry, dict):
+            raise UsageError(f"{self.config_path}: auths entry for {registry} must be an "
+                             "object; fix or remove it")
         if isinstance(entry, dict):
             return _from_auths_entry(entry, f"{self.config_path} auths")
         return None

@@ -56,6 +56,11 @@ class RegistryOptions:
     max_backoff: float = 30.0
     connect_timeout: float = 15.0
     read_timeout: float = 120.0
+    # A body that brings fewer than low_speed_limit bytes in low_speed_time
+    # seconds has stalled (curl's --speed-limit/--speed-time): a registry
+    # trickling one byte a second never trips read_timeout (issue 11).
+    low_speed_limit: int = 1024
+    low_speed_time: float = 60.0
     # None: $DOCKER_CONFIG, else ~/.docker.
     docker_config_dir: Path | None = None
     user_agent: str = f"kanipy/{__version__}"
@@ -90,6 +95,8 @@ class RegistryOptions:
             max_backoff=self.max_backoff,
             connect_timeout=self.connect_timeout,
             read_timeout=self.read_timeout,
+            low_speed_limit=self.low_speed_limit,
+            low_speed_time=self.low_speed_time,
             docker_config_dir=self.docker_config_dir,
             user_agent=self.user_agent,
             chunk_threshold=self.chunk_threshold,

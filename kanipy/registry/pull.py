@@ -37,6 +37,7 @@ def pull(
     store: BlobStore | None = None,
     on_progress: ProgressCallback | None = None,
     on_layer: LayerCallback | None = None,
+    require_platform: bool = False,
 ) -> RemoteImage:
     """The image ``reference`` names for ``platform`` (linux/amd64 by default).
 
@@ -45,6 +46,13 @@ def pull(
     (see ``RemoteImage.fetch_all``). Without it, only manifests are fetched.
     A mirror that cannot serve the image is skipped for the next source; a
     digest mismatch is never skipped.
+
+    An index is matched by ``Index.select``; a single-platform manifest has no
+    platform of its own, so its config's os/architecture/variant are compared
+    with ``platform``. With ``require_platform`` (the platform was asked for:
+    ``FROM --platform``, ``--custom-platform``) a mismatch raises
+    PlatformNotFoundError before any layer is downloaded, as BuildKit refuses
+    it; otherwise it is a warning.
     """
     platform = platform or Platform()
     options = client.options
@@ -55,6 +63,9 @@ def pull(
     for i, source in enumerate(sources):
         try:
             image = _resolve(client, source, reference, platform, store, on_progress)
+            if store is not None or require_platform:
+                # A lazy image stays lazy: the config is fetched only when needed.
+                _check_platform(image, platform, reference, require_platform)
             if store is not None:
                 image.fetch_all(on_layer)
         except (RegistryError, ManifestError, PlatformNotFoundError) as exc:
@@ -74,6 +85,26 @@ def pull(
             ) from None
         return image
     raise AssertionError("unreachable")
+
+
+def _check_platform(image: RemoteImage, platform: Platform, reference: Reference,
+                    required: bool) -> None:
+    if image.index is not None:
+        return  # chosen by Index.select, which matched the entry's platform exactly
+    config = image.config()
+    if not (config.os and config.architecture):
+        return  # a config that names no platform cannot be checked
+    have = Platform(config.os, config.architecture, config.variant).normalized()
+    want = platform.normalized()
+    if want.matches(have):
+        return
+    if required:
+        raise PlatformNotFoundError(
+            f"{reference} is an image for {have} only (one manifest, no index), not "
+            f"{want} as asked; use an image built for {want}, or ask for {have} "
+            "(FROM --platform, --custom-platform)", [str(have)])
+    log.warning("%s is an image for %s only, not %s: building on it as it is", reference,
+                have, want)
 
 
 def mirror_sources(reference: Reference, options: RegistryOptions) -> list[Reference]:

@@ -109,19 +109,24 @@ class RemoteImage:
             raise ValueError("fetch_all needs a RemoteImage made with a BlobStore")
         descriptors = [self._manifest.config, *self._manifest.layers]
         workers = max(1, min(self.client.options.concurrency, len(descriptors)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kanipy-pull") as pool:
+        # Not ``with pool``: its exit waits for every worker, and a worker reading a
+        # stalled registry would hold a signalled build for minutes (issue 11).
+        # On any failure the workers are told to stop and are not waited for.
+        cancel = threading.Event()
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kanipy-pull")
+        try:
             futures = [pool.submit(self.client.fetch_blob, self.source, d, store,
-                                   self._on_progress)
+                                   self._on_progress, cancel)
                        for d in descriptors]
-            try:
-                for i, future in enumerate(futures):
-                    future.result()
-                    if i > 0 and on_layer is not None:
-                        on_layer(descriptors[i])
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
+            for i, future in enumerate(futures):
+                future.result()
+                if i > 0 and on_layer is not None:
+                    on_layer(descriptors[i])
+        except BaseException:
+            cancel.set()
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
 
     def __repr__(self) -> str:
         return f"RemoteImage({self.reference})"

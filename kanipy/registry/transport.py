@@ -24,7 +24,7 @@ import re
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -235,6 +235,44 @@ def parse_retry_after(value: str | None) -> float | None:
     except (TypeError, ValueError):
         return None
     return max(0.0, when.timestamp() - time.time())
+
+
+class TransferStalled(Exception):
+    """A response body arrived slower than the low-speed limit."""
+
+
+class TransferCancelled(Exception):
+    """The build stopped (a signal, another download failed) while a body streamed."""
+
+
+def watched_chunks(resp: requests.Response, *, chunk: int, limit: int, window: float,
+                   cancel: threading.Event | None = None,
+                   clock: Callable[[], float] = time.monotonic) -> Iterator[bytes]:
+    """The raw body of ``resp`` as it arrives, stopped when it stalls or is cancelled.
+
+    Each read returns what the socket has (``read1``), so a trickle is seen at
+    once rather than after a whole chunk. Fewer than ``limit`` bytes in any
+    ``window`` seconds raises TransferStalled (the socket's read timeout only
+    catches a body that stops entirely); a set ``cancel`` raises
+    TransferCancelled between reads, so a worker thread ends with the build.
+    """
+    start = clock()
+    received = 0
+    while True:
+        if cancel is not None and cancel.is_set():
+            raise TransferCancelled("the download was cancelled")
+        data = resp.raw.read1(chunk, decode_content=False)
+        if not data:
+            return
+        received += len(data)
+        now = clock()
+        if now - start >= window:
+            if received < limit:
+                raise TransferStalled(
+                    f"{received} bytes arrived in the last {now - start:.0f}s, under the "
+                    f"low-speed limit of {limit} bytes per {window:.0f}s")
+            start, received = now, 0
+        yield data
 
 
 def connection_error(host: str, exc: BaseException) -> ConnectionFailed:

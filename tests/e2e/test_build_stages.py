@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 import re
 from pathlib import Path
 
@@ -144,3 +145,30 @@ def test_zstd_on_a_docker_base_gives_an_oci_image(tmp_path: Path, registry: Regi
                    "--compression", "zstd", "--image-format", "docker")
     assert forced.returncode == 2, forced.stderr
     assert "zstd" in forced.stderr.strip().splitlines()[-1]
+
+
+def _other_arch() -> str:
+    machine = platform.machine().lower()
+    return "arm64" if {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine) == "amd64" \
+        else "amd64"
+
+
+@pytest.mark.parametrize("how", ["from-platform", "custom-platform"])
+def test_single_platform_base_for_another_platform_is_refused(
+        tmp_path: Path, base_images: BaseImages, how: str) -> None:
+    """A single-platform manifest has no platform but its config's: when a platform was
+    asked for and the config names another, the build stops (BuildKit refuses too)
+    instead of building the host's architecture under the asked one's name (issue 11)."""
+    other = f"linux/{_other_arch()}"
+    flag = f"--platform={other} " if how == "from-platform" else ""
+    context = write_tree(tmp_path / "ctx", {
+        "Dockerfile": f"FROM {flag}{base_images.oci}\nCOPY file.txt /file.txt\n",
+        "file.txt": "content\n",
+    })
+    args = ["--no-push"] + (["--custom-platform", other] if how == "custom-platform" else [])
+    result = build(context, *args)
+    assert result.returncode == 2, result.stderr
+    assert f"not {other} as asked" in result.stderr, result.stderr
+    assert base_images.oci in result.stderr
+    if how == "from-platform":
+        assert "FROM on Dockerfile:1" in result.stderr

@@ -161,3 +161,27 @@ def test_an_invalid_built_image_is_written_nowhere(
         engine.run_build(options, NullReporter())
     assert not (tmp_path / "image.tar").exists()
     assert not (tmp_path / "digest").exists()
+
+
+def test_work_dirs_are_removed_even_when_a_signal_cuts_the_removal_short(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first SIGTERM raises wherever the main thread is, the removal included: it is
+    done again before the interrupt goes on, so nothing is left behind (issue 11)."""
+    from kanipy.executor import engine
+
+    dirs = [tmp_path / "build", tmp_path / "work"]
+    for d in dirs:
+        (d / "sub").mkdir(parents=True)
+    real_rmtree = engine.shutil.rmtree
+    calls: list[Path] = []
+
+    def interrupted_once(path: Path, ignore_errors: bool = False) -> None:
+        calls.append(path)
+        if len(calls) == 1:
+            raise KeyboardInterrupt
+        real_rmtree(path, ignore_errors=ignore_errors)
+
+    monkeypatch.setattr(engine.shutil, "rmtree", interrupted_once)
+    with pytest.raises(KeyboardInterrupt):
+        engine._remove_work_dirs(dirs, None)
+    assert not any(d.exists() for d in dirs)

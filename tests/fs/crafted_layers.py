@@ -138,6 +138,10 @@ def _whiteout_of_symlink(root: Path) -> None:
     assert (root / "etc/passwd").exists()
 
 
+def _chain_of_40_followed(root: Path) -> None:
+    assert (root / "d/f").read_bytes() == b"x"
+
+
 MANY = 20_000  # sparse segments; the map alone is about 200 KB
 
 
@@ -231,6 +235,22 @@ def crafted_layers() -> list[Crafted]:
                 r"entry 'dev' has device number 1:1048576"),
         Crafted("pax-xattr-name-nul", tar_of([entry("x", data=b"a", pax_headers={
             "SCHILY.xattr.user.a\0b": "v"})]), None, check=_file_x_unpacked),
+        # Symlink expansion is capped as the kernel caps it (40 links per lookup),
+        # which bounds the work of resolving one entry's parent.
+        Crafted("symlink-loop-through-dotdot", tar_of([
+            entry("d/", tarfile.DIRTYPE),
+            entry("s", tarfile.SYMTYPE, linkname="d/../" * 800 + "s"),
+            *[entry(f"s/f{i}", data=b"x") for i in range(10)]]), ConfinementError,
+            r"entry 's/f0' .*too many levels of symbolic links resolving /s"),
+        Crafted("symlink-chain-41", tar_of([
+            entry("d/", tarfile.DIRTYPE), entry("c0", tarfile.SYMTYPE, linkname="d"),
+            *[entry(f"c{i}", tarfile.SYMTYPE, linkname=f"c{i - 1}") for i in range(1, 41)],
+            entry("c40/f", data=b"x")]), ConfinementError,
+            r"entry 'c40/f' .*too many levels of symbolic links resolving /c40"),
+        Crafted("symlink-chain-40", tar_of([
+            entry("d/", tarfile.DIRTYPE), entry("c0", tarfile.SYMTYPE, linkname="d"),
+            *[entry(f"c{i}", tarfile.SYMTYPE, linkname=f"c{i - 1}") for i in range(1, 40)],
+            entry("c39/f", data=b"x")]), None, check=_chain_of_40_followed),
         # Confined: whatever is at a path is replaced, never followed.
         Crafted("symlink-out-then-file", tar_of([
             entry("link", tarfile.SYMTYPE, linkname="../../sentinel"),

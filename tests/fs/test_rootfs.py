@@ -52,6 +52,27 @@ def test_symlink_loop_is_an_error(rootfs: Rootfs) -> None:
         rootfs.resolve("/loop1/x")
 
 
+def test_symlink_expansions_are_capped_like_the_kernel(
+        rootfs: Rootfs, monkeypatch: pytest.MonkeyPatch) -> None:
+    """40 links per lookup (Linux's MAXSYMLINKS), so one resolution through links
+    that each add 800 components does a bounded number of lstat calls (issue 11)."""
+    (rootfs.path / "d").mkdir()
+    os.symlink("d/../" * 800 + "s", rootfs.path / "s")
+    calls = 0
+    real_lstat = os.lstat
+
+    def counting_lstat(path: object) -> os.stat_result:
+        nonlocal calls
+        calls += 1
+        return real_lstat(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "lstat", counting_lstat)
+    with pytest.raises(ConfinementError, match="too many levels of symbolic links "
+                                               "resolving /s/f"):
+        rootfs.resolve("/s/f")
+    assert calls <= 41 * 801
+
+
 def test_strict_resolution_refuses_links_climbing_out(rootfs: Rootfs) -> None:
     with pytest.raises(ConfinementError, match="leads outside"):
         rootfs.resolve("/var/climb/passwd", escape_is_error=True)

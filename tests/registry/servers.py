@@ -2,7 +2,8 @@
 
 ``FaultProxy`` forwards to a real registry and, on request, answers 503 or 429
 (with ``Retry-After``) or any status with a registry error body of our choosing,
-drops the connection halfway through a response body, or flips a byte of one;
+drops the connection halfway through a response body, flips a byte of one, or
+trickles one out a byte at a time;
 it records every request it sees. ``TokenServer``
 issues Docker registry tokens (JWTs, RS256) signed with ``openssl dgst`` by a
 key whose self-signed certificate the registry trusts (``rootcertbundle``),
@@ -37,7 +38,7 @@ class Fault:
 
     method: str
     path_contains: str
-    kind: str  # "503", "429", "drop", "corrupt", "error" (status, code and message below)
+    kind: str  # "503", "429", "drop", "corrupt", "trickle", "error" (status, code, message)
     times: int = 1
     retry_after: int = 1
     status: int = 0
@@ -153,6 +154,18 @@ class FaultProxy:
                     if fault is not None and fault.kind == "drop" and len(data) > 1:
                         self.wfile.write(data[: len(data) // 2])
                         self.wfile.flush()
+                        self.close_connection = True
+                        return
+                    if fault is not None and fault.kind == "trickle":
+                        # One byte every retry_after/10 seconds: a registry (or a
+                        # network) that stalls without ever going quiet.
+                        for byte in data:
+                            try:
+                                self.wfile.write(bytes([byte]))
+                                self.wfile.flush()
+                            except OSError:
+                                break
+                            time.sleep(fault.retry_after / 10)
                         self.close_connection = True
                         return
                     if fault is not None and fault.kind == "corrupt" and data:

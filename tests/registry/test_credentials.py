@@ -152,3 +152,20 @@ def test_transport_helpers() -> None:
         "https://r/v2/a/blobs/uploads/x?_state=<hidden>&digest=d"
     assert is_loopback("127.0.0.1:5000") and is_loopback("localhost")
     assert is_loopback("[::1]:5000") and not is_loopback("reg.example.com:5000")
+
+
+@pytest.mark.parametrize(("config", "want"), [
+    ({"credHelpers": 7}, '"credHelpers" must be an object'),
+    ({"auths": ["x"]}, '"auths" must be an object'),
+    ({"credsStore": {"a": 1}}, '"credsStore" must be the name of a credential helper'),
+    ({"auths": {"reg.example.com": "secret"}}, "auths entry for reg.example.com must be"),
+    ([1, 2], "is not a JSON object"),
+], ids=["credHelpers-number", "auths-list", "credsStore-object", "auths-entry-string",
+        "top-list"])
+def test_malformed_config_is_a_usage_error_naming_the_file(
+        tmp_path: Path, config: object, want: str) -> None:
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(UsageError, match=want) as caught:
+        CredentialStore(tmp_path).lookup("reg.example.com")
+    assert str(tmp_path / "config.json") in caught.value.message
+    assert "fix or remove it" in caught.value.message

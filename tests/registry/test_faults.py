@@ -94,3 +94,23 @@ def test_retries_are_bounded(
     assert info.value.status == 503 and info.value.temporary
     assert "HTTP 503" in info.value.message and "UNAVAILABLE" in info.value.message
     assert fault_proxy.count("GET", "/manifests/v1") == 3
+
+
+def test_a_trickled_blob_fails_at_the_low_speed_limit(
+    fault_proxy: FaultProxy, docker_config: Path, store: BlobStore, tmp_path: Path,
+) -> None:
+    """A registry sending a byte every 0.1 s never trips the read timeout; the
+    low-speed limit (here 1 KB in 1 s) ends the pull with a registry error (exit 4)
+    naming the registry and the blob (issue 11)."""
+    client = RegistryClient(RegistryOptions(retries=0, low_speed_limit=1024,
+                                            low_speed_time=1.0))
+    ref, image = pushed(client, fault_proxy, store, "faults/trickle")
+    layer = image.layers[0].digest
+    fault_proxy.inject("GET", f"/blobs/{layer}", "trickle", retry_after=1)
+    with pytest.raises(RegistryError) as info:
+        client.fetch_blob(ref, image.layers[0], BlobStore(tmp_path / "fresh"))
+    message = info.value.message
+    assert info.value.exit_code == 4
+    assert f"pull from {ref.name} failed: blob {layer}" in message, message
+    assert "under the low-speed limit of 1024 bytes per 1s" in message, message
+    assert not BlobStore(tmp_path / "fresh").has(layer)
