@@ -2,8 +2,14 @@
 
 ``ROOT/oci-layout``, ``ROOT/blobs/<alg>/<hex>`` (OCI image spec, "Image Layout").
 Blobs appear under their final name only once complete and verified: writers
-stream into a temporary file beside them and rename it, so a crash or a
-digest mismatch never leaves a partial blob that a later build would trust.
+stream into a temporary file of their own under ``blobs/.tmp``, flush it to
+disk, and rename it into place, so a crash or a digest mismatch never leaves
+a partial blob that a later build would trust. Many processes may share one
+store (``--cache-dir`` on a volume of a CI fleet, issue 13): a reader sees a
+whole blob or none, two writers of one blob both succeed (the second rename
+replaces identical bytes, and a reader holding the first keeps it), and the
+temporary files of writers that died are never read and are removed once
+they are old.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +29,10 @@ from kanipy.oci.digest import Digest, HashingWriter
 
 _LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
 _COPY_CHUNK = 1 << 20
+_INGEST_PREFIX = "ingest-"
+# A writer's temporary file changes with every write; one untouched this long
+# belongs to a writer that died (a download stalled that long has timed out).
+STALE_INGEST_SECONDS = 6 * 3600
 
 
 class BlobWriter(HashingWriter):
@@ -45,8 +56,10 @@ class BlobStore:
         (self.root / "blobs" / "sha256").mkdir(parents=True, exist_ok=True)
         layout = self.root / "oci-layout"
         if not layout.exists():
-            layout.write_text(json.dumps(_LAYOUT_VERSION))
+            # Atomic, as several builds may open a new shared store at once.
+            _replace_with(layout, json.dumps(_LAYOUT_VERSION).encode())
         self._tmp.mkdir(exist_ok=True)
+        remove_stale_ingests(self._tmp, STALE_INGEST_SECONDS)
 
     def path(self, digest: Digest) -> Path:
         return self.root / "blobs" / digest.algorithm / digest.hex
@@ -75,13 +88,19 @@ class BlobStore:
         if self.readonly:
             raise PermissionError(f"blob store {self.root} was opened read-only")
         algorithm = expected.algorithm if expected else "sha256"
-        fd, tmp_name = tempfile.mkstemp(dir=self._tmp, prefix="ingest-")
+        fd, tmp_name = self._mkstemp()
         tmp = Path(tmp_name)
         try:
             with os.fdopen(fd, "wb") as raw:
                 blob = BlobWriter(raw, algorithm)  # type: ignore[arg-type]
                 yield blob
                 raw.flush()
+                # On disk before it has its name: after a crash of the machine a
+                # shared store must not hold a blob whose bytes never arrived.
+                os.fsync(raw.fileno())
+                # mkstemp made it 0600; a store shared by builds running as other
+                # users must stay readable by them.
+                os.fchmod(raw.fileno(), 0o644)
             if size is not None and blob.size != size:
                 raise IntegrityError(
                     f"{what}: size mismatch, expected {size} bytes, got {blob.size}"
@@ -93,8 +112,18 @@ class BlobStore:
             final = self.path(blob.digest)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, final)
+            _fsync_directory(final.parent)
         finally:
             tmp.unlink(missing_ok=True)
+
+    def _mkstemp(self) -> tuple[int, str]:
+        try:
+            return tempfile.mkstemp(dir=self._tmp, prefix=_INGEST_PREFIX)
+        except FileNotFoundError:
+            # Someone removed the empty ingest directory (a layout writer tidying
+            # up after itself); make it again.
+            self._tmp.mkdir(parents=True, exist_ok=True)
+            return tempfile.mkstemp(dir=self._tmp, prefix=_INGEST_PREFIX)
 
     def put_bytes(self, data: bytes) -> Digest:
         digest = Digest.of_bytes(data)
@@ -120,6 +149,59 @@ class BlobStore:
         dst.parent.mkdir(parents=True, exist_ok=True)
         try:
             os.link(other.path(digest), dst)
+        except FileExistsError:
+            return  # another process put it there first; blobs are named by content
         except OSError:
             with other.open(digest) as src:
                 self.ingest(src, expected=digest, what=str(digest))
+
+
+def remove_stale_ingests(directory: Path, older_than: float) -> int:
+    """Remove writers' temporary files untouched for ``older_than`` seconds; how many.
+
+    Their writers died (killed, out of memory, the machine went down); live
+    writers' files are younger and are left alone. Errors are ignored: another
+    process may be removing the same files.
+    """
+    removed = 0
+    cutoff = time.time() - older_than
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return 0
+    for entry in entries:
+        if not entry.name.startswith(_INGEST_PREFIX):
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_mtime < cutoff:
+                os.unlink(entry.path)
+                removed += 1
+        except OSError:
+            continue
+    return removed
+
+
+def _replace_with(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename in ``directory`` durable; not every filesystem can (ignored there)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

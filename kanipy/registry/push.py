@@ -11,6 +11,16 @@ image's blob in 1 MiB pieces, never read whole. A failed upload restarts with
 a fresh stream of the blob and a new POST. The manifest goes up only after
 every blob it names exists, so a registry never holds a manifest with missing
 parts.
+
+Builds that push the same blobs at once meet the registry's own races: the
+CNCF registry rewrites a repository's blob link in place, so while one client
+commits an upload another may see the blob as unknown (a HEAD answering 500, a
+manifest refused as MANIFEST_BLOB_UNKNOWN, or DIGEST_INVALID "blob unknown to
+registry"), although every upload was accepted (issue 13). Such a refusal
+makes ``push`` check every blob again, upload those that are missing and send
+the manifest again, ``blob_retries`` times, apart from ``--push-retry``
+(which counts retries of one request). A pushed manifest is then asked for
+by digest (HEAD): nothing is reported pushed that the registry does not serve.
 """
 
 from __future__ import annotations
@@ -37,6 +47,14 @@ from kanipy.registry.transport import redact_url
 log = logging.getLogger(__name__)
 
 _PIECE = 1 << 20
+
+# Manifest refusals that name a blob the registry does not (yet) know. The CNCF
+# registry answers DIGEST_INVALID ("blob unknown to registry") when a blob link
+# it reads is being rewritten by a concurrent upload of the same blob.
+UNKNOWN_BLOB_CODES = frozenset({"MANIFEST_BLOB_UNKNOWN", "BLOB_UNKNOWN", "DIGEST_INVALID"})
+# How many times a manifest refused for an unknown blob is sent again after the
+# blobs were checked (and re-uploaded where missing); not --push-retry.
+MANIFEST_BLOB_RETRIES = 3
 
 
 class StreamRange:
@@ -82,8 +100,13 @@ def push(
     client: RegistryClient,
     mount_sources: Mapping[Digest, str] | None = None,
     on_progress: ProgressCallback | None = None,
+    blob_retries: int = MANIFEST_BLOB_RETRIES,
 ) -> Digest:
     """Push ``image``'s blobs, then its manifest, to ``reference``; the manifest digest.
+
+    A manifest refused for an unknown blob is sent again after the blobs are
+    checked and re-uploaded where missing, at most ``blob_retries`` times; the
+    digest is returned only once the registry serves the manifest.
 
     ``mount_sources`` maps a blob digest to a repository (``repo`` or
     ``registry/repo``) that already holds it; on the same registry the blob
@@ -96,19 +119,72 @@ def push(
     scopes = [repository_scope(reference.repository, "pull,push")]
     scopes += [repository_scope(repo, "pull") for repo in sorted(set(sources.values()))]
 
-    workers = max(1, min(client.options.concurrency, len(blobs)))
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kanipy-push") as pool:
-        futures = [pool.submit(push_blob, client, reference, blob, scopes,
-                               sources.get(blob.descriptor.digest), on_progress)
-                   for blob in blobs]
+    def push_blobs() -> None:
+        workers = max(1, min(client.options.concurrency, len(blobs)))
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kanipy-push") as pool:
+            futures = [pool.submit(push_blob, client, reference, blob, scopes,
+                                   sources.get(blob.descriptor.digest), on_progress)
+                       for blob in blobs]
+            try:
+                for future in futures:
+                    future.result()
+            except BaseException:
+                for future in futures:
+                    future.cancel()
+                raise
+
+    push_blobs()
+    for attempt in range(1 + blob_retries):
+        last = attempt >= blob_retries
         try:
-            for future in futures:
-                future.result()
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
-    return put_manifest(client, reference, manifest.raw, manifest.media_type, scopes)
+            digest = put_manifest(client, reference, manifest.raw, manifest.media_type, scopes)
+        except RegistryError as exc:
+            if last or not names_unknown_blob(exc):
+                raise
+            delay = client.transport.backoff_delay(attempt)
+            log.warning("%s refused the manifest of %s (%s); checking its %d blobs again "
+                        "in %.1fs (%d/%d)", reference.registry, reference.name,
+                        exc.code, len(blobs), delay, attempt + 1, blob_retries)
+            client.transport.sleep(delay)
+            push_blobs()
+            continue
+        if manifest_served(client, reference, digest, manifest.media_type, scopes):
+            return digest
+        if last:
+            raise RegistryError(
+                f"push to {reference.name} failed: the registry accepted manifest {digest} "
+                f"but does not serve it (checked {1 + blob_retries} times)",
+                registry=reference.registry)
+        log.warning("%s accepted manifest %s of %s but does not serve it; pushing again",
+                    reference.registry, digest, reference.name)
+        client.transport.sleep(client.transport.backoff_delay(attempt))
+        push_blobs()
+    raise AssertionError("unreachable")
+
+
+def names_unknown_blob(error: RegistryError) -> bool:
+    """True when a manifest PUT was refused because a blob it names is unknown."""
+    return error.code in UNKNOWN_BLOB_CODES and error.status in (400, 404)
+
+
+def manifest_served(client: RegistryClient, ref: Reference, digest: Digest,
+                    media_type: str, scopes: list[str]) -> bool:
+    """HEAD the manifest by digest: True when the registry serves it, False on 404.
+
+    Any other answer (after the transport's retries) is an error of the push.
+    """
+    resp = client.request(ref, "HEAD", f"/manifests/{digest}", action="push", scopes=scopes,
+                          headers={"Accept": media_type})
+    with resp:
+        if resp.status_code == 404:
+            return False
+        if resp.status_code != 200:
+            raise client.http_error(resp, ref, "push", f"manifest {digest}")
+        header = (resp.headers.get("Docker-Content-Digest") or "").strip()
+    if header and header != str(digest):
+        raise IntegrityError(f"push to {ref.name}: the registry serves {header} for "
+                             f"manifest {digest}")
+    return True
 
 
 def _same_registry_repo(source: str, ref: Reference) -> str | None:

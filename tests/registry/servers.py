@@ -84,7 +84,11 @@ class FaultProxy:
 
     def inject_error(self, method: str, path_contains: str, status: int, code: str,
                      message: str, times: int = 1) -> None:
-        """Answer matching requests with ``status`` and a distribution spec error body."""
+        """Answer matching requests with ``status`` and a distribution spec error body.
+
+        A HEAD gets the status alone: ``inject_error("HEAD", digest, 200, "", "")``
+        says a blob is there whether or not it is.
+        """
         with self._lock:
             self.faults.append(Fault(method, path_contains, "error", times, status=status,
                                      code=code, message=message))
@@ -121,6 +125,10 @@ class FaultProxy:
                                                                                fault.code)
                     payload = json.dumps({"errors": [{"code": code, "message":
                                                       fault.message or "injected"}]}).encode()
+                    if self.command == "HEAD":
+                        # A HEAD answer has no body; with status 200 this is a lie
+                        # ("the blob is there") that a test can tell.
+                        payload = b""
                     self.send_response(fault.status or int(fault.kind))
                     if fault.kind == "429":
                         self.send_header("Retry-After", str(fault.retry_after))
