@@ -9,12 +9,9 @@ with the step's line and status.
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import logging
 import os
 import posixpath
-import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -23,6 +20,7 @@ from pathlib import Path
 
 from kanipy.dockerfile import Mount, Run
 from kanipy.errors import BuildError, DockerfileError
+from kanipy.executor.cachemount import CacheMountRequest, open_cache_dirs
 from kanipy.executor.handlers.copy import source_root_for
 from kanipy.executor.handlers.users import step_user
 from kanipy.executor.runner import Mount as RunnerMount
@@ -60,8 +58,13 @@ def handle_run(ins: Run, state: StageState, ctx: StageContext) -> StepResult:
     try:
         mounts: list[RunnerMount] = []
         argv = _argv(ins, state, scratch, mounts)
-        for m in ins.mounts:
-            mount = _mount(m, ctx, scratch, env, held, workdir, ins.line)
+        caches = [i for i, m in enumerate(ins.mounts) if m.type == "cache"]
+        # All of the step's caches at once: one lock order across builds (cachemount.py).
+        opened = open_cache_dirs([_cache_request(ins.mounts[i], workdir) for i in caches],
+                                 ctx.run_cache_dir, held)
+        cache_dirs = dict(zip(caches, opened, strict=True))
+        for i, m in enumerate(ins.mounts):
+            mount = _mount(m, ctx, scratch, env, cache_dirs.get(i), workdir, ins.line)
             if mount is not None:
                 mounts.append(mount)
         spec = RunSpec(
@@ -112,22 +115,23 @@ def _argv(ins: Run, state: StageState, scratch: Path, mounts: list[RunnerMount])
 
 
 def _mount(
-    m: Mount, ctx: StageContext, scratch: Path, env: dict[str, str], held: ExitStack,
+    m: Mount, ctx: StageContext, scratch: Path, env: dict[str, str], cache_dir: Path | None,
     workdir: str, line: int,
 ) -> RunnerMount | None:
     """One ``RUN --mount`` as a runner mount (BuildKit's mount types).
 
     Nothing mounted ever reaches a layer: the runner reports its mount points
-    and the snapshot leaves them out. ``held`` keeps cache locks until the step
-    ends. Relative targets are under the step's WORKDIR, as BuildKit joins them.
+    and the snapshot leaves them out. ``cache_dir`` is a cache mount's directory,
+    opened (and locked) with the step's other caches. Relative targets are under
+    the step's WORKDIR, as BuildKit joins them.
     """
     if m.type == "tmpfs":
         return RunnerMount(target=_abs(m.target, workdir), type="tmpfs")
     if m.type == "bind":
         return _bind_mount(m, ctx, scratch, workdir)
     if m.type == "cache":
-        directory = _cache_instance(m, ctx, held, workdir, line)
-        return RunnerMount(target=_abs(m.target, workdir), type="bind", source=directory,
+        assert cache_dir is not None
+        return RunnerMount(target=_abs(m.target, workdir), type="bind", source=cache_dir,
                            readonly=m.readonly)
     if m.type == "secret":
         return _secret_mount(m, ctx, scratch, env, workdir, line)
@@ -215,54 +219,11 @@ def run_cache_root(cache_dir: Path | None, kanipy_dir: Path | None, scratch_dir:
     return Path(scratch_dir) / "run-cache"
 
 
-def _cache_instance(m: Mount, ctx: StageContext, held: ExitStack, workdir: str, line: int
-                    ) -> Path:
-    """The cache directory for ``m``, locked as its ``sharing`` says, for this step.
-
-    Caches are keyed by ``id`` (default: the target). ``shared`` takes a shared
-    lock, so builds may use it at once; ``locked`` waits for an exclusive lock;
-    ``private`` takes the first instance no one else holds, creating a new one
-    when all are busy. A new directory gets ``uid``, ``gid`` and ``mode``.
-    """
-    key = m.id or _abs(m.target, workdir)
-    # A readable prefix for people looking at the disk, a hash so that ids
-    # differing only in characters that are unsafe in a file name stay apart.
-    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", key).strip("_")[:48] or "cache"
-    name = f"{readable}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
-    root = ctx.run_cache_dir
-    root.mkdir(parents=True, exist_ok=True)
-    sharing = m.sharing or "shared"
-    instance = 0
-    while True:
-        directory = root / (name if instance == 0 else f"{name}.{instance}")
-        lock_fd = os.open(f"{directory}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            if sharing == "shared":
-                fcntl.flock(lock_fd, fcntl.LOCK_SH)
-            elif sharing == "locked":
-                fcntl.flock(lock_fd, fcntl.LOCK_EX)
-            else:
-                try:
-                    fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    os.close(lock_fd)
-                    instance += 1
-                    continue
-        except BaseException:
-            os.close(lock_fd)
-            raise
-        held.callback(os.close, lock_fd)
-        break
-    if not directory.exists():
-        fresh = Path(tempfile.mkdtemp(prefix=".new-", dir=root))
-        os.chown(fresh, m.uid or 0, m.gid or 0)
-        fresh.chmod(m.mode if m.mode is not None else 0o755)
-        try:
-            fresh.rename(directory)
-        except OSError:
-            fresh.rmdir()  # another build created it first: use theirs
-    log.debug("RUN line %d: cache %r (%s) at %s", line, key, sharing, directory)
-    return directory
+def _cache_request(m: Mount, workdir: str) -> CacheMountRequest:
+    """``type=cache``: keyed by ``id`` (default: the target); a new one gets uid, gid, mode."""
+    return CacheMountRequest(key=m.id or _abs(m.target, workdir), sharing=m.sharing or "shared",
+                             uid=m.uid or 0, gid=m.gid or 0,
+                             mode=m.mode if m.mode is not None else 0o755)
 
 
 def _secret_mount(m: Mount, ctx: StageContext, scratch: Path, env: dict[str, str],
