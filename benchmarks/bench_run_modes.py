@@ -7,7 +7,7 @@ Prints, on a busybox root made from Debian's busybox-static:
 - what the unprivileged mode's static ``/proc`` and ``/dev`` cost per step;
 - a syscall-heavy loop (100,000 ``stat`` calls by busybox ``find``-like work)
   chrooted, and under proot's ptrace path translation when ``proot`` is
-  installed (Debian's ``proot``; the alternative docs/architecture-runner.md
+  installed (Debian's ``proot``; the alternative docs/architecture.md
   compares).
 
 Run as root from the top of a checkout: ``.venv/bin/python benchmarks/bench_run_modes.py``.

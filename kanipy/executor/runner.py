@@ -1,4 +1,4 @@
-"""Running one RUN step inside a rootfs directory (DESIGN.md decision 2).
+"""Running one RUN step inside a rootfs directory (docs/architecture.md, decision 2).
 
 ``ChrootRunner`` runs the step pivoted into the rootfs, in fresh mount, PID and
 UTS namespaces, with ``/proc``, a minimal ``/dev``, a read-only ``/sys`` and

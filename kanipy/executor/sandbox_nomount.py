@@ -13,7 +13,7 @@ them back exactly):
   and of the helper's ``/proc/self`` taken at the start of the step. Root
   steps also get live opens of ``/proc/self/...`` and ``/dev/fd/N``
   (``sandbox_procfs``); for others ``/dev/fd`` does not exist (see
-  docs/architecture-runner.md for the options measured);
+  docs/architecture.md for the options measured);
 - ``/etc/resolv.conf``, ``/etc/hosts``, ``/etc/hostname``: private copies;
 - ``RUN --mount``: a cache directory is renamed into place and back (copied
   when it lives on another filesystem); a secret or a read-only bind is

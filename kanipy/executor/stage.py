@@ -4,7 +4,7 @@ For each stage: unpack the base (an image, an earlier stage, or nothing) into
 a root directory, run the base image's ONBUILD triggers, then expand each
 instruction with the stage's state and hand it to its handler. What the
 handler changed becomes a layer: RUN by diffing lstat snapshots of the whole
-tree, COPY/ADD/WORKDIR by archiving the paths they touched (DESIGN.md,
+tree, COPY/ADD/WORKDIR by archiving the paths they touched (docs/architecture.md,
 decision 3). The handler table's entry says which (``StepKind``); the loop
 itself knows no instruction.
 """

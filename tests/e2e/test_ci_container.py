@@ -111,7 +111,7 @@ EXPECTED = {
     "tmpfs": "x",
 }
 # What the unprivileged mode cannot give yet, and what the step sees instead
-# (docs/architecture-runner.md, "/proc").
+# (docs/architecture.md, "`/proc` without mount rights").
 UNPRIVILEGED_GAPS: dict[str, str] = {}
 
 
