@@ -15,6 +15,7 @@ APT_PACKAGES=(
     iproute2 util-linux procps
     python3-yaml      # the tests read examples/tekton with it (PyYAML is no kanipy dependency)
     python3-pip-whl   # pip for the tests' python base and pip workloads, from Debian
+    golang-github-containers-common  # Docker's seccomp profile, for the CI-container tests
 )
 
 need_apt=0
