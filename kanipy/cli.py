@@ -425,6 +425,17 @@ class _SignalStop:
         sys.exit(code)
 
 
+def _kaniko_argv(args: list[str]) -> list[str]:
+    """Kaniko's executor takes its flags with no command word; so does kanipy.
+
+    A CI step written for Kaniko's image (``args: [--dockerfile=..., --destination=...]``,
+    relying on the image's entry point) then runs ``kanipy build`` with them.
+    """
+    if args and args[0].startswith("-") and args[0] not in ("-h", "--help", "--version"):
+        return ["build", *args]
+    return args
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: maps KanipyError to its exit code, bugs to 70.
 
@@ -432,7 +443,7 @@ def main(argv: list[str] | None = None) -> None:
     reaches here failed before a log format was known (bad flags) or outside
     a build.
     """
-    args = argv if argv is not None else sys.argv[1:]
+    args = _kaniko_argv(argv if argv is not None else sys.argv[1:])
     debug = any(a == "--debug" or (a.startswith("--debug=") and a[8:] not in
                                    ("0", "f", "F", "false", "False", "FALSE")) for a in args)
     stop = _SignalStop()

@@ -61,3 +61,15 @@ def test_a_compat_boolean_set_to_kanikos_default_says_nothing(tmp_path: Path) ->
                     "--ignore-var-run=true", "--cache-run-layers")
     assert result.returncode == 0, result.stderr
     assert "has no effect" not in result.stderr
+
+
+def test_kaniko_argv_without_the_build_word_builds(tmp_path: Path) -> None:
+    # Kaniko's catalog Task passes only flags to the image's entry point.
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": "FROM scratch\nENV A=1\n"})
+    result = kanipy(f"--dockerfile={context / 'Dockerfile'}", f"--context={context}",
+                    "--no-push", "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "ENV A=1" in result.stdout + result.stderr
+    # The group's own flags keep their meaning.
+    assert kanipy("--version").returncode == 0
+    assert "build" in kanipy("--help").stdout
