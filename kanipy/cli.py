@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 
 import click
 
+import kanipy
 from kanipy import __version__
 from kanipy.cliflags import GroupedCommand, add_flags
 from kanipy.cliopts import note_compat_flags, options_from_flags
@@ -158,9 +159,7 @@ def build(**kw: Any) -> None:
                 "no --destination given: name where to push (-d registry/repo:tag), "
                 "or pass --no-push to only build"
             )
-        from kanipy.executor.engine import run_build
-
-        result = run_build(options, reporter)
+        result = kanipy.build(options, reporter=reporter)
     except (click.exceptions.Exit, click.ClickException):
         raise
     except (Exception, KeyboardInterrupt) as exc:  # rendered in the chosen log format
