@@ -186,8 +186,10 @@ class ChrootRunner:
                 hosts += f"127.0.0.1\t{spec.hostname}\n".encode()
             (job / "hosts").write_bytes(hosts)
             (job / "hostname").write_text(f"{spec.hostname or socket.gethostname()}\n")
-            (job / "spec.json").write_text(json.dumps(self._job(spec, job)))
-            status = self._spawn(job / "spec.json", on_output)
+            # The spec (the step's environment, secrets given as env= among it)
+            # goes to the helper through a pipe: never to a file a killed build
+            # would leave behind.
+            status = self._spawn(json.dumps(self._job(spec, job)).encode(), on_output)
         return self._conclude(status)
 
     def _job(self, spec: RunSpec, job: Path) -> dict[str, Any]:
@@ -217,28 +219,36 @@ class ChrootRunner:
             "mounts": binds,
         }
 
-    def _spawn(self, spec_file: Path, on_output: OnOutput) -> dict[str, Any]:
+    def _spawn(self, spec: bytes, on_output: OnOutput) -> dict[str, Any]:
         package_parent = str(Path(__file__).resolve().parent.parent.parent)
         status_r, status_w = os.pipe()
         out_r, out_w = os.pipe()
+        spec_r, spec_w = os.pipe()
         boot = (
             "import sys; sys.path.insert(0, sys.argv[1]); "
             "from kanipy.executor.runner_init import _helper_main; _helper_main(sys.argv[2:])"
         )
         try:
             proc = subprocess.Popen(
-                [self.python, "-I", "-S", "-c", boot, package_parent, str(spec_file),
+                [self.python, "-I", "-S", "-c", boot, package_parent, str(spec_r),
                  str(status_w)],
                 stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w,
-                pass_fds=(status_w,), close_fds=True,
+                pass_fds=(status_w, spec_r), close_fds=True,
                 # Nothing of kanipy's environment (DOCKER_CONFIG, tokens) reaches
                 # the helper, whose environment a step might read.
                 env={"PATH": DEFAULT_PATH},
             )
+        except BaseException:
+            os.close(spec_w)
+            raise
         finally:
             os.close(out_w)
             os.close(status_w)
+            os.close(spec_r)
         try:
+            # The helper reads the whole spec before anything else, so a spec
+            # larger than the pipe's buffer cannot block here for long.
+            _write_all(spec_w, spec)
             _pump_lines(out_r, proc, on_output)
             proc.wait()
         except BaseException:
@@ -293,6 +303,19 @@ def _validate(spec: RunSpec) -> None:
             raise BuildError(f"mount target {m.target!r} is not absolute")
         if m.type == "bind" and (m.source is None or not m.source.exists()):
             raise BuildError(f"mount source {m.source} does not exist")
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write ``data`` to the pipe ``fd`` and close it; a reader that died first is
+    not an error here (the helper's status says why it died)."""
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(fd, view):]
+    except BrokenPipeError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _read_or(path: Path, default: bytes) -> bytes:

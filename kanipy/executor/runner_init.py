@@ -115,13 +115,13 @@ def _send(fd: int, message: dict[str, Any]) -> None:
 
 def _helper_main(args: list[str]) -> NoReturn:
     """Entry point of the helper: unshare, fork the init, wait for it."""
-    spec_file, status_fd = args[0], int(args[1])
+    spec_fd, status_fd = int(args[0]), int(args[1])
     # Ctrl-C reaches the whole foreground process group: the engine decides
     # what an interrupt means and sends SIGTERM, which is handled below.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        with open(spec_file) as f:
-            job = json.load(f)
+        with os.fdopen(spec_fd, "rb") as f:
+            job = json.loads(f.read())
         libc = _Libc()
         # If the engine dies, so does the step.
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)

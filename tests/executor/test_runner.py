@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import stat
+import tempfile
 import threading
 from pathlib import Path
 
@@ -323,3 +324,25 @@ def test_isolated_steps_are_pivoted_with_kernel_tunables_read_only(rootfs: Path)
     assert code == 0
     assert Path("/proc/sys/kernel/hostname").read_text() == hostname
     assert listing(rootfs, ["", *SCAFFOLDING]) == before
+
+
+def test_the_steps_environment_is_never_written_to_disk(
+        rootfs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A secret given as env= is in the step's environment; while the step runs
+    # (and so after a SIGKILL of kanipy at that moment) no file kanipy made holds it.
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    secret = b"s3cr3t-in-env-7f0c"
+    found: list[str] = []
+
+    def on_output(line: bytes) -> None:
+        for path in scratch.rglob("*"):
+            if path.is_file() and not path.is_symlink() and secret in path.read_bytes():
+                found.append(str(path))
+
+    outcome = ChrootRunner().run(
+        RunSpec(rootfs, ["/bin/sh", "-c", "echo running"], env={"TOKEN": secret.decode()}),
+        on_output)
+    assert outcome.status == 0
+    assert found == []
