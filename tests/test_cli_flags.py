@@ -55,7 +55,8 @@ class Recorder:
 def recorder(monkeypatch: pytest.MonkeyPatch) -> Recorder:
     seen: list[BuildOptions] = []
 
-    def fake_run_build(options: BuildOptions, reporter: Any) -> engine.BuildResult:
+    def fake_run_build(options: BuildOptions, reporter: Any, runner: Any = None
+                       ) -> engine.BuildResult:
         seen.append(options)
         return engine.BuildResult(digest="sha256:" + "0" * 64)
 
