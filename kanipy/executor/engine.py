@@ -26,6 +26,8 @@ from kanipy.dockerfile import BuildPlan, Stage, StageRef, format_plan, plan_buil
 from kanipy.errors import DockerfileError, UsageError
 from kanipy.executor import outputs
 from kanipy.executor.bases import StageBases, unreachable_hint
+from kanipy.executor.cache import LayerCache
+from kanipy.executor.cache_setup import open_layer_cache, stage_cache
 from kanipy.executor.handlers.run import run_cache_root
 from kanipy.executor.options import BuildOptions, host_platform
 from kanipy.executor.progress import BuildReporter, StepSummary
@@ -153,6 +155,7 @@ class Build:
         self._client: RegistryClient | None = None
         self._cleaner: threading.Thread | None = None
         self.filename = "Dockerfile"
+        self.cache: LayerCache | None = None  # the layer cache (issue 10), made by _run
 
     @property
     def client(self) -> RegistryClient:
@@ -171,6 +174,8 @@ class Build:
         try:
             return self._run(destinations, build_dir)
         finally:
+            if self.cache is not None:  # layer cache hook: entries still being pushed
+                self.cache.close()
             if self._cleaner is not None:
                 self._cleaner.join()
             shutil.rmtree(build_dir, ignore_errors=True)
@@ -223,6 +228,8 @@ class Build:
             reporter=self.reporter, target_platform=options.target_platform,
             image_format=options.image_format, filename=self.filename,
         )
+        self.cache = open_layer_cache(options, destinations, lambda: self.client, store,
+                                      policy, self.filename)
         count = len(plan.stages)
         for number, stage in enumerate(plan.stages, start=1):
             self.reporter.stage_started(number, count, stage.name, _base_text(stage, plan))
@@ -235,6 +242,7 @@ class Build:
                 single_snapshot=options.single_snapshot and stage is plan.stages[-1],
                 base_seconds=time.monotonic() - started,
                 ignore_paths=frozenset(options.ignore_paths),
+                cache=stage_cache(self.cache, base, stage, self.filename),
             )
             built = builder.build()
             self.summaries += builder.summaries
