@@ -120,10 +120,17 @@ class LayerCache:
         self.layer_settings = dict(layer_settings)
         self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._pusher: threading.Thread | None = None
-        self.warned = False
+        # Set when the repository itself failed: the rest of the build runs uncached.
+        self.off = False
 
-    def warn(self, what: str, exc: BaseException) -> None:
-        """A cache problem: a warning, and the build goes on without the cache for this step."""
+    def warn(self, what: str, exc: CacheUnavailable) -> None:
+        """A cache problem: a warning, and the build goes on without the cache for this step
+        (or, when the repository itself failed, for the rest of the build)."""
+        if exc.whole_cache:
+            self.off = True
+            log.warning("layer cache %s: %s; the build goes on without the layer cache",
+                        self.repository.name, exc)
+            return
         log.warning("layer cache %s: %s: %s; the step runs normally", self.repository.name,
                     what, exc)
 
@@ -133,7 +140,7 @@ class LayerCache:
     def save(self, image_config: ImageConfig, layer: Descriptor | None, image_format: str,
              tags: list[str], mount_sources: dict[Digest, str]) -> None:
         """Queue an entry to be written; the build does not wait for it."""
-        if not self.settings.push:
+        if not self.settings.push or self.off:
             return
         layers = [layer] if layer is not None else []
         image = store_image(self.store, image_config, layers, image_format)
@@ -170,6 +177,10 @@ class LayerCache:
             log.warning("layer cache %s: entries still being pushed after %.0f s are left "
                         "out", self.repository.name, timeout)
         self._pusher = None
+
+
+class _Expired(Exception):
+    """The entry is older than --cache-ttl."""
 
 
 @dataclass
@@ -232,17 +243,19 @@ class StageCache:
         found = StepLookup(key, identity, inputs, explain, stores)
         if kind is StepKind.METADATA:
             return found
-        if not stores:
-            found.reason = f"--cache-{'run' if ins.keyword == 'RUN' else 'copy'}-layers=false"
+        if not stores or self.cache.off:
+            found.stores = False
             return found
         try:
             found.hit = self._fetch_entry(key)
+        except _Expired:
+            found.reason = "the entry is older than --cache-ttl"
         except CacheUnavailable as exc:
             self.cache.warn(f"entry {_tag('', key)[:12]}", exc)
             found.reason = "the cache could not be read"
-            return found
-        if found.hit is None:
-            found.reason = self._explain_miss(identity, explain)
+        else:
+            if found.hit is None:
+                found.reason = self._explain_miss(identity, explain)
         return found
 
     def _enabled_for(self, keyword: str) -> bool:
@@ -263,7 +276,7 @@ class StageCache:
         age = _age_seconds(meta.get("created"))
         ttl = self.cache.settings.ttl_seconds
         if ttl > 0 and age is not None and age > ttl:
-            return None
+            raise _Expired()
         layers = image.manifest().layers
         diff_ids = (doc.get("rootfs") or {}).get("diff_ids") or []
         if len(layers) > 1 or len(layers) != len(diff_ids):
@@ -297,8 +310,9 @@ class StageCache:
             try:
                 diff_id = Digest.parse(diff_ids[0])
                 _check_diff_id(self.cache.store, entry.layer, diff_id)
-            except (ValueError, KanipyError, OSError) as exc:
-                self.cache.warn(f"entry {_tag('', found.key)[:12]}", exc)
+            except (ValueError, KanipyError, OSError, CacheUnavailable) as exc:
+                problem = exc if isinstance(exc, CacheUnavailable) else CacheUnavailable(str(exc))
+                self.cache.warn(f"entry {_tag('', found.key)[:12]}", problem)
                 return None
             # Verified before anything is written, so a bad entry never half-applies.
             with self.cache.store.open(entry.layer.digest) as fh:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from kanipy.errors import IntegrityError, KanipyError, LayoutError
+from kanipy.errors import IntegrityError, KanipyError, LayoutError, RegistryError
 from kanipy.oci.blobstore import BlobStore
 from kanipy.oci.descriptor import Descriptor
 from kanipy.oci.digest import Digest
@@ -37,7 +37,15 @@ CACHE_FIELD = "kanipy.cache"
 
 
 class CacheUnavailable(Exception):
-    """The cache could not be read or written; the build goes on without it."""
+    """The cache could not be read or written; the build goes on without it.
+
+    ``whole_cache``: the repository itself failed (unreachable, denied), not one
+    entry, so asking again for the next step would only repeat the wait.
+    """
+
+    def __init__(self, message: str, *, whole_cache: bool = False) -> None:
+        super().__init__(message)
+        self.whole_cache = whole_cache
 
 
 @dataclass(frozen=True)
@@ -99,7 +107,8 @@ class RegistryCacheRepository:
             if getattr(exc, "status", None) == 404 or \
                     getattr(exc, "code", None) in ("MANIFEST_UNKNOWN", "NAME_UNKNOWN"):
                 return None
-            raise CacheUnavailable(str(exc)) from None
+            raise CacheUnavailable(str(exc), whole_cache=isinstance(exc, RegistryError)
+                                   ) from None
         try:
             raw = image.config_bytes()
         except KanipyError as exc:

@@ -19,6 +19,7 @@ from tests.e2e.helpers import build, run_tool, skopeo_manifest, write_tree
 from tests.e2e.test_build_auth import _docker_config
 from tests.fixtures.images import BaseImages
 from tests.fixtures.registry import Registry
+from tests.registry.servers import FaultProxy
 from tests.tools import require_tool
 
 DOCKERFILE = """\
@@ -210,3 +211,26 @@ def test_cache_on_a_tls_registry_with_auth(
     warm = _kanipy(context, *args, env=env)
     assert all(_cached(warm).values()), _cached(warm)
     assert AUTH_PASSWORD not in warm
+
+
+def test_registry_faults_with_the_cache_are_warnings(
+        tmp_path: Path, registry: Registry, base_images: BaseImages) -> None:
+    proxy = FaultProxy(registry.url).start()
+    try:
+        context = _context(tmp_path / "ctx")
+        args = ("--no-push", "--cache-repo", f"{proxy.host}/cache/faulty",
+                f"BASE={base_images.oci}")
+        _kanipy(context, *args)
+        # Every blob read from the cache arrives corrupted: each step warns and runs.
+        proxy.inject("GET", "/blobs/sha256:", "corrupt", times=1000)
+        corrupt = _kanipy(context, *args)
+        assert not any(_cached(corrupt).values()), _cached(corrupt)
+        assert "digest mismatch" in corrupt or "does not match" in corrupt, corrupt
+        # The cache repository refuses us: one warning, and the build goes on without it.
+        proxy.faults.clear()
+        proxy.inject_error("GET", "/manifests/", 403, "DENIED", "not for you", times=1000)
+        denied = _kanipy(context, *args)
+        assert not any(_cached(denied).values()), _cached(denied)
+        assert denied.count("without the layer cache") == 1, denied
+    finally:
+        proxy.stop()
