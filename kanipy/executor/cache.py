@@ -399,10 +399,15 @@ def explain_difference(old: Mapping[str, Any], new: Mapping[str, Any],
         return "the sources changed"
     for name in sorted(set(old_inputs) | set(new_inputs)):
         if old_inputs.get(name) != new_inputs.get(name):
-            return f"{name} changed"
+            return f"{_INPUT_NAMES.get(name, name)} changed"
     if old.get("parent") != new.get("parent"):
         return f"an earlier step changed ({earlier})" if earlier else "an earlier step changed"
     return "the layer settings changed (compression, --reproducible or --ignore-path)"
+
+
+# Inputs as a user would name them in a miss line.
+_INPUT_NAMES = {"mounts": "a --mount or the content of its source", "env": "the environment",
+                "workdir": "WORKDIR", "user": "USER", "shell": "SHELL"}
 
 
 def _source_name(name: str) -> str:
