@@ -216,6 +216,8 @@ class StageCache:
     platform: Platform
     chain: str = ""
     last_miss: str | None = None
+    # Layers of hits not yet unpacked into the root (see ``flush``).
+    pending: list[Descriptor] = field(default_factory=list)
     layer_sources: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -300,7 +302,11 @@ class StageCache:
 
     def apply_hit(self, found: StepLookup, ins: Instruction, state: StageState,
                   rootfs: Rootfs, config: ImageConfig) -> HitResult | None:
-        """Unpack the entry's layer into the root; None (and a warning) if it cannot be."""
+        """Take the entry's verified layer for the step; None (and a warning) if it cannot be.
+
+        The layer is unpacked into the root by ``flush``, when a step that is run
+        (or a later stage) needs the root.
+        """
         entry = found.hit
         assert entry is not None and found.key is not None
         diff_ids = entry.doc.get("rootfs", {}).get("diff_ids") or []
@@ -314,11 +320,9 @@ class StageCache:
                 problem = exc if isinstance(exc, CacheUnavailable) else CacheUnavailable(str(exc))
                 self.cache.warn(f"entry {_tag('', found.key)[:12]}", problem)
                 return None
-            # Verified before anything is written, so a bad entry never half-applies.
-            with self.cache.store.open(entry.layer.digest) as fh:
-                unpack_layer(rootfs, fh,
-                             compression=mediatypes.layer_compression(entry.layer.media_type),
-                             layer_name=str(entry.layer.digest))
+            # Verified now, unpacked only when a later step needs the root (``flush``):
+            # a fully cached final stage never writes these files at all.
+            self.pending.append(entry.layer)
             if entry.source is not None:
                 self.layer_sources[str(entry.layer.digest)] = entry.source
         new_state = state
@@ -327,6 +331,14 @@ class StageCache:
                 working_dir=workdir_path(ins, state)))  # type: ignore[arg-type]
         self.chain = found.key
         return HitResult(new_state, entry.layer, diff_id, history[0] if history else None)
+
+    def flush(self, rootfs: Rootfs) -> None:
+        """Unpack the layers of the hits so far into the root, before a step that reads it."""
+        pending, self.pending = self.pending, []
+        for layer in pending:
+            with self.cache.store.open(layer.digest) as fh:
+                unpack_layer(rootfs, fh, compression=mediatypes.layer_compression(layer.media_type),
+                             layer_name=str(layer.digest))
 
     def finish(self, found: StepLookup, ins: Instruction, layer: Descriptor | None,
                diff_id: Digest | None, history: HistoryEntry | None) -> None:

@@ -147,7 +147,11 @@ KeyInputsFunction = Callable[[Any, StageState, StageContext], KeyInputs]
 def run_key_inputs(ins: Run, state: StageState, ctx: StageContext) -> KeyInputs:
     """RUN: its command and flags (not expanded: the shell expands them), the shell,
     the environment it sees, user, workdir, network; bind mounts by content."""
-    env = dict(state.run_args())
+    # The predefined proxy ARGs are left out unless the stage declares them, as
+    # BuildKit leaves them out of its cache (Dockerfile reference, "Predefined
+    # ARGs"): a proxy URL may carry credentials and differs between CI runners.
+    env = {k: v for k, v in state.run_args().items()
+           if k not in state.proxy_args or k in state.args}
     for item in state.config.env:
         key, _, value = item.partition("=")
         env[key] = value

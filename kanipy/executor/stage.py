@@ -30,7 +30,7 @@ from kanipy.executor.cache import HitResult, StageCache
 from kanipy.executor.handlers import HANDLERS
 from kanipy.executor.progress import BuildReporter, StepInfo, StepSummary
 from kanipy.executor.runner import SCAFFOLDING
-from kanipy.executor.step import StageContext, StageState, StepError, StepRule
+from kanipy.executor.step import StageContext, StageState, StepError, StepKind, StepRule
 from kanipy.fs.layer import write_layer
 from kanipy.fs.rootfs import Rootfs
 from kanipy.fs.snapshot import Changes, Snapshot, changes_for_paths, diff, take_snapshot
@@ -187,6 +187,8 @@ class StageBuilder:
                          lookup.reason, extra={"fields": {
                              "cache": "miss", "reason": lookup.reason,
                              "step": step_info.step_number, "line": step_info.line}})
+            if self.cache is not None and rule.kind is not StepKind.METADATA:
+                self.cache.flush(rootfs)  # earlier hits into the root, before any snapshot
             # -- end of the layer cache hook
             if rule.kind.snapshot_before and snapshot is None and not self.single_snapshot:
                 snapshot = take_snapshot(rootfs.path, scaffolding)
@@ -255,6 +257,10 @@ class StageBuilder:
         sources = dict(base.layer_sources)
         if self.cache is not None:  # layer cache hook: cached layers mount from the cache
             sources.update(self.cache.layer_sources)
+            if self.stage is not self.plan.stages[-1]:
+                # Later stages read this root (FROM, COPY --from); the final one's
+                # root is read by nothing, so a fully cached final stage unpacks nothing.
+                self.cache.flush(rootfs)
         return BuiltStage(self.stage.index, rootfs.path, config, layers, base.image_format,
                           sources, cache_key=self.cache.chain if self.cache else "")
 

@@ -121,7 +121,12 @@ DOCKERFILE = ("FROM scratch\nARG V=1\nWORKDIR /w\nCOPY app/sub/ /app/\nRUN make\
 
 def _build(tmp_path: Path, cache_dir: Path, build_args: dict[str, str] | None = None
            ) -> tuple[BuiltStage, list[StepSummary], RecordingRunner, BlobStore]:
-    """One build of DOCKERFILE in a fresh root, with the oci: cache at ``cache_dir``."""
+    """One build of DOCKERFILE in a fresh root, with the oci: cache at ``cache_dir``.
+
+    ``runner.seen`` lists, for each RUN that ran, which of /made and b.txt were
+    in its root.
+    """
+    seen: list[list[str]] = []
     work = tmp_path / "work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
@@ -131,7 +136,9 @@ def _build(tmp_path: Path, cache_dir: Path, build_args: dict[str, str] | None = 
     stage = plan.stages[-1]
     root = image_root(work / "root")
     store = BlobStore(work / "blobs")
-    runner = RecordingRunner(touch=("/made",))
+    runner = RecordingRunner(touch=("/made",), effect=lambda spec: seen.append(
+        sorted(str(p.relative_to(spec.root)) for p in spec.root.rglob("*")
+               if p.name in ("made", "b.txt"))))
     base = BuiltStage(stage.index, root, new_config(Platform()), [], "oci",
                       base_id="scratch linux/amd64")
     policy = LayerPolicy("gzip", None, 0, "1970-01-01T00:00:00Z")
@@ -150,6 +157,7 @@ def _build(tmp_path: Path, cache_dir: Path, build_args: dict[str, str] | None = 
     )
     built = builder.build()
     cache.close()
+    runner.seen = seen  # type: ignore[attr-defined]
     return built, builder.summaries, runner, store
 
 
@@ -167,7 +175,8 @@ def test_a_rebuild_runs_nothing_and_gives_the_same_layers(tmp_path: Path,
     assert warm.config.diff_ids == cold.config.diff_ids
     assert [h.created_by for h in warm.config.history] == \
         [h.created_by for h in cold.config.history]
-    assert (Path(warm.root) / "made").exists() and (Path(warm.root) / "app/b.txt").exists()
+    # A fully cached final stage writes nothing into its root: no step reads it.
+    assert not (Path(warm.root) / "made").exists()
 
     # A file only a bind mount reads changed: only the step that mounts it runs.
     caplog.set_level("INFO", logger="kanipy.executor.stage")
@@ -175,6 +184,8 @@ def test_a_rebuild_runs_nothing_and_gives_the_same_layers(tmp_path: Path,
     _, steps, runner, _ = _build(tmp_path, cache_dir)
     assert [s.cached for s in steps if s.layer_size] == [True, True, True, False]
     assert [spec.argv[-1] for spec in runner.specs] == ["use-src"]
+    # The step that ran found the cached steps' files in its root.
+    assert runner.seen == [["app/b.txt", "made"]]  # type: ignore[attr-defined]
     assert "use-src: cache miss — a --mount or the content of its source changed" in caplog.text
 
     # A file the COPY reads changed: the COPY and everything after it run, and say why.
