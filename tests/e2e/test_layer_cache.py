@@ -234,3 +234,33 @@ def test_registry_faults_with_the_cache_are_warnings(
         assert denied.count("without the layer cache") == 1, denied
     finally:
         proxy.stop()
+
+
+def test_multi_stage_rebuild_hits_through_copy_from(
+        tmp_path: Path, base_images: BaseImages) -> None:
+    context = write_tree(tmp_path / "ctx", {
+        "Dockerfile": (
+            "ARG BASE\n"
+            "FROM $BASE AS builder\nCOPY src/ /src/\nRUN cat /src/*.txt > /built.txt\n"
+            "FROM builder AS tested\nRUN grep -q one /built.txt && echo ok > /tested\n"
+            "FROM $BASE\nCOPY --from=builder /built.txt /app/built.txt\n"
+            "COPY --from=tested /tested /app/tested\n"),
+        "src/a.txt": "one\n",
+    })
+    cache = tmp_path / "cache-layout"
+    common = ("--no-push", "--cache-repo", f"oci:{cache}", f"BASE={base_images.oci}")
+    _kanipy(context, *common, "--oci-layout-path", str(tmp_path / "out1"))
+    warm = _kanipy(context, *common, "--oci-layout-path", str(tmp_path / "out2"))
+    assert all(_cached(warm).values()), _cached(warm)
+    assert _layout_layers(tmp_path / "out2") == _layout_layers(tmp_path / "out1")
+    # What the builder stage makes changed: the copies from it miss and name the file.
+    (context / "src" / "a.txt").write_text("one, two\n")
+    edited = _kanipy(context, *common, "--oci-layout-path", str(tmp_path / "out3"))
+    assert not any(_cached(edited).values()), _cached(edited)
+    reasons = _miss_reasons(edited)
+    assert any("COPY --from=builder /built.txt" in r and "built.txt changed" in r
+               for r in reasons), reasons
+    bundle = tmp_path / "bundle"
+    run_tool(["umoci", "unpack", "--image", f"{tmp_path / 'out3'}:latest", str(bundle)])
+    assert (bundle / "rootfs" / "app" / "built.txt").read_text() == "one, two\n"
+    assert (bundle / "rootfs" / "app" / "tested").read_text() == "ok\n"
