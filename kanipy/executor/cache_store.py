@@ -26,10 +26,11 @@ from kanipy.oci.descriptor import Descriptor
 from kanipy.oci.digest import Digest
 from kanipy.oci.image import Image, StoredImage
 from kanipy.oci.layout import read_layout, write_layout
+from kanipy.oci.manifest import Manifest
 from kanipy.reference import Reference
 from kanipy.registry import RegistryClient
-from kanipy.registry.pull import pull
 from kanipy.registry.push import push, put_manifest, repository_scope
+from kanipy.registry.remote import RemoteImage
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,12 @@ class RegistryCacheRepository:
     def fetch_config(self, tag: str) -> tuple[dict[str, Any], Image] | None:
         ref = self.repo.with_tag(tag)
         try:
-            image = pull(ref, client=self.client)
+            # The cache repository itself, never a mirror: entries live only there.
+            manifest = self.client.get_manifest(ref)
+            if not isinstance(manifest, Manifest):
+                raise CacheUnavailable(f"{ref} is an index, not a cache entry")
+            image = RemoteImage(self.client, ref.with_digest(manifest.digest), manifest,
+                                source=ref)
         except KanipyError as exc:
             if getattr(exc, "status", None) == 404 or \
                     getattr(exc, "code", None) in ("MANIFEST_UNKNOWN", "NAME_UNKNOWN"):

@@ -12,10 +12,12 @@ import gzip
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from tests.conftest import AUTH_PASSWORD, AUTH_USER
-from tests.e2e.helpers import build, run_tool, skopeo_manifest, write_tree
+from tests.e2e.helpers import REPO, build, run_tool, skopeo_manifest, write_tree
 from tests.e2e.test_build_auth import _docker_config
 from tests.fixtures.images import BaseImages
 from tests.fixtures.registry import Registry
@@ -264,3 +266,24 @@ def test_multi_stage_rebuild_hits_through_copy_from(
     run_tool(["umoci", "unpack", "--image", f"{tmp_path / 'out3'}:latest", str(bundle)])
     assert (bundle / "rootfs" / "app" / "built.txt").read_text() == "one, two\n"
     assert (bundle / "rootfs" / "app" / "tested").read_text() == "ok\n"
+
+
+def test_two_builds_sharing_a_cache_repository_at_once_both_succeed(
+        tmp_path: Path, registry: Registry, base_images: BaseImages) -> None:
+    context = _context(tmp_path / "ctx")
+    repo = registry.ref("cache/shared")
+    args = ["build", "--context", str(context), "--cache", "--cache-copy-layers",
+            "--cache-repo", repo, "--secret", "id=token,env=TOKEN",
+            "--build-arg", f"BASE={base_images.oci}", "--log-format", "json"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TOKEN": SECRET}
+    procs = [subprocess.Popen([sys.executable, "-m", "kanipy", *args, "-d",
+                               registry.ref(f"cache/concurrent-{i}:1")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+             for i in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err.decode()[-3000:]
+    # Whichever wrote an entry last, the cache holds a full set: a third build hits.
+    third = _kanipy(context, "-d", registry.ref("cache/concurrent-3:1"), "--cache-repo", repo,
+                    f"BASE={base_images.oci}")
+    assert all(_cached(third).values()), _cached(third)
