@@ -25,16 +25,22 @@ from kanipy.executor.cache import (
     explain_difference,
     parse_duration,
 )
-from kanipy.executor.cache_key import KeyInputs, hash_tree, step_key
+from kanipy.executor.cache_key import KeyInputs, Uncacheable, hash_tree, key_inputs, step_key
 from kanipy.executor.cache_store import LayoutCacheRepository
 from kanipy.executor.progress import NullReporter, StepSummary
-from kanipy.executor.stage import BuiltStage, LayerPolicy, StageBuilder
+from kanipy.executor.stage import BuiltStage, LayerPolicy, StageBuilder, expand_instruction
 from kanipy.executor.step import StageContext
 from kanipy.fs.rootfs import Rootfs
 from kanipy.oci.blobstore import BlobStore
 from kanipy.oci.config import new_config
 from kanipy.oci.descriptor import Platform
-from tests.executor.recording import FixedRoots, RecordingRunner, image_root, stage_context
+from tests.executor.recording import (
+    FixedRoots,
+    RecordingRunner,
+    Steps,
+    image_root,
+    stage_context,
+)
 
 
 def _tree(root: Path) -> Path:
@@ -194,3 +200,38 @@ def test_a_rebuild_runs_nothing_and_gives_the_same_layers(tmp_path: Path,
     assert [s.cached for s in steps if s.layer_size] == [True, False, False, False]
     assert "COPY app/sub/ /app/: cache miss — app/sub/b.txt changed" in caplog.text
     assert "make: cache miss — an earlier step changed (app/sub/b.txt changed)" in caplog.text
+
+
+def _last_key_inputs(tmp_path: Path, text: str, *, build_args: dict[str, str] | None = None,
+                     secrets: dict[str, bytes] | None = None) -> KeyInputs:
+    """The key inputs of the last instruction of ``text``, after the others ran."""
+    steps = Steps.of(text, build_args=build_args)
+    ctx = stage_context(tmp_path, steps.plan, steps.stage, secrets=secrets)
+    *rest, last = steps.stage.instructions
+    steps.stage = dataclasses.replace(steps.stage, instructions=tuple(rest))
+    state = steps.run(ctx)
+    resolved = expand_instruction(steps.plan, steps.stage, last, state)
+    return key_inputs(resolved, state, ctx)
+
+
+def test_remote_adds_are_keyed_by_checksum_or_always_run(tmp_path: Path) -> None:
+    with pytest.raises(Uncacheable, match="without --checksum"):
+        _last_key_inputs(tmp_path, "FROM scratch\nADD https://example.com/a.tgz /a\n")
+    with pytest.raises(Uncacheable, match="git"):
+        _last_key_inputs(tmp_path, "FROM scratch\nADD https://example.com/r.git /r\n")
+    checksum = "sha256:" + "ab" * 32
+    keyed = _last_key_inputs(
+        tmp_path, f"FROM scratch\nADD --checksum={checksum} https://example.com/a.tgz /a\n")
+    assert keyed.inputs["checksum"] == checksum
+
+
+def test_secrets_and_undeclared_proxy_args_stay_out_of_keys(tmp_path: Path) -> None:
+    text = "FROM scratch\nRUN --mount=type=secret,id=tok,env=TOK use\n"
+    one = _last_key_inputs(tmp_path / "1", text, secrets={"tok": b"first-secret"},
+                           build_args={"HTTPS_PROXY": "http://user:pw@proxy:3128"})
+    two = _last_key_inputs(tmp_path / "2", text, secrets={"tok": b"second-secret"})
+    assert one == two
+    assert "first-secret" not in repr(one) and "user:pw" not in repr(one)
+    declared = _last_key_inputs(tmp_path / "3", "FROM scratch\nARG HTTPS_PROXY\nRUN use\n",
+                                build_args={"HTTPS_PROXY": "http://proxy:3128"})
+    assert "HTTPS_PROXY=http://proxy:3128" in declared.inputs["env"]
