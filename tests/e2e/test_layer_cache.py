@@ -234,6 +234,15 @@ def test_registry_faults_with_the_cache_are_warnings(
         denied = _kanipy(context, *args)
         assert not any(_cached(denied).values()), _cached(denied)
         assert denied.count("without the layer cache") == 1, denied
+        # The cache answering again, a fully cached build pushed to the same registry
+        # mounts the cached layers from the cache repository instead of uploading them.
+        proxy.faults.clear()
+        before = len(proxy.requests)
+        hits = _kanipy(context, *args[1:], "-d", f"{proxy.host}/cache/dest:1")
+        assert all(_cached(hits).values()), _cached(hits)
+        mounts = [p for m, p in proxy.requests[before:]
+                  if m == "POST" and "mount=" in p and "faulty" in p]
+        assert len(mounts) >= 5, "\n".join(f"{m} {p[:90]}" for m, p in proxy.requests[before:])
     finally:
         proxy.stop()
 
