@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 DEFAULT_TTL_SECONDS = 336 * 3600
 # How long the end of a build waits for cache entries still being pushed.
 PUSH_WAIT_SECONDS = 300.0
+# ... and when the build failed or was interrupted.
+ABANDON_WAIT_SECONDS = 10.0
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
                  "h": 3600.0}
@@ -167,13 +169,24 @@ class LayerCache:
                 log.warning("layer cache %s: could not store an entry: %r",
                             self.repository.name, exc)
 
-    def close(self, timeout: float = PUSH_WAIT_SECONDS) -> None:
-        """Wait (at most ``timeout`` seconds) for the entries still being written."""
+    def close(self, timeout: float = PUSH_WAIT_SECONDS, *, abandon: bool = False) -> None:
+        """Wait (at most ``timeout`` seconds) for the entries still being written.
+
+        ``abandon`` (a failed or interrupted build): entries not yet started are dropped,
+        and only the one being written is waited for.
+        """
         if self._pusher is None:
             return
+        if abandon:
+            timeout = min(timeout, ABANDON_WAIT_SECONDS)
+            try:
+                while True:
+                    self._queue.get_nowait()
+            except queue.Empty:
+                pass
         self._queue.put(None)
         self._pusher.join(timeout)
-        if self._pusher.is_alive():
+        if self._pusher.is_alive() and not abandon:
             log.warning("layer cache %s: entries still being pushed after %.0f s are left "
                         "out", self.repository.name, timeout)
         self._pusher = None

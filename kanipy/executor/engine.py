@@ -173,6 +173,10 @@ class Build:
         build_dir = Path(tempfile.mkdtemp(prefix="build-", dir=workdir))
         try:
             return self._run(destinations, build_dir)
+        except BaseException:
+            if self.cache is not None:  # layer cache hook: a failed build waits little
+                self.cache.close(abandon=True)
+            raise
         finally:
             if self.cache is not None:  # layer cache hook: entries still being pushed
                 self.cache.close()

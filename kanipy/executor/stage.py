@@ -182,7 +182,7 @@ class StageBuilder:
                     step_info = None
                     continue
                 lookup.hit = None
-            if lookup is not None and lookup.reason and lookup.stores:
+            if lookup is not None and lookup.reason and (lookup.stores or lookup.key is None):
                 log.info("%s %s: cache miss — %s", step_info.label, step_info.text,
                          lookup.reason, extra={"fields": {
                              "cache": "miss", "reason": lookup.reason,
