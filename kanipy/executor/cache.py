@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from kanipy.dockerfile import Instruction
-from kanipy.errors import KanipyError, UsageError
+from kanipy.errors import KanipyError, RegistryError, UsageError
 from kanipy.executor.cache_key import (
     KeyInputs,
     Uncacheable,
@@ -124,6 +124,7 @@ class LayerCache:
         self._pusher: threading.Thread | None = None
         # Set when the repository itself failed: the rest of the build runs uncached.
         self.off = False
+        self._refused = False  # the repository refused an entry: store no more
 
     def warn(self, what: str, exc: CacheUnavailable) -> None:
         """A cache problem: a warning, and the build goes on without the cache for this step
@@ -160,8 +161,19 @@ class LayerCache:
             job = self._queue.get()
             if job is None:
                 return
+            if self._refused:
+                continue
             try:
                 job()
+            except RegistryError as exc:
+                if exc.status in (401, 403):
+                    # Refused once, refused for every entry: say it once.
+                    self._refused = True
+                    log.warning("layer cache %s: new entries cannot be stored: %s",
+                                self.repository.name, exc)
+                else:
+                    log.warning("layer cache %s: could not store an entry: %s",
+                                self.repository.name, exc)
             except (KanipyError, CacheUnavailable, OSError) as exc:
                 log.warning("layer cache %s: could not store an entry: %s",
                             self.repository.name, exc)

@@ -243,6 +243,11 @@ def test_registry_faults_with_the_cache_are_warnings(
         mounts = [p for m, p in proxy.requests[before:]
                   if m == "POST" and "mount=" in p and "faulty" in p]
         assert len(mounts) >= 5, "\n".join(f"{m} {p[:90]}" for m, p in proxy.requests[before:])
+        # A cache repository that refuses new entries: said once, and the build succeeds.
+        proxy.inject_error("POST", "/v2/cache/refused/", 403, "DENIED", "read-only", times=1000)
+        refused = _kanipy(context, "--no-push", "--cache-repo", f"{proxy.host}/cache/refused",
+                          f"BASE={base_images.oci}")
+        assert refused.count("new entries cannot be stored") == 1, refused
     finally:
         proxy.stop()
 
