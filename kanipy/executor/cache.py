@@ -325,8 +325,8 @@ class StageCache:
         old = found[0][CACHE_FIELD].get("explain") or {}
         return explain_difference(old, explain, self.last_miss)
 
-    def apply_hit(self, found: StepLookup, ins: Instruction, state: StageState,
-                  rootfs: Rootfs, config: ImageConfig) -> HitResult | None:
+    def apply_hit(self, found: StepLookup, ins: Instruction, state: StageState
+                  ) -> HitResult | None:
         """Take the entry's verified layer for the step; None (and a warning) if it cannot be.
 
         The layer is unpacked into the root by ``flush``, when a step that is run

@@ -164,15 +164,15 @@ class StageBuilder:
             if rule is None:
                 raise DockerfileError(f"{resolved.keyword} cannot be used here",
                                       resolved.line, self.plan.filename)
-            # -- layer cache hook: a hit is unpacked instead of run (kanipy.executor.cache)
-            lookup = self.cache.lookup(resolved, state, ctx, rule.kind, number) \
-                if self.cache is not None else None
-            if lookup is not None and lookup.hit is not None:
-                hit = self.cache.apply_hit(lookup, resolved, state, rootfs, state.config) \
-                    if self.cache is not None else None
+            # -- layer cache hook: a hit's layer stands for the step (kanipy.executor.cache)
+            lookup = None
+            if self.cache is not None:
+                lookup = self.cache.lookup(resolved, state, ctx, rule.kind, number)
+            if self.cache is not None and lookup is not None and lookup.hit is not None:
+                hit = self.cache.apply_hit(lookup, resolved, state)
                 if hit is not None:
                     state, layers = _with_cached_step(hit, layers)
-                    snapshot = None  # stale: the root changed under it
+                    snapshot = None  # stale once the hit's layer is unpacked
                     summary = StepSummary(step_info, time.monotonic() - started,
                                           hit.layer.size if hit.layer else None,
                                           layer_digest=hit.layer.digest if hit.layer else None,
