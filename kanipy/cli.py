@@ -339,7 +339,9 @@ class ConsoleReporter:
         for s, text in zip(summaries, texts, strict=True):
             if len(text) > width:
                 text = text[: width - 1] + "…"
-            self._line(f"{text.ljust(width)}  {s.seconds:8.2f}  {_human_size(s.layer_size):>9}")
+            cached = "  cached" if s.cached else ""  # from the layer cache (issue 10)
+            self._line(f"{text.ljust(width)}  {s.seconds:8.2f}  {_human_size(s.layer_size):>9}"
+                       f"{cached}")
         self._line(f"{'total'.ljust(width)}  {total:8.2f}")
 
     def built(self, digest: str | None, pushed: list[str]) -> None:

@@ -90,9 +90,6 @@ def _f(names: str, dest: str, kind: str, group: str, help: str, **kw: Any) -> Fl
     return Flag(tuple(names.split()), dest, kind, group, help, **kw)
 
 
-_NO_CACHE = ("kanipy has no layer cache yet: every step runs, and the image is the one a "
-             "cached build would give")
-
 FLAGS: tuple[Flag, ...] = (
     # -- context and Dockerfile ------------------------------------------------------
     _f("-f --dockerfile", "dockerfile", "text", CONTEXT,
@@ -207,27 +204,33 @@ FLAGS: tuple[Flag, ...] = (
     _f("--image-download-retry", "image_download_retry", "int", REGISTRY,
        "Retries for pulling a base image (default: --push-retry's)."),
     # -- caching ------------------------------------------------------------------------
-    _f("--cache", "cache", "bool", CACHE, "Kaniko's layer cache.", status=NOOP,
-       note=_NO_CACHE),
+    _f("--cache", "cache", "bool", CACHE,
+       "Layer cache: reuse the layers of steps whose inputs are unchanged.", status=DIFFERS,
+       note="keys are digests of the expanded instruction, the environment and user it runs "
+            "with and the content of its sources (never mtimes), chained from the base "
+            "image's digest; a miss says which input changed; cache problems are warnings"),
     _f("--cache-dir", "cache_dir", "path", CACHE,
        "Blob store for pulled base layers and RUN --mount=type=cache, reused across builds.",
        status=DIFFERS,
        note="an OCI layout that keeps pulled base layers and `RUN --mount=type=cache` "
             "directories; used without `--cache` and without the warmer"),
-    _f("--cache-repo", "cache_repo", "text", CACHE, "Kaniko's layer cache repository.",
-       status=NOOP, note=_NO_CACHE),
-    _f("--cache-ttl", "cache_ttl", "text", CACHE, "Kaniko's layer cache lifetime.",
-       status=NOOP, note=_NO_CACHE),
+    _f("--cache-repo", "cache_repo", "text", CACHE,
+       "Layer cache repository (default: <first destination>/cache); oci:PATH for an OCI "
+       "layout.", status=DIFFERS,
+       note="also `oci:PATH`, an OCI image layout on disk; entries are tagged by key and "
+            "pushed in the background while the build goes on"),
+    _f("--cache-ttl", "cache_ttl", "text", CACHE,
+       "Layer cache entries older than this are not used (Go duration; default 336h)."),
     _f("--cache-copy-layers", "cache_copy_layers", "bool", CACHE,
-       "Kaniko's layer cache for COPY.", status=NOOP, note=_NO_CACHE),
+       "Cache the layers of COPY and ADD too."),
     _f("--cache-run-layers", "cache_run_layers", "bool", CACHE,
-       "Kaniko's layer cache for RUN.", status=NOOP, note=_NO_CACHE, kaniko_default=True),
+       "Cache the layers of RUN (default true).", kaniko_default=True),
     _f("--compressed-caching", "compressed_caching", "bool", CACHE,
        "Kaniko's compression of cached layers.", status=NOOP,
        note="kanipy streams every layer to disk as it compresses it, so memory never grows "
             "with a layer's size", kaniko_default=True),
     _f("--no-push-cache", "no_push_cache", "bool", CACHE,
-       "Kaniko's: push no cache layers.", status=NOOP, note=_NO_CACHE),
+       "Use the layer cache but write no new entries to it."),
     # -- snapshots and layers ---------------------------------------------------------
     _f("--single-snapshot", "single_snapshot", "bool", LAYERS,
        "One layer for the whole final stage."),

@@ -152,6 +152,12 @@ def options_from_flags(kw: dict[str, Any], env: Mapping[str, str] | None = None
         registry_client_certs=tuple(_client_cert(t) for t in kw["registry_client_certs"]),
         ignore_paths=tuple(_ignore_path(p) for p in kw["ignore_paths"]),
         builder_output=Path(env["BUILDER_OUTPUT"]) if env.get("BUILDER_OUTPUT") else None,
+        cache=bool(kw["cache"]),
+        cache_repo=kw["cache_repo"] or None,
+        cache_ttl=kw["cache_ttl"] or None,
+        cache_run_layers=kw["cache_run_layers"] is not False,
+        cache_copy_layers=bool(kw["cache_copy_layers"]),
+        no_push_cache=bool(kw["no_push_cache"]),
     )
 
 

@@ -88,11 +88,12 @@ class StageBases:
             parent = built[stage.base.index]
             _copy_root(parent.root, root)
             return BuiltStage(stage.index, root, parent.config, list(parent.layers),
-                              parent.image_format, dict(parent.layer_sources))
+                              parent.image_format, dict(parent.layer_sources),
+                              base_id=f"stage {parent.cache_key}")
         platform = self._stage_platform(stage)
         if stage.base == "scratch":
             return BuiltStage(stage.index, root, new_config(platform), [],
-                              self._image_format or "oci")
+                              self._image_format or "oci", base_id=f"scratch {platform}")
         return self._pull_into(str(stage.base), platform, root, stage)
 
     def image_root(self, text: str) -> Path:
@@ -144,7 +145,8 @@ class StageBases:
         sources = {str(d.digest): (image.source.registry, image.source.repository)
                    for d in manifest.layers}
         return BuiltStage(stage.index if stage else -1, root, image.config(),
-                          list(manifest.layers), image_format, sources)
+                          list(manifest.layers), image_format, sources,
+                          base_id=f"{manifest.digest} {platform}")
 
     def _unpack(self, rootfs: Rootfs, layer: Descriptor, ref: Reference) -> None:
         # The room a layer takes unpacked is not recorded anywhere; gzip shrinks

@@ -26,6 +26,8 @@ from kanipy.dockerfile import BuildPlan, Stage, StageRef, format_plan, plan_buil
 from kanipy.errors import BuildError, DockerfileError, KanipyError, UsageError
 from kanipy.executor import outputs, preflight
 from kanipy.executor.bases import StageBases, unreachable_hint
+from kanipy.executor.cache import LayerCache
+from kanipy.executor.cache_setup import open_layer_cache, stage_cache
 from kanipy.executor.handlers.run import run_cache_root
 from kanipy.executor.options import BuildOptions, host_platform
 from kanipy.executor.progress import BuildReporter, StepSummary
@@ -195,6 +197,7 @@ class Build:
         self._client: RegistryClient | None = None
         self._cleaner: threading.Thread | None = None
         self.filename = "Dockerfile"
+        self.cache: LayerCache | None = None  # the layer cache (issue 10), made by _run
 
     @property
     def client(self) -> RegistryClient:
@@ -217,9 +220,13 @@ class Build:
         try:
             return self._run(destinations, build_dir)
         except BaseException:
+            if self.cache is not None:  # layer cache hook: a failed build waits little
+                self.cache.close(abandon=True)
             preflight.remove_created(made_for_outputs)
             raise
         finally:
+            if self.cache is not None:  # layer cache hook: entries still being pushed
+                self.cache.close()
             _remove_work_dirs([build_dir, workdir] if own_workdir else [build_dir],
                               self._cleaner)
 
@@ -271,6 +278,8 @@ class Build:
             image_format=options.image_format, filename=self.filename,
             platform_asked=options.custom_platform is not None,
         )
+        self.cache = open_layer_cache(options, destinations, lambda: self.client, store,
+                                      policy, self.filename)
         count = len(plan.stages)
         for number, stage in enumerate(plan.stages, start=1):
             self.reporter.stage_started(number, count, stage.name, _base_text(stage, plan))
@@ -285,6 +294,7 @@ class Build:
                 single_snapshot=options.single_snapshot and stage is plan.stages[-1],
                 base_seconds=time.monotonic() - started,
                 ignore_paths=frozenset(options.ignore_paths),
+                cache=stage_cache(self.cache, base, stage, self.filename),
             )
             with no_space_left([build_dir, store.root],
                                f"building stage {number} (its root and its layers)"):

@@ -80,6 +80,16 @@ class BuildOptions:
     # BUILDER_OUTPUT/images with one JSON line {"name": REF, "digest": DIGEST}
     # per destination.
     builder_output: Path | None = None
+    # The layer cache (issue 10), Kaniko's flags with Kaniko's defaults: --cache,
+    # --cache-repo (REPO or oci:PATH; default <first destination>/cache),
+    # --cache-ttl (a Go duration), --cache-run-layers, --cache-copy-layers,
+    # --no-push-cache.
+    cache: bool = False
+    cache_repo: str | None = None
+    cache_ttl: str | None = None
+    cache_run_layers: bool = True
+    cache_copy_layers: bool = False
+    no_push_cache: bool = False
     env: dict[str, str] = field(default_factory=lambda: dict(os.environ), compare=False)
 
     @property

@@ -26,10 +26,11 @@ from kanipy.dockerfile import (
     parse_instructions,
 )
 from kanipy.errors import DockerfileError
+from kanipy.executor.cache import HitResult, StageCache
 from kanipy.executor.handlers import HANDLERS
 from kanipy.executor.progress import BuildReporter, StepInfo, StepSummary
 from kanipy.executor.runner import SCAFFOLDING
-from kanipy.executor.step import StageContext, StageState, StepError, StepRule
+from kanipy.executor.step import StageContext, StageState, StepError, StepKind, StepRule
 from kanipy.fs.layer import write_layer
 from kanipy.fs.rootfs import Rootfs
 from kanipy.fs.snapshot import Changes, Snapshot, changes_for_paths, diff, take_snapshot
@@ -54,6 +55,10 @@ class BuiltStage:
     image_format: str  # "oci" | "docker"
     # Layer digest -> repository it was pulled from (for cross-repository mounts).
     layer_sources: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # What the layer cache keys the first step on (issue 10): the base image's
+    # manifest digest and platform, or an earlier stage's last cache key.
+    base_id: str = ""
+    cache_key: str = ""  # the layer cache's key after this stage's last step
 
 
 @dataclass
@@ -88,6 +93,7 @@ class StageBuilder:
         base_seconds: float = 0.0,
         handlers: Mapping[str, StepRule] = HANDLERS,
         ignore_paths: frozenset[str] = frozenset(),
+        cache: StageCache | None = None,
     ) -> None:
         self.plan = plan
         self.stage = stage
@@ -105,6 +111,8 @@ class StageBuilder:
         # scaffolding (never walked, never archived, never reported deleted).
         self.ignore_paths = ignore_paths
         self.summaries: list[StepSummary] = []
+        # The layer cache (issue 10); None without --cache or with --single-snapshot.
+        self.cache = None if single_snapshot else cache
 
     def build(self) -> BuiltStage:
         base = self.base
@@ -156,6 +164,32 @@ class StageBuilder:
             if rule is None:
                 raise DockerfileError(f"{resolved.keyword} cannot be used here",
                                       resolved.line, self.plan.filename)
+            # -- layer cache hook: a hit's layer stands for the step (kanipy.executor.cache)
+            lookup = None
+            if self.cache is not None:
+                lookup = self.cache.lookup(resolved, state, ctx, rule.kind, number)
+            if self.cache is not None and lookup is not None and lookup.hit is not None:
+                hit = self.cache.apply_hit(lookup, resolved, state)
+                if hit is not None:
+                    state, layers = _with_cached_step(hit, layers)
+                    snapshot = None  # stale once the hit's layer is unpacked
+                    summary = StepSummary(step_info, time.monotonic() - started,
+                                          hit.layer.size if hit.layer else None,
+                                          layer_digest=hit.layer.digest if hit.layer else None,
+                                          cached=True)
+                    self.summaries.append(summary)
+                    self.reporter.step_finished(summary)
+                    step_info = None
+                    continue
+                lookup.hit = None
+            if lookup is not None and lookup.reason and (lookup.stores or lookup.key is None):
+                log.info("%s %s: cache miss — %s", step_info.label, step_info.text,
+                         lookup.reason, extra={"fields": {
+                             "cache": "miss", "reason": lookup.reason,
+                             "step": step_info.step_number, "line": step_info.line}})
+            if self.cache is not None and rule.kind is not StepKind.METADATA:
+                self.cache.flush(rootfs)  # earlier hits into the root, before any snapshot
+            # -- end of the layer cache hook
             if rule.kind.snapshot_before and snapshot is None and not self.single_snapshot:
                 snapshot = take_snapshot(rootfs.path, scaffolding)
             try:
@@ -197,6 +231,11 @@ class StageBuilder:
             if layer_size is None and created_by:
                 new_config = new_config.with_history(entry)
             state = dataclasses.replace(result.state, config=new_config)
+            if lookup is not None and self.cache is not None:  # layer cache hook
+                self.cache.finish(lookup, resolved,
+                                  layers[-1] if layer_digest is not None else None,
+                                  new_config.diff_ids[-1] if layer_digest is not None else None,
+                                  entry if created_by else None)
             summary = StepSummary(step_info, time.monotonic() - started, layer_size,
                                   layer_digest=layer_digest, cached=False)
             self.summaries.append(summary)
@@ -215,8 +254,27 @@ class StageBuilder:
                 layers.append(blob.descriptor)
                 config = _single_layer_history(config, len(base.config.history),
                                                blob.diff_id, self.policy.created)
+        sources = dict(base.layer_sources)
+        if self.cache is not None:  # layer cache hook: cached layers mount from the cache
+            sources.update(self.cache.layer_sources)
+            if self.stage is not self.plan.stages[-1]:
+                # Later stages read this root (FROM, COPY --from); the final one's
+                # root is read by nothing, so a fully cached final stage unpacks nothing.
+                self.cache.flush(rootfs)
         return BuiltStage(self.stage.index, rootfs.path, config, layers, base.image_format,
-                          dict(base.layer_sources))
+                          sources, cache_key=self.cache.chain if self.cache else "")
+
+
+def _with_cached_step(hit: HitResult, layers: list[Descriptor]
+                      ) -> tuple[StageState, list[Descriptor]]:
+    """The state and layers after a step the layer cache supplied."""
+    config = hit.state.config
+    if hit.layer is not None and hit.diff_id is not None:
+        config = config.with_layer(hit.diff_id, hit.history or HistoryEntry(created_by=""))
+        layers = [*layers, hit.layer]
+    elif hit.history is not None:
+        config = config.with_history(hit.history)
+    return dataclasses.replace(hit.state, config=config), layers
 
 
 def expand_instruction(plan: BuildPlan, stage: Stage, ins: Instruction, state: StageState

@@ -1,0 +1,461 @@
+"""The layer cache: a step whose key has an entry is not run; its layer is reused.
+
+``LayerCache`` is one per build: where entries live (``cache_store``), the
+settings (Kaniko's ``--cache*`` flags) and a background thread that pushes new
+entries while the build goes on. ``StageCache`` is one per stage: the chain of
+keys (``cache_key``), the lookup before each step, the unpacking of a hit and
+the entry made after a miss.
+
+The cache can make a build faster, never wrong or broken: every problem with
+it (unreachable, denied, a corrupt or missing blob, an entry that fails
+verification) is a warning, and the step runs as if there were no cache.
+On a miss, one line says which input changed since the entry the same step
+made last time (found by the step's identity tag).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import queue
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from kanipy.dockerfile import Instruction
+from kanipy.errors import KanipyError, RegistryError, UsageError
+from kanipy.executor.cache_key import (
+    KeyInputs,
+    Uncacheable,
+    after_uncacheable,
+    base_key,
+    key_inputs,
+    step_key,
+    workdir_path,
+)
+from kanipy.executor.cache_store import (
+    CACHE_FIELD,
+    CacheEntry,
+    CacheRepository,
+    CacheUnavailable,
+)
+from kanipy.executor.step import StageContext, StageState, StepKind
+from kanipy.fs.rootfs import Rootfs
+from kanipy.fs.unpack import unpack_layer
+from kanipy.oci import mediatypes
+from kanipy.oci.blobstore import BlobStore
+from kanipy.oci.config import HistoryEntry, ImageConfig
+from kanipy.oci.descriptor import Descriptor, Platform
+from kanipy.oci.digest import Digest
+from kanipy.oci.image import open_decompressed, store_image
+
+log = logging.getLogger(__name__)
+
+# Kaniko's --cache-ttl default: two weeks.
+DEFAULT_TTL_SECONDS = 336 * 3600
+# How long the end of a build waits for cache entries still being pushed.
+PUSH_WAIT_SECONDS = 300.0
+# ... and when the build failed or was interrupted.
+ABANDON_WAIT_SECONDS = 10.0
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0,
+                 "h": 3600.0}
+
+
+def parse_duration(text: str) -> float:
+    """A Go duration (``336h``, ``1h30m``, ``90s``), as ``--cache-ttl`` takes it, in seconds."""
+    value = text.strip()
+    if value in ("0", ""):
+        return 0.0
+    pos, total = 0, 0.0
+    while pos < len(value):
+        match = _DURATION_PART.match(value, pos)
+        if match is None:
+            raise UsageError(f"--cache-ttl {text!r}: expected a duration such as 336h, "
+                             "6h30m or 90s")
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        pos = match.end()
+    return total
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """Kaniko's cache flags, with Kaniko's defaults."""
+
+    ttl_seconds: float = DEFAULT_TTL_SECONDS
+    run_layers: bool = True  # --cache-run-layers
+    copy_layers: bool = False  # --cache-copy-layers
+    push: bool = True  # not --no-push-cache
+
+
+def _rfc3339(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _age_seconds(created: str | None) -> float | None:
+    if not created:
+        return None
+    try:
+        when = datetime.strptime(created, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return time.time() - when.timestamp()
+
+
+def _tag(prefix: str, digest: str) -> str:
+    return prefix + digest.partition(":")[2]
+
+
+class LayerCache:
+    """The cache of one build: lookups, and new entries pushed in the background."""
+
+    def __init__(self, repository: CacheRepository, store: BlobStore, settings: CacheSettings,
+                 *, layer_settings: Mapping[str, Any]) -> None:
+        self.repository = repository
+        self.store = store
+        self.settings = settings
+        self.layer_settings = dict(layer_settings)
+        self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
+        self._pusher: threading.Thread | None = None
+        # Set when the repository itself failed: the rest of the build runs uncached.
+        self.off = False
+        self._refused = False  # the repository refused an entry: store no more
+
+    def warn(self, what: str, exc: CacheUnavailable) -> None:
+        """A cache problem: a warning, and the build goes on without the cache for this step
+        (or, when the repository itself failed, for the rest of the build)."""
+        if exc.whole_cache:
+            self.off = True
+            log.warning("layer cache %s: %s; the build goes on without the layer cache",
+                        self.repository.name, exc)
+            return
+        log.warning("layer cache %s: %s: %s; the step runs normally", self.repository.name,
+                    what, exc)
+
+    def fetch(self, tag: str) -> tuple[dict[str, Any], Any] | None:
+        return self.repository.fetch_config(tag)
+
+    def save(self, image_config: ImageConfig, layer: Descriptor | None, image_format: str,
+             tags: list[str], mount_sources: dict[Digest, str]) -> None:
+        """Queue an entry to be written; the build does not wait for it."""
+        if not self.settings.push or self.off:
+            return
+        layers = [layer] if layer is not None else []
+        image = store_image(self.store, image_config, layers, image_format)
+
+        def write() -> None:
+            self.repository.store(image, tags, mount_sources)
+        if self._pusher is None:
+            self._pusher = threading.Thread(target=self._push_entries, name="kanipy-cache-push",
+                                            daemon=True)
+            self._pusher.start()
+        self._queue.put(write)
+
+    def _push_entries(self) -> None:
+        while True:
+            job = self._queue.get()
+            if job is None:
+                return
+            if self._refused:
+                continue
+            try:
+                job()
+            except RegistryError as exc:
+                if exc.status in (401, 403):
+                    # Refused once, refused for every entry: say it once.
+                    self._refused = True
+                    log.warning("layer cache %s: new entries cannot be stored: %s",
+                                self.repository.name, exc)
+                else:
+                    log.warning("layer cache %s: could not store an entry: %s",
+                                self.repository.name, exc)
+            except (KanipyError, CacheUnavailable, OSError) as exc:
+                log.warning("layer cache %s: could not store an entry: %s",
+                            self.repository.name, exc)
+            except Exception as exc:  # a bug must not fail a build the cache only speeds up
+                log.warning("layer cache %s: could not store an entry: %r",
+                            self.repository.name, exc)
+
+    def close(self, timeout: float = PUSH_WAIT_SECONDS, *, abandon: bool = False) -> None:
+        """Wait (at most ``timeout`` seconds) for the entries still being written.
+
+        ``abandon`` (a failed or interrupted build): entries not yet started are dropped,
+        and only the one being written is waited for.
+        """
+        if self._pusher is None:
+            return
+        if abandon:
+            timeout = min(timeout, ABANDON_WAIT_SECONDS)
+            try:
+                while True:
+                    self._queue.get_nowait()
+            except queue.Empty:
+                pass
+        self._queue.put(None)
+        self._pusher.join(timeout)
+        if self._pusher.is_alive() and not abandon:
+            log.warning("layer cache %s: entries still being pushed after %.0f s are left "
+                        "out", self.repository.name, timeout)
+        self._pusher = None
+
+
+class _Expired(Exception):
+    """The entry is older than --cache-ttl."""
+
+
+@dataclass
+class StepLookup:
+    """One step's key and what the cache said about it."""
+
+    key: str | None  # None: the step always runs (``reason`` says why)
+    identity: str
+    inputs: KeyInputs | None
+    explain: dict[str, Any]
+    stores: bool  # whether this kind of step makes entries
+    hit: CacheEntry | None = None
+    reason: str | None = None
+
+
+@dataclass
+class HitResult:
+    state: StageState
+    layer: Descriptor | None
+    diff_id: Digest | None
+    history: HistoryEntry | None
+
+
+@dataclass
+class StageCache:
+    """The key chain of one stage and its lookups (see the module docstring)."""
+
+    cache: LayerCache
+    base_id: str
+    stage_label: str
+    dockerfile: str
+    image_format: str
+    platform: Platform
+    chain: str = ""
+    last_miss: str | None = None
+    # Layers of hits not yet unpacked into the root (see ``flush``).
+    pending: list[Descriptor] = field(default_factory=list)
+    layer_sources: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.chain = base_key(self.base_id)
+
+    def lookup(self, ins: Instruction, state: StageState, ctx: StageContext, kind: StepKind,
+               position: int) -> StepLookup:
+        """The key of the step ``ins`` and, for a step that makes layers, its entry."""
+        identity = "sha256:" + hashlib.sha256(
+            f"{self.dockerfile}\0{self.stage_label}\0{position}\0{ins.keyword}".encode()
+        ).hexdigest()
+        explain: dict[str, Any] = {
+            "parent": self.chain, "base": self.base_id,
+            "args": {k: v for k, v in state.args.items()},
+        }
+        stores = kind is not StepKind.METADATA and self._enabled_for(ins.keyword)
+        try:
+            inputs = key_inputs(ins, state, ctx)
+        except Uncacheable as exc:
+            return StepLookup(None, identity, None, explain, False, reason=str(exc))
+        key = step_key(self.chain, ins.keyword, inputs, self.cache.layer_settings)
+        explain.update(instruction=inputs.instruction, inputs=dict(inputs.inputs))
+        if inputs.content is not None:
+            explain["files"] = dict(inputs.content.files)
+        found = StepLookup(key, identity, inputs, explain, stores)
+        if kind is StepKind.METADATA:
+            return found
+        if not stores or self.cache.off:
+            found.stores = False
+            return found
+        try:
+            found.hit = self._fetch_entry(key)
+        except _Expired:
+            found.reason = "the entry is older than --cache-ttl"
+        except CacheUnavailable as exc:
+            self.cache.warn(f"entry {_tag('', key)[:12]}", exc)
+            found.reason = "the cache could not be read"
+        else:
+            if found.hit is None:
+                found.reason = self._explain_miss(identity, explain)
+        return found
+
+    def _enabled_for(self, keyword: str) -> bool:
+        if keyword == "RUN":
+            return self.cache.settings.run_layers
+        if keyword in ("COPY", "ADD"):
+            return self.cache.settings.copy_layers
+        return True
+
+    def _fetch_entry(self, key: str) -> CacheEntry | None:
+        found = self.cache.fetch(_tag("", key))
+        if found is None:
+            return None
+        doc, image = found
+        meta = doc[CACHE_FIELD]
+        if meta.get("key") != key:
+            raise CacheUnavailable(f"the entry tagged {_tag('', key)[:12]} is for another key")
+        age = _age_seconds(meta.get("created"))
+        ttl = self.cache.settings.ttl_seconds
+        if ttl > 0 and age is not None and age > ttl:
+            raise _Expired()
+        layers = image.manifest().layers
+        diff_ids = (doc.get("rootfs") or {}).get("diff_ids") or []
+        if len(layers) > 1 or len(layers) != len(diff_ids):
+            raise CacheUnavailable("the entry's layers do not match its config")
+        layer = layers[0] if layers else None
+        if layer is not None:
+            self.cache.repository.fetch_layer(image, layer, self.cache.store)
+        source = getattr(image, "source", None)
+        where = (source.registry, source.repository) if source is not None else None
+        return CacheEntry(doc, layer, where)
+
+    def _explain_miss(self, identity: str, explain: Mapping[str, Any]) -> str:
+        try:
+            found = self.cache.fetch(_tag("step-", identity))
+        except CacheUnavailable:
+            found = None
+        if found is None:
+            return "no earlier entry for this step"
+        old = found[0][CACHE_FIELD].get("explain") or {}
+        return explain_difference(old, explain, self.last_miss)
+
+    def apply_hit(self, found: StepLookup, ins: Instruction, state: StageState
+                  ) -> HitResult | None:
+        """Take the entry's verified layer for the step; None (and a warning) if it cannot be.
+
+        The layer is unpacked into the root by ``flush``, when a step that is run
+        (or a later stage) needs the root.
+        """
+        entry = found.hit
+        assert entry is not None and found.key is not None
+        diff_ids = entry.doc.get("rootfs", {}).get("diff_ids") or []
+        history = [HistoryEntry.from_json(h) for h in entry.doc.get("history") or []]
+        diff_id: Digest | None = None
+        if entry.layer is not None:
+            try:
+                diff_id = Digest.parse(diff_ids[0])
+                _check_diff_id(self.cache.store, entry.layer, diff_id)
+            except (ValueError, KanipyError, OSError, CacheUnavailable) as exc:
+                problem = exc if isinstance(exc, CacheUnavailable) else CacheUnavailable(str(exc))
+                self.cache.warn(f"entry {_tag('', found.key)[:12]}", problem)
+                return None
+            # Verified now, unpacked only when a later step needs the root (``flush``):
+            # a fully cached final stage never writes these files at all.
+            self.pending.append(entry.layer)
+            if entry.source is not None:
+                self.layer_sources[str(entry.layer.digest)] = entry.source
+        new_state = state
+        if ins.keyword == "WORKDIR":
+            new_state = dataclasses.replace(state, config=state.config.with_config(
+                working_dir=workdir_path(ins, state)))  # type: ignore[arg-type]
+        self.chain = found.key
+        return HitResult(new_state, entry.layer, diff_id, history[0] if history else None)
+
+    def flush(self, rootfs: Rootfs) -> None:
+        """Unpack the layers of the hits so far into the root, before a step that reads it."""
+        pending, self.pending = self.pending, []
+        for layer in pending:
+            with self.cache.store.open(layer.digest) as fh:
+                unpack_layer(rootfs, fh, compression=mediatypes.layer_compression(layer.media_type),
+                             layer_name=str(layer.digest))
+
+    def finish(self, found: StepLookup, ins: Instruction, layer: Descriptor | None,
+               diff_id: Digest | None, history: HistoryEntry | None) -> None:
+        """After the step ran: extend the chain and, for a miss, write an entry."""
+        if found.key is None:
+            self.chain = after_uncacheable(self.chain, ins.render(),
+                                           str(diff_id) if diff_id else None)
+            return
+        self.chain = found.key
+        if not found.stores:
+            return
+        if found.hit is None and found.reason is not None:
+            self.last_miss = found.reason
+        doc: dict[str, Any] = {
+            "architecture": self.platform.architecture, "os": self.platform.os,
+            "rootfs": {"type": "layers", "diff_ids": [str(diff_id)] if diff_id else []},
+            "history": [history.to_json()] if history is not None else [],
+            "config": {},
+            CACHE_FIELD: {"key": found.key, "identity": found.identity,
+                          "created": _rfc3339(time.time()), "explain": found.explain},
+        }
+        if self.platform.variant:
+            doc["variant"] = self.platform.variant
+        mounts = {Digest.parse(d): f"{reg}/{repo}" for d, (reg, repo)
+                  in self.layer_sources.items()}
+        try:
+            self.cache.save(ImageConfig(doc), layer, self.image_format,
+                            [_tag("", found.key), _tag("step-", found.identity)], mounts)
+        except (KanipyError, OSError) as exc:
+            log.warning("layer cache: could not make an entry: %s", exc)
+
+
+def _check_diff_id(store: BlobStore, layer: Descriptor, diff_id: Digest) -> None:
+    """The layer blob decompresses to ``diff_id`` (its digest was checked as it arrived)."""
+    h = hashlib.sha256()
+    with store.open(layer.digest) as fh:
+        stream = open_decompressed(fh, layer.media_type)
+        while chunk := stream.read(1 << 20):
+            h.update(chunk)
+    if f"sha256:{h.hexdigest()}" != str(diff_id):
+        raise CacheUnavailable(f"layer {layer.digest} does not decompress to its diff_id "
+                               f"{diff_id}")
+
+
+def explain_difference(old: Mapping[str, Any], new: Mapping[str, Any],
+                       earlier: str | None) -> str:
+    """Which input changed between the entry ``old`` and this step (``new``), in words."""
+    if old.get("base") != new.get("base"):
+        return f"base image changed ({_short(old.get('base'))} → {_short(new.get('base'))})"
+    old_inputs = old.get("inputs") or {}
+    new_inputs = new.get("inputs") or {}
+    if old.get("instruction") != new.get("instruction") or \
+            {k: v for k, v in old_inputs.items() if k != "content"} != \
+            {k: v for k, v in new_inputs.items() if k != "content"}:
+        old_args, new_args = old.get("args") or {}, new.get("args") or {}
+        for name in sorted(set(old_args) | set(new_args)):
+            if old_args.get(name) != new_args.get(name):
+                return f"ARG {name} changed ({old_args.get(name)} → {new_args.get(name)})"
+    if old.get("instruction") != new.get("instruction"):
+        return "the instruction changed"
+    old_files, new_files = old.get("files") or {}, new.get("files") or {}
+    if old_files != new_files or old_inputs.get("content") != new_inputs.get("content"):
+        changes = [f"{_source_name(n)} changed" for n in new_files
+                   if n in old_files and old_files[n] != new_files[n]]
+        changes += [f"{_source_name(n)} added" for n in new_files if n not in old_files]
+        changes += [f"{_source_name(n)} removed" for n in old_files if n not in new_files]
+        if changes:
+            more = f" (and {len(changes) - 3} more)" if len(changes) > 3 else ""
+            return ", ".join(changes[:3]) + more
+        return "the sources changed"
+    for name in sorted(set(old_inputs) | set(new_inputs)):
+        if old_inputs.get(name) != new_inputs.get(name):
+            return f"{_INPUT_NAMES.get(name, name)} changed"
+    if old.get("parent") != new.get("parent"):
+        return f"an earlier step changed ({earlier})" if earlier else "an earlier step changed"
+    return "the layer settings changed (compression, --reproducible or --ignore-path)"
+
+
+# Inputs as a user would name them in a miss line.
+_INPUT_NAMES = {"mounts": "a --mount or the content of its source", "env": "the environment",
+                "workdir": "WORKDIR", "user": "USER", "shell": "SHELL"}
+
+
+def _source_name(name: str) -> str:
+    """A source as the user knows it: without the position prefix keys frame it with."""
+    return name.partition(":")[2] if ":" in name else name
+
+
+def _short(value: Any) -> str:
+    text = str(value)
+    return text[:19] if text.startswith("sha256:") else text
+
+
+__all__ = ["CacheSettings", "HitResult", "LayerCache", "StageCache", "StepLookup",
+           "explain_difference", "parse_duration"]

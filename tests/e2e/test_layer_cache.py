@@ -1,0 +1,303 @@
+"""The layer cache (issue 10): hits, misses and their explanations, on real registries.
+
+Each test shares a few builds of one small Dockerfile and checks what a user
+would see: which steps say ``cached``, the one-line reason of each miss, the
+rebuilt image's layer digests (read by skopeo) and the cache entries (read by
+skopeo or umoci). Problems with the cache are warnings, never failures.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import AUTH_PASSWORD, AUTH_USER
+from tests.e2e.helpers import REPO, build, run_tool, skopeo_manifest, write_tree
+from tests.e2e.test_build_auth import _docker_config
+from tests.fixtures.images import BaseImages
+from tests.fixtures.registry import Registry
+from tests.registry.servers import FaultProxy
+from tests.tools import require_tool
+
+DOCKERFILE = """\
+ARG BASE
+FROM $BASE
+ARG DEST=/srv
+ARG VERSION=1
+WORKDIR /work
+COPY req.txt $DEST/
+RUN echo "v$VERSION" > /version && cat $DEST/req.txt > /req.copy
+COPY app/ /app/
+RUN --mount=type=secret,id=token test -s /run/secrets/token && ls /app > /app.list
+"""
+SECRET = "Tok3n-never-cached-5Qx"
+
+
+def _context(root: Path) -> Path:
+    return write_tree(root, {
+        "Dockerfile": DOCKERFILE,
+        ".dockerignore": "ignored.txt\n",
+        "req.txt": "flask==3.0\n",
+        "ignored.txt": "not in the context\n",
+        "app/a.txt": "alpha\n",
+        "app/sub/b.txt": "beta\n",
+    })
+
+
+def _steps(stderr: str) -> dict[str, dict]:
+    """The JSON log's finished steps by instruction text, and the cache miss lines."""
+    out: dict[str, dict] = {}
+    for line in stderr.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("event") == "step_done":
+            out[record["instruction"]] = record
+        elif "cache miss" in record.get("msg", ""):
+            out.setdefault("misses", {})[record["msg"].split(": cache miss")[0]] = \
+                record.get("reason")
+    return out
+
+
+def _cached(stderr: str) -> dict[str, bool]:
+    """Whether each step that makes a layer came from the cache, by its first 26 characters."""
+    return {text[:26]: r["cached"] for text, r in _steps(stderr).items()
+            if text.startswith(("RUN", "COPY", "WORKDIR"))}
+
+
+def _kanipy(context: Path, *args: str, env: dict[str, str] | None = None) -> str:
+    result = build(context, "--cache", "--cache-copy-layers", "--log-format", "json",
+                   "--secret", "id=token,env=TOKEN", "--build-arg", f"BASE={_base(args)}",
+                   *[a for a in args if not a.startswith("BASE=")],
+                   env={"TOKEN": SECRET, **(env or {})}).check()
+    return result.stderr
+
+
+def _base(args: tuple[str, ...]) -> str:
+    return next(a.removeprefix("BASE=") for a in args if a.startswith("BASE="))
+
+
+def _miss_reasons(stderr: str) -> list[str]:
+    return [f"{k} — {v}" for k, v in _steps(stderr).get("misses", {}).items()]
+
+
+def _layers(ref: str) -> list[str]:
+    return [layer["digest"] for layer in skopeo_manifest(ref)["layers"]]
+
+
+def test_registry_cache_hits_misses_and_says_why(
+        tmp_path: Path, registry: Registry, base_images: BaseImages) -> None:
+    context = _context(tmp_path / "ctx")
+    dest = registry.ref("cache/app:1")
+    base = f"BASE={base_images.oci}"
+    cold = _kanipy(context, "-d", dest, base)
+    assert not any(_cached(cold).values()), _cached(cold)
+    first_layers = _layers(dest)
+
+    # Unchanged but for mtimes and an ignored file: every step is a hit, and the
+    # image's layers are the very same blobs.
+    for path in context.rglob("*"):
+        os.utime(path, (1, 1))
+    (context / "ignored.txt").write_text("changed, but ignored\n")
+    warm = _kanipy(context, "-d", dest, base)
+    assert all(_cached(warm).values()), _cached(warm)
+    assert _layers(dest) == first_layers
+    # Entries are images in <destination>/cache, tagged by key, readable by skopeo.
+    tags = json.loads(run_tool(["skopeo", "list-tags", "--tls-verify=false",
+                                f"docker://{registry.ref('cache/app/cache')}"]))["Tags"]
+    assert len([t for t in tags if not t.startswith("step-")]) == 5, tags
+
+    # A one-byte edit: that COPY and the steps after it miss, and say why.
+    (context / "app/sub/b.txt").write_text("betA\n")
+    edited = _kanipy(context, "-d", dest, base)
+    cached = _cached(edited)
+    assert [k for k, v in cached.items() if not v] == \
+        ["COPY app/ /app/", "RUN --mount=type=secret,id"], cached
+    reasons = _miss_reasons(edited)
+    assert any("COPY app/ /app/ — app/sub/b.txt changed" in r for r in reasons), reasons
+    assert any("RUN --mount" in r and "earlier step changed" in r for r in reasons), reasons
+
+    # A mode change alone misses too.
+    (context / "app/a.txt").chmod(0o600)
+    moded = _kanipy(context, "-d", dest, base)
+    assert any("app/a.txt changed" in r for r in _miss_reasons(moded)), _miss_reasons(moded)
+
+    # An ARG used by a RUN, and an ARG used only in a COPY destination.
+    version = _kanipy(context, "-d", dest, base, "--build-arg", "VERSION=2")
+    assert any("RUN echo" in r and "ARG VERSION changed (1 → 2)" in r
+               for r in _miss_reasons(version)), _miss_reasons(version)
+    assert _cached(version)["COPY req.txt /srv/"], _cached(version)
+    moved = _kanipy(context, "-d", dest, base, "--build-arg", "DEST=/opt")
+    assert any("COPY req.txt /opt/" in r and "ARG DEST changed (/srv → /opt)" in r
+               for r in _miss_reasons(moved)), _miss_reasons(moved)
+
+    # A new base digest: the first step that makes a layer says so.
+    rebased = _kanipy(context, "-d", dest, f"BASE={base_images.docker}")
+    assert any("base image changed" in r for r in _miss_reasons(rebased)), \
+        _miss_reasons(rebased)
+
+
+def _layout_layers(path: Path) -> list[str]:
+    inspect = json.loads(run_tool(["skopeo", "inspect", f"oci:{path}"]))
+    return list(inspect["Layers"])
+
+
+def _blob_texts(layout: Path) -> list[bytes]:
+    """Every blob of an OCI layout, layers decompressed."""
+    out = []
+    for blob in (layout / "blobs" / "sha256").iterdir():
+        data = blob.read_bytes()
+        out.append(gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data)
+    return out
+
+
+def test_oci_layout_cache_survives_corruption_and_never_holds_secrets(
+        tmp_path: Path, base_images: BaseImages) -> None:
+    require_tool("umoci")
+    context = _context(tmp_path / "ctx")
+    cache = tmp_path / "cache-layout"
+    base = f"BASE={base_images.oci}"
+    common = ("--no-push", "--cache-repo", f"oci:{cache}", base)
+    cold = _kanipy(context, *common, "--oci-layout-path", str(tmp_path / "out1"))
+    assert not any(_cached(cold).values()), _cached(cold)
+    warm = _kanipy(context, *common, "--oci-layout-path", str(tmp_path / "out2"))
+    assert all(_cached(warm).values()), _cached(warm)
+    assert _layout_layers(tmp_path / "out2") == _layout_layers(tmp_path / "out1")
+
+    # Entries are images that umoci can unpack: the RUN entry holds the RUN's file.
+    index = json.loads((cache / "index.json").read_text())
+    tags = [m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]]
+    unpacked = []
+    for tag in (t for t in tags if not t.startswith("step-")):
+        bundle = tmp_path / f"bundle-{tag[:12]}"
+        run_tool(["umoci", "unpack", "--image", f"{cache}:{tag}", str(bundle)])
+        unpacked.append(bundle)
+    assert any((b / "rootfs" / "version").is_file() for b in unpacked), unpacked
+    # The secret the last RUN read is in no blob of the cache, layers included.
+    assert not any(SECRET.encode() in text for text in _blob_texts(cache))
+    for bundle in unpacked:
+        shutil.rmtree(bundle)
+
+    # Corrupt every layer blob of the cache: warnings, every step runs, the build succeeds.
+    layer_digests = set()
+    for manifest in index["manifests"]:
+        doc = json.loads((cache / "blobs" / "sha256" / manifest["digest"][7:]).read_text())
+        layer_digests |= {layer["digest"][7:] for layer in doc["layers"]}
+    for hexdigest in layer_digests:
+        path = cache / "blobs" / "sha256" / hexdigest
+        path.write_bytes(b"\0" * path.stat().st_size)
+    broken = _kanipy(context, *common, "--oci-layout-path", str(tmp_path / "out3"))
+    assert not any(_cached(broken).values()), _cached(broken)
+    assert '"level": "warning"' in broken and "layer cache" in broken
+    # The entries written again mend the cache.
+    mended = _kanipy(context, *common)
+    assert all(_cached(mended).values()), _cached(mended)
+
+
+def test_cache_on_a_tls_registry_with_auth(
+        tmp_path: Path, auth_registry: Registry, base_images: BaseImages) -> None:
+    assert auth_registry.tls is not None
+    context = _context(tmp_path / "ctx")
+    config = _docker_config(tmp_path / "docker", auth_registry.host, AUTH_USER, AUTH_PASSWORD)
+    args = ("-d", auth_registry.ref("cache/private:1"), f"BASE={base_images.oci}",
+            "--registry-certificate", f"{auth_registry.host}={auth_registry.tls.ca_cert}")
+    env = {"DOCKER_CONFIG": str(config)}
+    cold = _kanipy(context, *args, env=env)
+    assert not any(_cached(cold).values()), _cached(cold)
+    warm = _kanipy(context, *args, env=env)
+    assert all(_cached(warm).values()), _cached(warm)
+    assert AUTH_PASSWORD not in warm
+
+
+def test_registry_faults_with_the_cache_are_warnings(
+        tmp_path: Path, registry: Registry, base_images: BaseImages) -> None:
+    proxy = FaultProxy(registry.url).start()
+    try:
+        context = _context(tmp_path / "ctx")
+        args = ("--no-push", "--cache-repo", f"{proxy.host}/cache/faulty",
+                f"BASE={base_images.oci}")
+        _kanipy(context, *args)
+        # Every blob read from the cache arrives corrupted: each step warns and runs.
+        proxy.inject("GET", "/blobs/sha256:", "corrupt", times=1000)
+        corrupt = _kanipy(context, *args)
+        assert not any(_cached(corrupt).values()), _cached(corrupt)
+        assert "digest mismatch" in corrupt or "does not match" in corrupt, corrupt
+        # The cache repository refuses us: one warning, and the build goes on without it.
+        proxy.faults.clear()
+        proxy.inject_error("GET", "/manifests/", 403, "DENIED", "not for you", times=1000)
+        denied = _kanipy(context, *args)
+        assert not any(_cached(denied).values()), _cached(denied)
+        assert denied.count("without the layer cache") == 1, denied
+        # The cache answering again, a fully cached build pushed to the same registry
+        # mounts the cached layers from the cache repository instead of uploading them.
+        proxy.faults.clear()
+        before = len(proxy.requests)
+        hits = _kanipy(context, *args[1:], "-d", f"{proxy.host}/cache/dest:1")
+        assert all(_cached(hits).values()), _cached(hits)
+        mounts = [p for m, p in proxy.requests[before:]
+                  if m == "POST" and "mount=" in p and "faulty" in p]
+        assert len(mounts) >= 5, "\n".join(f"{m} {p[:90]}" for m, p in proxy.requests[before:])
+        # A cache repository that refuses new entries: said once, and the build succeeds.
+        proxy.inject_error("POST", "/v2/cache/refused/", 403, "DENIED", "read-only", times=1000)
+        refused = _kanipy(context, "--no-push", "--cache-repo", f"{proxy.host}/cache/refused",
+                          f"BASE={base_images.oci}")
+        assert refused.count("new entries cannot be stored") == 1, refused
+    finally:
+        proxy.stop()
+
+
+def test_multi_stage_rebuild_hits_through_copy_from(
+        tmp_path: Path, base_images: BaseImages) -> None:
+    context = write_tree(tmp_path / "ctx", {
+        "Dockerfile": (
+            "ARG BASE\n"
+            "FROM $BASE AS builder\nCOPY src/ /src/\nRUN cat /src/*.txt > /built.txt\n"
+            "FROM builder AS tested\nRUN grep -q one /built.txt && echo ok > /tested\n"
+            "FROM $BASE\nCOPY --from=builder /built.txt /app/built.txt\n"
+            "COPY --from=tested /tested /app/tested\n"),
+        "src/a.txt": "one\n",
+    })
+    cache = tmp_path / "cache-layout"
+    common = ("--no-push", "--cache-repo", f"oci:{cache}", f"BASE={base_images.oci}")
+    _kanipy(context, *common, "--oci-layout-path", str(tmp_path / "out1"))
+    warm = _kanipy(context, *common, "--oci-layout-path", str(tmp_path / "out2"))
+    assert all(_cached(warm).values()), _cached(warm)
+    assert _layout_layers(tmp_path / "out2") == _layout_layers(tmp_path / "out1")
+    # What the builder stage makes changed: the copies from it miss and name the file.
+    (context / "src" / "a.txt").write_text("one, two\n")
+    edited = _kanipy(context, *common, "--oci-layout-path", str(tmp_path / "out3"))
+    assert not any(_cached(edited).values()), _cached(edited)
+    reasons = _miss_reasons(edited)
+    assert any("COPY --from=builder /built.txt" in r and "built.txt changed" in r
+               for r in reasons), reasons
+    bundle = tmp_path / "bundle"
+    run_tool(["umoci", "unpack", "--image", f"{tmp_path / 'out3'}:latest", str(bundle)])
+    assert (bundle / "rootfs" / "app" / "built.txt").read_text() == "one, two\n"
+    assert (bundle / "rootfs" / "app" / "tested").read_text() == "ok\n"
+
+
+def test_two_builds_sharing_a_cache_repository_at_once_both_succeed(
+        tmp_path: Path, registry: Registry, base_images: BaseImages) -> None:
+    context = _context(tmp_path / "ctx")
+    repo = registry.ref("cache/shared")
+    args = ["build", "--context", str(context), "--cache", "--cache-copy-layers",
+            "--cache-repo", repo, "--secret", "id=token,env=TOKEN",
+            "--build-arg", f"BASE={base_images.oci}", "--log-format", "json"]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "TOKEN": SECRET}
+    procs = [subprocess.Popen([sys.executable, "-m", "kanipy", *args, "-d",
+                               registry.ref(f"cache/concurrent-{i}:1")],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+             for i in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    for proc, (_, err) in zip(procs, outputs, strict=True):
+        assert proc.returncode == 0, err.decode()[-3000:]
+    # Whichever wrote an entry last, the cache holds a full set: a third build hits.
+    third = _kanipy(context, "-d", registry.ref("cache/concurrent-3:1"), "--cache-repo", repo,
+                    f"BASE={base_images.oci}")
+    assert all(_cached(third).values()), _cached(third)
