@@ -73,6 +73,8 @@ def open_cache_dirs(requests: Sequence[CacheMountRequest], root: Path, held: Exi
         if request.sharing not in SHARING_MODES:
             raise ValueError(f"cache sharing {request.sharing!r}: expected "
                              f"{', '.join(SHARING_MODES)}")
+    if not requests:
+        return []  # a step without cache mounts leaves no cache root behind
     root.mkdir(parents=True, exist_ok=True)
     found: dict[int, Path] = {}
     # Blocking locks first, one per cache, strongest mode, in name order.

@@ -38,7 +38,7 @@ class StepSummary:
     # The digest of the step's layer blob; None when the step added no layer.
     layer_digest: Digest | None = None
     # True when the step's layer came from the layer cache instead of running
-    # the step. kanipy has no layer cache yet, so every step says False.
+    # the step (--cache).
     cached: bool = False
 
 
