@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import base64
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode, urlsplit
 
 from kanipy.errors import AuthError, RegistryError
+from kanipy.registry.challenge import Challenge
 from kanipy.registry.credentials import Credential, CredentialStore
 
 if TYPE_CHECKING:
@@ -31,37 +31,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_PARAM_RE = re.compile(r'([A-Za-z][\w-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))')
 # The token spec's minimum lifetime when a server omits expires_in.
 _DEFAULT_TOKEN_LIFETIME = 60
 # Refresh a little early so a token does not expire mid-request.
 _EXPIRY_MARGIN = 10
-
-
-@dataclass(frozen=True)
-class Challenge:
-    """One parsed ``WWW-Authenticate`` header: ``scheme`` is lowercase (bearer, basic)."""
-
-    scheme: str
-    params: dict[str, str] = field(default_factory=dict, hash=False)
-
-    @property
-    def realm(self) -> str:
-        return self.params.get("realm", "")
-
-
-def parse_challenge(header: str) -> Challenge | None:
-    """``Bearer realm="...",service="...",scope="..."`` -> Challenge; None if absent."""
-    header = header.strip()
-    if not header:
-        return None
-    scheme, _, rest = header.partition(" ")
-    params = {
-        m.group(1).lower(): (m.group(2).replace('\\"', '"') if m.group(2) is not None
-                             else m.group(3))
-        for m in _PARAM_RE.finditer(rest)
-    }
-    return Challenge(scheme.lower(), params)
 
 
 def repository_scope(repository: str, actions: str) -> str:

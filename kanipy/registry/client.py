@@ -31,7 +31,8 @@ from kanipy.oci.descriptor import Descriptor
 from kanipy.oci.digest import Digest, VerifyingReader
 from kanipy.oci.manifest import Index, Manifest, parse_manifest
 from kanipy.reference import DOCKER_HUB, Reference
-from kanipy.registry.auth import Authenticator, parse_challenge, repository_scope
+from kanipy.registry.auth import Authenticator, repository_scope
+from kanipy.registry.challenge import parse_challenge
 from kanipy.registry.credentials import CredentialStore
 from kanipy.registry.options import RegistryOptions
 from kanipy.registry.progress import ProgressCallback, emit

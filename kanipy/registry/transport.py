@@ -33,7 +33,7 @@ import urllib3.exceptions
 
 from kanipy.errors import ConnectionFailed, RegistryError
 from kanipy.http import make_session, redact_url
-from kanipy.registry.auth import Challenge, parse_challenge
+from kanipy.registry.challenge import Challenge, parse_challenge
 from kanipy.registry.options import RegistryOptions
 
 log = logging.getLogger(__name__)

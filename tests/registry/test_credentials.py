@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from kanipy.errors import AuthError, UsageError
-from kanipy.registry.auth import parse_challenge
+from kanipy.registry.challenge import parse_challenge
 from kanipy.registry.credentials import CredentialStore
 from kanipy.registry.transport import is_loopback, parse_retry_after, redact_url
 
