@@ -59,6 +59,9 @@ class BuiltStage:
     # manifest digest and platform, or an earlier stage's last cache key.
     base_id: str = ""
     cache_key: str = ""  # the layer cache's key after this stage's last step
+    # The ARGs the stage declared, with their values: a stage built FROM this one
+    # inherits them (issue 12).
+    args: Mapping[str, str | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -128,7 +131,7 @@ class StageBuilder:
                 line=self.stage.from_instruction.line,
             ) + instructions
             config = config.with_config(on_build=None)
-        state = StageState.initial(config, self.plan.build_args)
+        state = StageState.initial(config, self.plan.build_args, base.args)
         layers = list(base.layers)
         step_info: StepInfo | None = None
 
@@ -262,7 +265,8 @@ class StageBuilder:
                 # root is read by nothing, so a fully cached final stage unpacks nothing.
                 self.cache.flush(rootfs)
         return BuiltStage(self.stage.index, rootfs.path, config, layers, base.image_format,
-                          sources, cache_key=self.cache.chain if self.cache else "")
+                          sources, cache_key=self.cache.chain if self.cache else "",
+                          args=dict(state.args))
 
 
 def _with_cached_step(hit: HitResult, layers: list[Descriptor]
