@@ -46,3 +46,31 @@ def test_a_child_stage_inherits_the_args_of_its_parent_stage(
         "ARG values never reach the image's Env"
     dry = build(context, "--dry-run", "--no-push", "--build-arg", "FROMBUILD=b").check()
     assert 'LABEL version="1.2-dev"' in dry.stdout + dry.stderr, "planning agrees"
+
+
+def test_a_wildcard_that_matches_nothing_copies_nothing(
+        tmp_path: Path, registry: Registry, base_images: BaseImages) -> None:
+    context = write_tree(tmp_path / "ctx", {
+        "app.txt": "app\n",
+        "Dockerfile": (
+            f"FROM {base_images.oci} AS src\n"
+            f"FROM {base_images.oci}\n"
+            # One source matches, one wildcard matches nothing: the match is copied.
+            "COPY app.txt optional*.env /mixed/\n"
+            # Only wildcards that match nothing: no error, and BuildKit's file operation
+            # returns before copying, so not even the destination is made.
+            "COPY nothing*.txt missing?/ /empty/\n"
+            "COPY --from=src /nope/*.so /libs/\n"
+        ),
+    })
+    dest = registry.ref("e2e/docker4-wildcard:latest")
+    build(context, "-d", dest).check()
+    rootfs = unpack_image(dest, tmp_path / "out")
+    assert sorted(p.name for p in (rootfs / "mixed").iterdir()) == ["app.txt"]
+    assert not (rootfs / "empty").exists()
+    assert not (rootfs / "libs").exists()
+    # A source named without a wildcard must still exist.
+    (context / "Dockerfile").write_text(f"FROM {base_images.oci}\nCOPY app.txt gone.txt /d/\n")
+    failed = build(context, "--no-push")
+    assert failed.returncode == 1, failed.stderr
+    assert "'gone.txt' not found in the build context" in failed.stderr

@@ -353,6 +353,17 @@ def test_copy_without_chown_is_root_owned_and_makes_dest_dirs(tmp_path: Path) ->
     assert s.last.changed == {P("/new"), P("/new/dir"), P("/new/dir/one.txt")}
 
 
+def test_copy_of_a_wildcard_matching_nothing_copies_nothing(tmp_path: Path) -> None:
+    # BuildKit (AllowEmptyWildcard): no error, nothing copied, the destination not made.
+    make_context(tmp_path)
+    s = steps("FROM scratch\nCOPY none*.txt dir/nope? /empty/\n"
+              "COPY one.txt none*.txt /some/\n", tmp_path)
+    root = tmp_path / "root"
+    assert s.results[0].changed == frozenset()
+    assert not (root / "empty").exists()
+    assert s.last.changed == {P("/some"), P("/some/one.txt")}
+
+
 def test_copy_cache_inputs_are_the_expanded_instruction(tmp_path: Path) -> None:
     make_context(tmp_path)
     s = steps("FROM scratch\nARG F=one.txt\nCOPY --chmod=600 $F /d/\n", tmp_path)
