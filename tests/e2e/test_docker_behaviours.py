@@ -74,3 +74,41 @@ def test_a_wildcard_that_matches_nothing_copies_nothing(
     failed = build(context, "--no-push")
     assert failed.returncode == 1, failed.stderr
     assert "'gone.txt' not found in the build context" in failed.stderr
+
+
+def test_run_gets_the_primary_and_supplementary_groups_as_under_buildkit(
+        tmp_path: Path, registry: Registry, base_images: BaseImages) -> None:
+    # BuildKit resolves USER with moby/sys/user's GetExecUser (supplementary groups from
+    # /etc/group by member name, none when a group is given) and then puts the primary
+    # gid first in the process's groups (executor/oci/user.go, ensureAdditionalGids);
+    # its own test (testUserAdditionalGids) expects ``USER 1234:1234`` to print
+    # ``groups=1234`` and ``USER 1234`` ``groups=0(root)``.
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": (
+        f"FROM {base_images.oci}\n"
+        "RUN echo 'app:x:1000:1000::/home/app:/bin/sh' >> /etc/passwd "
+        "&& printf 'app:x:1000:\\nextra:x:2000:app\\ntools:x:3000:nobody,app\\n' "
+        ">> /etc/group\n"
+        "RUN id > /tmp/id-root\n"
+        "USER app\n"
+        "RUN id > /tmp/id-name\n"
+        "USER 1000\n"
+        "RUN id > /tmp/id-uid\n"
+        "USER app:tools\n"
+        "RUN id > /tmp/id-name-group\n"
+        "USER 1234:1234\n"
+        "RUN id > /tmp/id-numeric\n"
+        "USER 4242\n"
+        "RUN id > /tmp/id-unknown\n"
+    )})
+    dest = registry.ref("e2e/docker4-groups:latest")
+    build(context, "-d", dest).check()
+    out = unpack_image(dest, tmp_path / "out") / "tmp"
+    ids = {p.name: p.read_text().strip() for p in out.iterdir()}
+    assert ids == {
+        "id-root": "uid=0(root) gid=0(root) groups=0(root)",
+        "id-name": "uid=1000(app) gid=1000(app) groups=1000(app),2000(extra),3000(tools)",
+        "id-uid": "uid=1000(app) gid=1000(app) groups=1000(app),2000(extra),3000(tools)",
+        "id-name-group": "uid=1000(app) gid=3000(tools) groups=3000(tools)",
+        "id-numeric": "uid=1234 gid=1234 groups=1234",
+        "id-unknown": "uid=4242 gid=0(root) groups=0(root)",
+    }

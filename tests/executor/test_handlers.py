@@ -223,7 +223,9 @@ def test_run_spec_env_user_and_workdir(tmp_path: Path) -> None:
     assert dict(env_items(spec.env)) == {"HTTPS_PROXY": "http://p", "A": "1",
                               "PATH": new_config(Platform()).env[0].partition("=")[2],
                               "E": "2"}
-    assert (spec.uid, spec.gid, list(spec.groups), spec.workdir) == (1000, 1000, [1001], "/w")
+    # The primary gid first, then the supplementary groups (BuildKit's AdditionalGids).
+    assert (spec.uid, spec.gid, list(spec.groups), spec.workdir) == \
+        (1000, 1000, [1000, 1001], "/w")
     assert spec.network == "default"
     assert s.last.created_by == "RUN |2 A=1 HTTPS_PROXY=http://p /bin/sh -c make # buildkit"
     assert s.last.changed is None
