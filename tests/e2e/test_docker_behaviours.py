@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.e2e.helpers import build, skopeo_config, unpack_image, write_tree
+from tests.e2e.helpers import build, lstat_info, skopeo_config, unpack_image, write_tree
 from tests.fixtures.images import BaseImages
 from tests.fixtures.registry import Registry
 
@@ -112,3 +112,26 @@ def test_run_gets_the_primary_and_supplementary_groups_as_under_buildkit(
         "id-numeric": "uid=1234 gid=1234 groups=1234",
         "id-unknown": "uid=4242 gid=0(root) groups=0(root)",
     }
+
+
+def test_workdir_under_a_numeric_user_without_passwd_entry_is_owned_uid_uid(
+        tmp_path: Path, registry: Registry, base_images: BaseImages) -> None:
+    # BuildKit makes WORKDIR with a file operation (llb.Mkdir + WithUser) whose owner
+    # comes from readUser: a numeric uid without a group takes the uid as gid.
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": (
+        f"FROM {base_images.oci}\n"
+        "USER 4242\n"
+        "WORKDIR /srv/app\n"
+        "USER 4343:77\n"
+        "WORKDIR /srv/app/logs\n"
+        "USER nobody\n"
+        "WORKDIR /home/nobody\n"
+    )})
+    dest = registry.ref("e2e/docker4-workdir:latest")
+    build(context, "-d", dest).check()
+    rootfs = unpack_image(dest, tmp_path / "out")
+    assert lstat_info(rootfs / "srv") == ("0o755", 4242, 4242), "parents too (MkdirAll)"
+    assert lstat_info(rootfs / "srv/app") == ("0o755", 4242, 4242)
+    assert lstat_info(rootfs / "srv/app/logs") == ("0o755", 4343, 77)
+    assert lstat_info(rootfs / "home/nobody") == ("0o755", 65534, 65534)
+    assert skopeo_config(dest)["config"]["WorkingDir"] == "/home/nobody"

@@ -79,6 +79,21 @@ def test_workdir_creates_missing_dirs_owned_by_user(tmp_path: Path) -> None:
     assert s.state.config.working_dir == "/srv/data/logs"
 
 
+@pytest.mark.parametrize(
+    ("user", "owner"),
+    [("4242", (4242, 4242)), ("4242:77", (4242, 77)), ("4242:extra", (4242, 1001)),
+     ("app:extra", (1000, 1001)), ("root", (0, 0)), ("app:5", (1000, 5))],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_workdir_owner_follows_buildkits_file_operations(tmp_path: Path, user: str,
+                                                        owner: tuple[int, int]) -> None:
+    # BuildKit's readUser: a numeric uid without a group takes the uid as gid, even
+    # with no passwd entry (RUN would run as gid 0 there).
+    needs_root()
+    steps(f"FROM scratch\nUSER {user}\nWORKDIR /made\n", tmp_path)
+    assert owner_mode(tmp_path / "root" / "made") == (*owner, 0o755)
+
+
 def test_workdir_that_exists_changes_no_path(tmp_path: Path) -> None:
     s = steps("FROM scratch\nWORKDIR /etc\n", tmp_path)
     assert s.last.changed == frozenset()
