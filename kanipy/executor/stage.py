@@ -151,7 +151,7 @@ class StageBuilder:
         steps = len(instructions) + 1
         frm = expand_instruction(self.plan, self.stage, self.stage.from_instruction, state)
         from_info = StepInfo(self.number, self.count, self.stage.name, 1, steps,
-                             redact_urls_in(frm.render()), frm.line)
+                             step_text(self.stage.from_instruction), frm.line)
         self.reporter.step_started(from_info)
         self.summaries.append(StepSummary(from_info, self.base_seconds, None))
         self.reporter.step_finished(self.summaries[-1])
@@ -159,8 +159,7 @@ class StageBuilder:
         for number, ins in enumerate(instructions, start=2):
             resolved = expand_instruction(self.plan, self.stage, ins, state)
             step_info = StepInfo(self.number, self.count, self.stage.name, number,
-                                 steps, redact_urls_in(resolved.render().split("\n")[0]),
-                                 resolved.line)
+                                 steps, step_text(ins), resolved.line)
             self.reporter.step_started(step_info)
             started = time.monotonic()
             rule = self.handlers.get(resolved.keyword)
@@ -281,6 +280,15 @@ def _with_cached_step(hit: HitResult, layers: list[Descriptor]
     return dataclasses.replace(hit.state, config=config), layers
 
 
+def step_text(ins: Instruction) -> str:
+    """What a step line and the summary show: the instruction as written in the
+    Dockerfile (its first line), as buildah shows it, never expanded, so that a
+    ``--build-arg`` value (a token) does not reach the log through ``ARG NAME`` or a
+    word that names it; credentials in a URL are masked. The history keeps what Docker
+    writes there."""
+    return redact_urls_in(ins.original.split("\n")[0])
+
+
 def expand_instruction(plan: BuildPlan, stage: Stage, ins: Instruction, state: StageState
                        ) -> Instruction:
     """``ins`` with its words expanded from ``state`` (its ARGs and Env) per Docker's
@@ -306,4 +314,4 @@ def _single_layer_history(config: ImageConfig, base_entries: int, diff_id: Diges
     return ImageConfig(doc)
 
 
-__all__ = ["BuiltStage", "LayerPolicy", "StageBuilder", "expand_instruction"]
+__all__ = ["BuiltStage", "LayerPolicy", "StageBuilder", "expand_instruction", "step_text"]

@@ -135,3 +135,31 @@ def test_workdir_under_a_numeric_user_without_passwd_entry_is_owned_uid_uid(
     assert lstat_info(rootfs / "srv/app/logs") == ("0o755", 4343, 77)
     assert lstat_info(rootfs / "home/nobody") == ("0o755", 65534, 65534)
     assert skopeo_config(dest)["config"]["WorkingDir"] == "/home/nobody"
+
+
+def test_step_lines_show_the_instruction_as_written_and_no_build_arg_value(
+        tmp_path: Path, registry: Registry, base_images: BaseImages) -> None:
+    # Issue 12: ``--build-arg NPM_TOKEN=s3cr3t`` showed as ``ARG NPM_TOKEN=s3cr3t`` on the
+    # step line and in the summary. Step lines show the Dockerfile's text, as buildah's
+    # ``STEP n/m:`` lines do; the history keeps what Docker writes (RUN's ``|1 NAME=value``).
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": (
+        f"FROM {base_images.oci}\n"
+        "ARG NPM_TOKEN\n"
+        "ARG DIR=/srv\n"
+        'RUN test -n "$NPM_TOKEN" && echo "$NPM_TOKEN" | wc -c > /ran\n'
+        "WORKDIR $DIR/app\n"
+    )})
+    dest = registry.ref("e2e/docker4-log:latest")
+    result = build(context, "-d", dest, "--build-arg", "NPM_TOKEN=s3cr3t").check()
+    assert "s3cr3t" not in result.stderr + result.stdout, result.stderr
+    lines = result.stderr.splitlines()
+    for text in ("ARG NPM_TOKEN", 'RUN test -n "$NPM_TOKEN"', "WORKDIR $DIR/app"):
+        assert any(line.rstrip().endswith(text) or f"{text} " in line for line in lines), \
+            (text, result.stderr)
+    assert not any("WORKDIR /srv/app" in line for line in lines), result.stderr
+    assert (unpack_image(dest, tmp_path / "out") / "ran").read_text().strip() == "7", \
+        "the step saw the value"
+    config = skopeo_config(dest)
+    assert config["config"]["WorkingDir"] == "/srv/app"
+    runs = [h["created_by"] for h in config["history"] if "RUN" in h.get("created_by", "")]
+    assert runs and runs[-1].startswith("RUN |2 DIR=/srv NPM_TOKEN=s3cr3t /bin/sh -c"), runs
