@@ -100,15 +100,19 @@ class StageScope:
         return out
 
     def arg_value(self, name: str, default: str | None, env: dict[str, str]) -> str | None:
-        """An ARG's value: --build-arg wins; then the default; then a heading or platform ARG."""
+        """An ARG's value: --build-arg wins; then the default; then a heading or platform
+        ARG; then the value it already has (declared earlier in the stage or inherited
+        from the parent stage): BuildKit's bare ``ARG NAME`` leaves a set value alone."""
         plan = self.plan
         if name in plan.build_args:
             return plan.build_args[name]
         if default is not None:
             return self.lexer.process_word(default, env)
-        if name in plan.meta_args:
+        if plan.meta_args.get(name) is not None:
             return plan.meta_args[name]
-        return plan.platform_args.get(name)
+        if name in plan.platform_args:
+            return plan.platform_args[name]
+        return self.args.get(name)
 
 
 def _check_no_nul(value: object) -> None:

@@ -11,6 +11,7 @@ stage by name or index, and anything else there is an image reference.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from kanipy.dockerfile.instructions import Arg, Copy, Env, From, Instruction, Run
@@ -216,8 +217,9 @@ def plan_build(
         filename=filename,
         target=all_stages[-1],
     )
+    scopes: dict[int, StageScope] = {}
     for stage in all_stages:
-        _find_dependencies(plan, stage, names, len(groups))
+        scopes[stage.index] = _find_dependencies(plan, stage, names, len(groups), scopes)
 
     if target is not None:
         if target.lower() not in names:
@@ -235,8 +237,9 @@ def plan_build(
             pending.extend(all_stages[index].depends_on)
     # Every dependency is an earlier stage, so file order is a dependency order.
     plan.stages = [s for s in all_stages if s.index in needed]
+    scopes = {}
     for stage in plan.stages:
-        _check_syntax(plan, stage)
+        scopes[stage.index] = _check_syntax(plan, stage, scopes)
     for stage in plan.stages:
         for ins in stage.instructions:
             if isinstance(ins, Arg):
@@ -277,24 +280,44 @@ def _stage_ref(value: str, current: int, names: dict[str, int], total: int, line
     return StageRef(index)
 
 
-def _check_syntax(plan: BuildPlan, stage: Stage) -> None:
+def stage_scope(plan: BuildPlan, stage: Stage, base_env: list[str] | None,
+                parents: Mapping[int, StageScope]) -> StageScope:
+    """A new scope for ``stage``. A stage built FROM an earlier one starts with the
+    ARGs that stage declared, with their values (Docker's "Build variables": a build
+    argument declared in a stage is inherited by its child stages), and, when the base
+    image's Env is not given, with the Env the earlier stage ended with; ``parents``
+    maps a stage index to the scope that stage ended with."""
+    parent = parents.get(stage.base.index) if isinstance(stage.base, StageRef) else None
+    if base_env is None:
+        base_env = parent.image_env() if parent is not None else []
+    scope = StageScope(plan, stage, base_env)
+    if parent is not None:
+        scope.args = dict(parent.args)
+    return scope
+
+
+def _check_syntax(plan: BuildPlan, stage: Stage, parents: Mapping[int, StageScope]
+                  ) -> StageScope:
     """Expand every instruction of a stage that will be built, without the base image's
     Env, and report the words no Env could expand (BuildKit finds them while converting
     the whole file, before building anything); what depends on values waits for the
-    engine, which knows the base image's Env."""
-    scope = StageScope(plan, stage, [])
+    engine, which knows the base image's Env. Returns the scope the stage ends with."""
+    scope = stage_scope(plan, stage, None, parents)
     for ins in stage.instructions:
         try:
             scope.resolve(ins)
         except DockerfileError as err:
             if isinstance(err.__cause__, ExpansionSyntaxError):
                 raise
+    return scope
 
 
-def _find_dependencies(plan: BuildPlan, stage: Stage, names: dict[str, int], total: int) -> None:
+def _find_dependencies(plan: BuildPlan, stage: Stage, names: dict[str, int], total: int,
+                       parents: Mapping[int, StageScope]) -> StageScope:
     """Follow ARG/ENV through the stage (without the base image's Env) to resolve
-    ``COPY --from`` and ``RUN --mount from=`` values to stages or images."""
-    scope = StageScope(plan, stage, [])
+    ``COPY --from`` and ``RUN --mount from=`` values to stages or images. Returns the
+    scope the stage ends with (a child stage inherits its ARGs)."""
+    scope = stage_scope(plan, stage, None, parents)
     for ins in stage.instructions:
         if isinstance(ins, (Arg, Env)):
             try:
@@ -321,3 +344,4 @@ def _find_dependencies(plan: BuildPlan, stage: Stage, names: dict[str, int], tot
                     stage.images.append(value)
             elif ref.index not in stage.depends_on:
                 stage.depends_on.append(ref.index)
+    return scope

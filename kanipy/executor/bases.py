@@ -89,7 +89,7 @@ class StageBases:
             _copy_root(parent.root, root)
             return BuiltStage(stage.index, root, parent.config, list(parent.layers),
                               parent.image_format, dict(parent.layer_sources),
-                              base_id=f"stage {parent.cache_key}")
+                              base_id=f"stage {parent.cache_key}", args=dict(parent.args))
         platform = self._stage_platform(stage)
         if stage.base == "scratch":
             return BuiltStage(stage.index, root, new_config(platform), [],

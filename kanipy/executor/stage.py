@@ -59,6 +59,9 @@ class BuiltStage:
     # manifest digest and platform, or an earlier stage's last cache key.
     base_id: str = ""
     cache_key: str = ""  # the layer cache's key after this stage's last step
+    # The ARGs the stage declared, with their values: a stage built FROM this one
+    # inherits them (issue 12).
+    args: Mapping[str, str | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -128,7 +131,7 @@ class StageBuilder:
                 line=self.stage.from_instruction.line,
             ) + instructions
             config = config.with_config(on_build=None)
-        state = StageState.initial(config, self.plan.build_args)
+        state = StageState.initial(config, self.plan.build_args, base.args)
         layers = list(base.layers)
         step_info: StepInfo | None = None
 
@@ -148,7 +151,7 @@ class StageBuilder:
         steps = len(instructions) + 1
         frm = expand_instruction(self.plan, self.stage, self.stage.from_instruction, state)
         from_info = StepInfo(self.number, self.count, self.stage.name, 1, steps,
-                             redact_urls_in(frm.render()), frm.line)
+                             step_text(self.stage.from_instruction), frm.line)
         self.reporter.step_started(from_info)
         self.summaries.append(StepSummary(from_info, self.base_seconds, None))
         self.reporter.step_finished(self.summaries[-1])
@@ -156,8 +159,7 @@ class StageBuilder:
         for number, ins in enumerate(instructions, start=2):
             resolved = expand_instruction(self.plan, self.stage, ins, state)
             step_info = StepInfo(self.number, self.count, self.stage.name, number,
-                                 steps, redact_urls_in(resolved.render().split("\n")[0]),
-                                 resolved.line)
+                                 steps, step_text(ins), resolved.line)
             self.reporter.step_started(step_info)
             started = time.monotonic()
             rule = self.handlers.get(resolved.keyword)
@@ -262,7 +264,8 @@ class StageBuilder:
                 # root is read by nothing, so a fully cached final stage unpacks nothing.
                 self.cache.flush(rootfs)
         return BuiltStage(self.stage.index, rootfs.path, config, layers, base.image_format,
-                          sources, cache_key=self.cache.chain if self.cache else "")
+                          sources, cache_key=self.cache.chain if self.cache else "",
+                          args=dict(state.args))
 
 
 def _with_cached_step(hit: HitResult, layers: list[Descriptor]
@@ -275,6 +278,15 @@ def _with_cached_step(hit: HitResult, layers: list[Descriptor]
     elif hit.history is not None:
         config = config.with_history(hit.history)
     return dataclasses.replace(hit.state, config=config), layers
+
+
+def step_text(ins: Instruction) -> str:
+    """What a step line and the summary show: the instruction as written in the
+    Dockerfile (its first line), as buildah shows it, never expanded, so that a
+    ``--build-arg`` value (a token) does not reach the log through ``ARG NAME`` or a
+    word that names it; credentials in a URL are masked. The history keeps what Docker
+    writes there."""
+    return redact_urls_in(ins.original.split("\n")[0])
 
 
 def expand_instruction(plan: BuildPlan, stage: Stage, ins: Instruction, state: StageState
@@ -302,4 +314,4 @@ def _single_layer_history(config: ImageConfig, base_entries: int, diff_id: Diges
     return ImageConfig(doc)
 
 
-__all__ = ["BuiltStage", "LayerPolicy", "StageBuilder", "expand_instruction"]
+__all__ = ["BuiltStage", "LayerPolicy", "StageBuilder", "expand_instruction", "step_text"]

@@ -54,9 +54,13 @@ class StageState:
     cmd_set: bool = False
 
     @classmethod
-    def initial(cls, config: ImageConfig, build_args: Mapping[str, str]) -> StageState:
-        """A stage's state before its first instruction: its base's config, no ARGs."""
-        return cls(config=config,
+    def initial(cls, config: ImageConfig, build_args: Mapping[str, str],
+                inherited: Mapping[str, str | None] | None = None) -> StageState:
+        """A stage's state before its first instruction: its base's config and, for a
+        stage built FROM an earlier stage, the ARGs that stage declared with their values
+        (Docker's "Build variables": a build argument declared in a stage is inherited by
+        its child stages; BuildKit starts the child from the parent's state)."""
+        return cls(config=config, args=dict(inherited or {}),
                    proxy_args={k: v for k, v in build_args.items() if k in PROXY_ARGS})
 
     @property

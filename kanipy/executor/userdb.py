@@ -9,7 +9,12 @@ Docker use for RUN and for the container's first process:
   as a member. A numeric uid missing from passwd is accepted as is, with gid 0,
   home ``/`` and no supplementary groups; a name missing from passwd is an error.
 - ``USER user:group``: the group (a name, or a gid: numeric means gid) replaces
-  the primary gid and, as in runc, no supplementary groups are added.
+  the primary gid and, as in runc (moby/sys/user today), no supplementary groups
+  are added, for a named user too.
+
+A RUN process gets the primary gid and then the supplementary groups as its
+groups (``ExecUser.additional_gids``), as BuildKit sets them since containerd's
+fix for CVE-2023-25173: ``USER uid:gid`` runs with ``groups=gid``.
 - An empty USER is root: the passwd entry of uid 0, if any.
 
 The files are read from the host paths the caller resolved inside the image
@@ -62,6 +67,14 @@ class ExecUser:
     home: str
     name: str | None
     """The passwd name matched, or None for a numeric uid missing from passwd."""
+
+    @property
+    def additional_gids(self) -> tuple[int, ...]:
+        """The groups a RUN process gets (``setgroups``), as BuildKit gives them: the
+        primary gid first, then the supplementary groups (executor/oci/user.go,
+        ``ensureAdditionalGids``, from containerd's fix for CVE-2023-25173), so that
+        ``id`` prints ``groups=GID,...`` as under Docker, also for ``USER uid:gid``."""
+        return (self.gid, *(g for g in self.groups if g != self.gid))
 
 
 def _fields(line: str, count: int) -> list[str]:

@@ -205,5 +205,35 @@ def test_dry_run_view() -> None:
         "[stage 1/2 builder] 3: ARG N=4",
         "[stage 1/2 builder] 4: RUN make -j$N",
         "[stage 2/2 1] 5: FROM builder",
-        "[stage 2/2 1] 6: WORKDIR /app/",
+        "[stage 2/2 1] 6: WORKDIR /app/4",  # FROM builder inherits its ARG N
     ]
+
+
+# Docker's "Build variables": a build argument declared in a stage is inherited by its
+# child stages (BuildKit starts the child from the parent's state, ARG values included).
+INHERIT = (
+    "FROM alpine AS parent\nARG VERSION=1.2\nARG FLAVOUR\n"
+    "FROM parent AS child\nWORKDIR /in-$VERSION\nARG VERSION\nWORKDIR /bare-$VERSION\n"
+    'ARG VERSION="$VERSION-dev"\nWORKDIR /ext-$VERSION\nCOPY --from=$FLAVOUR /a /b\n'
+)
+
+
+def test_a_child_stage_inherits_its_parents_args_in_planning() -> None:
+    p = plan(INHERIT, build_args={"FLAVOUR": "parent"})
+    child = p.stages[-1]
+    assert child.depends_on == [0], "COPY --from=$FLAVOUR saw the inherited value"
+    out = format_plan(p)
+    assert "WORKDIR /in-1.2" in out
+    assert "WORKDIR /bare-1.2" in out, "a bare ARG keeps the inherited value"
+    assert "WORKDIR /ext-1.2-dev" in out
+
+
+def test_a_bare_arg_keeps_a_value_set_earlier_in_the_stage() -> None:
+    _, (_, _, w) = resolve_all("FROM x\nARG V=1\nARG V\nWORKDIR /$V\n")
+    assert isinstance(w, Workdir) and w.path == "/1"
+
+
+def test_a_heading_arg_value_still_wins_over_an_inherited_one() -> None:
+    # BuildKit: a bare ARG with no build arg takes the global (heading) ARG's value.
+    out = format_plan(plan("ARG V=global\nFROM x AS p\nARG V=p\nFROM p\nARG V\nWORKDIR /$V\n"))
+    assert "WORKDIR /global" in out

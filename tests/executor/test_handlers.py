@@ -79,6 +79,21 @@ def test_workdir_creates_missing_dirs_owned_by_user(tmp_path: Path) -> None:
     assert s.state.config.working_dir == "/srv/data/logs"
 
 
+@pytest.mark.parametrize(
+    ("user", "owner"),
+    [("4242", (4242, 4242)), ("4242:77", (4242, 77)), ("4242:extra", (4242, 1001)),
+     ("app:extra", (1000, 1001)), ("root", (0, 0)), ("app:5", (1000, 5))],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_workdir_owner_follows_buildkits_file_operations(tmp_path: Path, user: str,
+                                                        owner: tuple[int, int]) -> None:
+    # BuildKit's readUser: a numeric uid without a group takes the uid as gid, even
+    # with no passwd entry (RUN would run as gid 0 there).
+    needs_root()
+    steps(f"FROM scratch\nUSER {user}\nWORKDIR /made\n", tmp_path)
+    assert owner_mode(tmp_path / "root" / "made") == (*owner, 0o755)
+
+
 def test_workdir_that_exists_changes_no_path(tmp_path: Path) -> None:
     s = steps("FROM scratch\nWORKDIR /etc\n", tmp_path)
     assert s.last.changed == frozenset()
@@ -223,7 +238,9 @@ def test_run_spec_env_user_and_workdir(tmp_path: Path) -> None:
     assert dict(env_items(spec.env)) == {"HTTPS_PROXY": "http://p", "A": "1",
                               "PATH": new_config(Platform()).env[0].partition("=")[2],
                               "E": "2"}
-    assert (spec.uid, spec.gid, list(spec.groups), spec.workdir) == (1000, 1000, [1001], "/w")
+    # The primary gid first, then the supplementary groups (BuildKit's AdditionalGids).
+    assert (spec.uid, spec.gid, list(spec.groups), spec.workdir) == \
+        (1000, 1000, [1000, 1001], "/w")
     assert spec.network == "default"
     assert s.last.created_by == "RUN |2 A=1 HTTPS_PROXY=http://p /bin/sh -c make # buildkit"
     assert s.last.changed is None
@@ -351,6 +368,17 @@ def test_copy_without_chown_is_root_owned_and_makes_dest_dirs(tmp_path: Path) ->
     assert owner_mode(root / "new" / "dir" / "one.txt")[:2] == (0, 0)
     assert owner_mode(root / "new")[2] == 0o755
     assert s.last.changed == {P("/new"), P("/new/dir"), P("/new/dir/one.txt")}
+
+
+def test_copy_of_a_wildcard_matching_nothing_copies_nothing(tmp_path: Path) -> None:
+    # BuildKit (AllowEmptyWildcard): no error, nothing copied, the destination not made.
+    make_context(tmp_path)
+    s = steps("FROM scratch\nCOPY none*.txt dir/nope? /empty/\n"
+              "COPY one.txt none*.txt /some/\n", tmp_path)
+    root = tmp_path / "root"
+    assert s.results[0].changed == frozenset()
+    assert not (root / "empty").exists()
+    assert s.last.changed == {P("/some"), P("/some/one.txt")}
 
 
 def test_copy_cache_inputs_are_the_expanded_instruction(tmp_path: Path) -> None:

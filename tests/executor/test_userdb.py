@@ -84,3 +84,16 @@ def test_missing_files_read_as_empty(tmp_path: Path) -> None:
 def test_home_of_uid() -> None:
     assert home_of_uid(PASSWD, 1000) == "/home/app"
     assert home_of_uid(PASSWD, 7) == "/"
+
+
+@pytest.mark.parametrize(
+    ("user", "expected"),
+    [("app", (1000, 1001, 1003)), ("app:extra", (1001,)), ("1234:1234", (1234,)),
+     ("4242", (0,)), ("", (0, 10))],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+def test_a_run_gets_the_primary_gid_first_in_its_groups(
+        etc: tuple[Path, Path], user: str, expected: tuple[int, ...]) -> None:
+    # BuildKit's ensureAdditionalGids (executor/oci/user.go): the primary gid is always
+    # one of the process's groups, first, without a duplicate.
+    assert resolve_user(user, *etc).additional_gids == expected

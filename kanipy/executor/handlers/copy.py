@@ -144,6 +144,7 @@ class _CopyStep:
         except ValueError as exc:  # an unterminated [ in an --exclude pattern
             raise StepError(f"--exclude: {exc}", kind=DockerfileError) from None
         self.touched: list[PurePosixPath] = []
+        self.matched = 0  # sources the patterns matched, before --exclude
 
     def _fail(self, message: str) -> StepError:
         return StepError(message, DockerfileError)
@@ -180,7 +181,10 @@ class _CopyStep:
                 raise StepError(
                     f"{ins.keyword} failed: the sources name {total} files, so the "
                     f"destination must be a directory ending in / (got {ins.dest!r})")
-            self._make_dirs(self.dest if self.dest_is_dir else self.dest.parent)
+            if plan or ins.heredocs or self.matched:
+                # BuildKit's fileop returns before copy.Copy (which makes the destination)
+                # when a wildcard matched nothing: with nothing to copy, nothing is made.
+                self._make_dirs(self.dest if self.dest_is_dir else self.dest.parent)
             for doc in ins.heredocs:
                 target = self._file_target(doc.name)
                 self.writer.write_file(target, doc.stripped_content.encode(), 0o644)
@@ -220,6 +224,7 @@ class _CopyStep:
             root = source_root_for(ins.from_ or "", self.ctx)
             finder = SourceFinder(root, None, f"--from={ins.from_}", ins.keyword)
         found = finder.find(pattern)
+        self.matched += len(found)  # before --exclude: BuildKit's copy still runs
         if self.excludes is not None and has_wildcard(pattern):
             found = [s for s in found if not self.excludes.excludes(s.rel)]
         if ins.parents:

@@ -116,8 +116,9 @@ def _split_wildcards(clean: str) -> tuple[str, str]:
 
 class SourceFinder:
     """Resolves source patterns in one root; ``context`` set when the root is the
-    build context, so that ``.dockerignore`` applies. A miss is a StepError: the
-    stage loop says which instruction it comes from."""
+    build context, so that ``.dockerignore`` applies. A missing path named without a
+    wildcard is a StepError (the stage loop says which instruction it comes from); a
+    wildcard that matches nothing names no sources, as under BuildKit."""
 
     def __init__(self, root: Path, context: BuildContext | None, origin: str,
                  instruction: str) -> None:
@@ -134,7 +135,8 @@ class SourceFinder:
         return self.context is None or self.context.ignore.must_walk(rel)
 
     def find(self, pattern: str) -> list[Source]:
-        """The sources ``pattern`` names, in Go's walk order; raises StepError on none."""
+        """The sources ``pattern`` names, in Go's walk order: none for a wildcard that
+        matches nothing; a StepError for a path without a wildcard that is missing."""
         clean = posixpath.normpath("/" + pattern).lstrip("/")  # never above the root
         base, rest = _split_wildcards(clean)
         if not rest:
@@ -145,9 +147,10 @@ class SourceFinder:
         if regex is not None and os.path.isdir(base_host):
             self._walk(base_host, base, "", regex, found)
         if not found:
-            raise StepError(
-                f"{self.instruction} failed: no source files were specified: "
-                f"{pattern!r} matches nothing in {self.origin}")
+            # BuildKit copies with AllowWildcard and AllowEmptyWildcard: a wildcard that
+            # matches nothing copies nothing and is no error (the classic builder failed).
+            log.info("%s %s: matches nothing in %s; nothing is copied for it",
+                     self.instruction, pattern, self.origin)
         return found
 
     def _walk(self, host: Path, base: str, prefix: str, regex: re.Pattern[str],

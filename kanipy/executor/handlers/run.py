@@ -73,7 +73,7 @@ def handle_run(ins: Run, state: StageState, ctx: StageContext) -> StepResult:
             env=env,
             uid=user.uid,
             gid=user.gid,
-            groups=user.groups,
+            groups=user.additional_gids,
             workdir=workdir,
             network=network,  # type: ignore[arg-type]
             extra_mounts=mounts,

@@ -7,15 +7,16 @@ import posixpath
 from pathlib import PurePosixPath
 
 from kanipy.dockerfile import Workdir
-from kanipy.executor.handlers.users import step_user
+from kanipy.executor.handlers.users import file_owner
 from kanipy.executor.step import StageContext, StageState, StepError, StepResult
 
 
 def handle_workdir(ins: Workdir, state: StageState, ctx: StageContext) -> StepResult:
     """``WORKDIR /path``: relative paths are against the previous WORKDIR.
 
-    BuildKit creates missing directories owned by the current USER (mode 0755);
-    a step that creates nothing adds no layer.
+    BuildKit creates missing directories owned by the current USER (mode 0755),
+    resolved as its file operations resolve it (``file_owner``: ``USER 4242``
+    gives 4242:4242); a step that creates nothing adds no layer.
     """
     path = ins.path
     if not posixpath.isabs(path):
@@ -23,9 +24,9 @@ def handle_workdir(ins: Workdir, state: StageState, ctx: StageContext) -> StepRe
     path = posixpath.normpath(path)
     if path.startswith("//"):
         path = path[1:]
-    user = step_user(ctx.rootfs, state.user) if state.user else None
+    uid, gid = file_owner(ctx.rootfs, state.user) if state.user else (0, 0)
     try:
-        created = ctx.rootfs.mkdirs(path, user.uid if user else 0, user.gid if user else 0)
+        created = ctx.rootfs.mkdirs(path, uid, gid)
     except NotADirectoryError as exc:
         raise StepError(f"WORKDIR {path}: {exc.strerror}") from None
     return StepResult(
