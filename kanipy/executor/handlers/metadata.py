@@ -56,7 +56,9 @@ def handle_arg(ins: Arg, state: StageState, ctx: StageContext) -> StepResult:
 
     Expansion already gave each its value (``--build-arg``, else the default,
     else a heading ARG or a platform ARG; None for none). ARG values never reach
-    the image config's Env; BuildKit records no history entry for ARG.
+    the image config's Env. BuildKit writes an empty-layer history entry
+    ``ARG NAME=value``; kanipy writes none, so that build-arg values (tokens) never
+    reach an image's history.
     """
     args = dict(state.args)
     for name, value in ins.pairs:
