@@ -57,7 +57,7 @@ class BlobStore:
         layout = self.root / "oci-layout"
         if not layout.exists():
             # Atomic, as several builds may open a new shared store at once.
-            _replace_with(layout, json.dumps(_LAYOUT_VERSION).encode())
+            write_file_atomically(layout, json.dumps(_LAYOUT_VERSION).encode())
         self._tmp.mkdir(exist_ok=True)
         remove_stale_ingests(self._tmp, STALE_INGEST_SECONDS)
 
@@ -181,7 +181,9 @@ def remove_stale_ingests(directory: Path, older_than: float) -> int:
     return removed
 
 
-def _replace_with(path: Path, data: bytes) -> None:
+def write_file_atomically(path: Path, data: bytes) -> None:
+    """``path`` holds ``data`` whole or keeps what it had: a temporary file beside it
+    is renamed over it (mode 0644, readable by builds of other users)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
     try:
         with os.fdopen(fd, "wb") as out:

@@ -13,14 +13,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from kanipy.errors import LayoutError, ManifestError
 from kanipy.oci import mediatypes as mt
-from kanipy.oci.blobstore import BlobStore
+from kanipy.oci.blobstore import BlobStore, write_file_atomically
 from kanipy.oci.descriptor import Descriptor, Platform
 from kanipy.oci.image import Image, StoredImage, image_blobs, oci_manifest
 from kanipy.oci.manifest import Index, Manifest, parse_manifest
@@ -42,18 +41,6 @@ def _read_index(root: Path) -> dict[str, Any]:
         raise LayoutError(f"{path}: not an OCI image index")
     doc.setdefault("manifests", [])
     return doc
-
-
-def _write_atomically(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}-")
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_layout(
@@ -112,7 +99,7 @@ def write_layout(
     elif not any(e.get("digest") == str(manifest.digest) for e in entries):
         entries.append(manifest.descriptor().to_json())
     doc["manifests"] = entries
-    _write_atomically(
+    write_file_atomically(
         root / "index.json",
         json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode(),
     )
