@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from kanipy.errors import RegistryError
 from kanipy.executor.progress import BuildReporter
+from kanipy.oci.blobstore import write_file_atomically
 from kanipy.oci.digest import Digest
 from kanipy.oci.dockerarchive import write_docker_archive
 from kanipy.oci.image import Image
@@ -166,6 +166,4 @@ def _kaniko_name(ref: Reference) -> str:
 
 def _write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+    write_file_atomically(path, text.encode())
