@@ -175,12 +175,13 @@ FLAGS: tuple[Flag, ...] = (
        "Use plain HTTP for this registry (repeatable).", metavar="HOST[:PORT]",
        status=DIFFERS, note="loopback registries fall back to plain HTTP without it"),
     _f("--skip-tls-verify", "skip_tls_verify", "bool", REGISTRY,
-       "Do not verify TLS certificates on push (and on pull: Kaniko's transport applies it "
-       "to every request)."),
+       "Do not verify TLS certificates on push (pulls: --skip-tls-verify-pull).",
+       status=DIFFERS,
+       note="pushes only, as Kaniko documents it; Kaniko's transport lets it reach pulls "
+            "too, kanipy does not: add `--skip-tls-verify-pull` or "
+            "`--skip-tls-verify-registry HOST`"),
     _f("--skip-tls-verify-pull", "skip_tls_verify_pull", "bool", REGISTRY,
-       "Do not verify TLS certificates on pull.", status=DIFFERS,
-       note="skips verification on pulls only, as Kaniko documents it; Kaniko itself never "
-            "reads it (its `--skip-tls-verify` covers pulls, as kanipy's does)"),
+       "Do not verify TLS certificates on pull."),
     _f("--skip-tls-verify-registry", "skip_tls_verify_registries", "multi", REGISTRY,
        "Do not verify TLS certificates of this registry (repeatable).", metavar="HOST[:PORT]"),
     _f("--registry-certificate", "registry_certificates", "multi", REGISTRY,

@@ -40,11 +40,11 @@ def test_plain_http_is_scoped_as_kaniko_scopes_it(flags: dict[str, object], pull
 @pytest.mark.parametrize(("flags", "pull", "push"), [
     ({}, True, True),
     ({"skip_tls_verify_pull": True}, False, True),
-    # Kaniko's MakeTransport applies --skip-tls-verify to every request, pulls too.
-    ({"skip_tls_verify": True}, False, False),
+    # As Kaniko documents it (issue 12): a push switch never weakens pulls.
+    ({"skip_tls_verify": True}, True, False),
     ({"skip_tls_verify_registries": (HOST,)}, False, False),
     ({"skip_tls_verify_registries": ("other.example.com",)}, True, True),
-], ids=["none", "--skip-tls-verify-pull: pulls", "--skip-tls-verify: both",
+], ids=["none", "--skip-tls-verify-pull: pulls", "--skip-tls-verify: pushes",
         "--skip-tls-verify-registry: both", "--skip-tls-verify-registry: that host only"])
 def test_certificate_verification_is_scoped(flags: dict[str, object], pull: bool,
                                             push: bool) -> None:

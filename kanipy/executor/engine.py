@@ -63,11 +63,10 @@ def registry_options(options: BuildOptions) -> RegistryOptions:
 
     Plain HTTP: ``--insecure`` for pushes, ``--insecure-pull`` for pulls,
     ``--insecure-registry`` for both (Kaniko's push.go and remote.go).
-    Unverified TLS: ``--skip-tls-verify-pull`` for pulls,
-    ``--skip-tls-verify-registry`` for both, and ``--skip-tls-verify`` for
-    pushes and, as in Kaniko, pulls too: Kaniko's MakeTransport applies it to
-    every registry request, pulls included, and builds that pull from a
-    registry with a self-signed certificate rely on that.
+    Unverified TLS: ``--skip-tls-verify-pull`` for pulls, ``--skip-tls-verify``
+    for pushes, ``--skip-tls-verify-registry`` for both, as Kaniko documents
+    them (issue 12): a switch given for the push never weakens the pull of a
+    base image. (Kaniko's own transport lets ``--skip-tls-verify`` reach pulls.)
     """
     for host, path in options.registry_certificates:
         if not Path(path).is_file():
@@ -82,7 +81,7 @@ def registry_options(options: BuildOptions) -> RegistryOptions:
         insecure_registries=frozenset(options.insecure_registries),
         insecure_pull=options.insecure_pull,
         insecure_push=options.insecure,
-        skip_tls_verify_pull=options.skip_tls_verify_pull or options.skip_tls_verify,
+        skip_tls_verify_pull=options.skip_tls_verify_pull,
         skip_tls_verify_push=options.skip_tls_verify,
         skip_tls_verify_registries=frozenset(options.skip_tls_verify_registries),
         registry_certificates=dict(options.registry_certificates),

@@ -332,8 +332,11 @@ def test_tls_verification_switches_are_scoped_to_pulls_or_pushes(
     refused = build(context, "--skip-tls-verify-pull", "-d", dest, env=env)
     assert untrusted(refused), refused.stderr
     assert "push to" in refused.stderr.strip().splitlines()[-1]
-    # --skip-tls-verify: pushes, and pulls too, as Kaniko's transport applies it.
-    build(context, "--skip-tls-verify", "-d", dest, env=env).check()
+    # --skip-tls-verify: pushes only; the pull of the base still verifies (issue 12).
+    refused = build(context, "--skip-tls-verify", "-d", dest, env=env)
+    assert untrusted(refused), refused.stderr
+    assert "push to" not in refused.stderr.strip().splitlines()[-1]
+    build(context, "--skip-tls-verify", "--skip-tls-verify-pull", "-d", dest, env=env).check()
     # --skip-tls-verify-registry: both, for that registry only.
     build(context, f"--skip-tls-verify-registry={auth_registry.host}", "-d", dest,
           env=env).check()
