@@ -3,9 +3,10 @@
 Flag names follow Kaniko's executor (the table is ``kanipy.cliflags``; their
 values become BuildOptions in ``kanipy.cliopts``), so a CI step can switch by
 changing the image and the command name. stdout carries only machine output
-(the pushed ``name@digest`` lines); everything else goes to stderr: plain
-lines (coloured on a terminal with ``--log-format color``), or one JSON object
-per line with ``--log-format json``.
+(the pushed ``name@digest`` lines); everything else goes to stderr: on a
+terminal, the live view of ``kanipy.console`` (``--progress=auto|tty``);
+elsewhere, and with ``--progress=plain``, plain lines; or one JSON object per
+line with ``--log-format json``, whatever ``--progress`` says.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import kanipy
 from kanipy import __version__
 from kanipy.cliflags import GroupedCommand, add_flags
 from kanipy.cliopts import note_compat_flags, options_from_flags
+from kanipy.console import TerminalReporter
 from kanipy.errors import BuildError, DockerfileError, KanipyError, RegistryError, UsageError
 from kanipy.executor.progress import StepInfo, StepSummary
 from kanipy.registry.progress import ProgressEvent
@@ -57,13 +59,36 @@ def _paint(text: str, level: str, colour: bool) -> str:
     return f"\x1b[{_COLOURS[level]}m{text}\x1b[0m" if colour and level in _COLOURS else text
 
 
-def use_colour(log_format: str, stream: Any, env: Mapping[str, str]) -> bool:
-    """``--log-format color`` colours only a terminal, and never when NO_COLOR is set.
+def use_colour(log_format: str | None, stream: Any, env: Mapping[str, str]) -> bool:
+    """Whether stderr gets colour: never when NO_COLOR is set (no-color.org: present, not empty).
 
-    no-color.org: a NO_COLOR that is present and not empty turns colour off.
+    With no ``--log-format``, colour only on a terminal, so a CI log holds no
+    escape codes. ``--log-format color`` asks for colour, and gets it even in
+    a log file, as Kaniko's ``color`` format does (logrus with ForceColors):
+    CI systems that render colours (GitLab, Tekton dashboards) show it.
+    ``text`` and ``json`` never colour.
     """
+    if env.get("NO_COLOR") or log_format in ("text", "json"):
+        return False
+    if log_format == "color":
+        return True
+    return bool(getattr(stream, "isatty", lambda: False)())
+
+
+def live_view(progress: str, log_format: str | None, stream: Any,
+              env: Mapping[str, str]) -> bool:
+    """Whether the build is drawn live (``kanipy.console``) rather than as plain lines.
+
+    ``--progress=auto`` (the default) draws it on a terminal that can move its
+    cursor (not ``TERM=dumb``); ``tty`` draws it wherever stderr goes;
+    ``plain`` never does. A JSON log is always plain JSON records.
+    """
+    if log_format == "json" or progress == "plain":
+        return False
+    if progress == "tty":
+        return True
     is_tty = bool(getattr(stream, "isatty", lambda: False)())
-    return log_format == "color" and is_tty and not env.get("NO_COLOR")
+    return is_tty and env.get("TERM") != "dumb"
 
 
 class _TextFormatter(logging.Formatter):
@@ -147,9 +172,24 @@ def build(**kw: Any) -> None:
     env = dict(os.environ)
     colour = use_colour(kw["log_format"], sys.stderr, env)
     timestamps = bool(kw["log_timestamp"])
-    configure_logging(kw["verbosity"], kw["log_format"], timestamps=timestamps, colour=colour)
-    reporter = ConsoleReporter(sys.stderr, json_lines=kw["log_format"] == "json",
-                               timestamps=timestamps, colour=colour)
+    log_format = kw["log_format"] or "color"
+    reporter: ConsoleReporter | TerminalReporter
+    if live_view(kw["progress"], kw["log_format"], sys.stderr, env):
+        reporter = TerminalReporter(sys.stderr, colour=colour, timestamps=timestamps)
+        configure_logging(kw["verbosity"], log_format, timestamps=timestamps, colour=colour,
+                          stream=reporter.log_stream)
+    else:
+        reporter = ConsoleReporter(sys.stderr, json_lines=log_format == "json",
+                                   timestamps=timestamps, colour=colour)
+        configure_logging(kw["verbosity"], log_format, timestamps=timestamps, colour=colour)
+    try:
+        _build(kw, env, reporter)
+    finally:
+        reporter.close()
+
+
+def _build(kw: dict[str, Any], env: dict[str, str],
+           reporter: ConsoleReporter | TerminalReporter) -> None:
     try:
         note_compat_flags(kw, env)
         options = options_from_flags(kw, env)
@@ -167,7 +207,10 @@ def build(**kw: Any) -> None:
         if kw["debug"] and failure.exit_code not in (130, 143):
             failure.fields["traceback"] = traceback.format_exc()
         # Tags moved before the failure are machine output all the same.
-        for line in getattr(exc, "pushed", ()):
+        pushed = getattr(exc, "pushed", ())
+        if pushed:
+            reporter.close()  # a live view stops drawing before stdout is written
+        for line in pushed:
             click.echo(line)
         reporter.failed(failure)
         raise click.exceptions.Exit(failure.exit_code) from None
@@ -228,12 +271,12 @@ def _step_fields(step: StepInfo) -> dict[str, Any]:
 class ConsoleReporter:
     """Renders build progress on stderr: a line per step, step output, a summary.
 
-    On a terminal, pulls and pushes draw one live progress line that is
-    overwritten in place; elsewhere (CI logs) transfers are not drawn at all.
-    With ``json_lines`` every line is one JSON object with typed fields (step,
-    instruction, seconds, layer bytes, digest, error and exit code) beside a
-    short ``msg``, so a log collector never sees a mix of formats and never
-    has to parse text.
+    The plain log, for CI and ``--progress=plain``: transfers are not drawn
+    (a terminal gets ``kanipy.console``'s live view). With ``json_lines``
+    every line is one JSON object with typed fields (step, instruction,
+    seconds, layer bytes, digest, error and exit code) beside a short
+    ``msg``, so a log collector never sees a mix of formats and never has to
+    parse text.
     """
 
     def __init__(self, stream: Any, json_lines: bool = False, *, timestamps: bool = False,
@@ -242,28 +285,15 @@ class ConsoleReporter:
         self.json_lines = json_lines
         self.timestamps = timestamps
         self.colour = colour
-        self.tty = not json_lines and bool(getattr(stream, "isatty", lambda: False)())
-        self._live = False
-        self._transfers: dict[str, tuple[int, int | None]] = {}
         self._running: StepInfo | None = None  # the step under way, for a failure's fields
 
-    def _end_live_line(self) -> None:
-        if self._live:
-            self.stream.write("\r\x1b[K")
-            self._live = False
-            # A live line covers one run of transfers (the pull before a stage,
-            # the push at the end); the next one counts afresh.
-            self._transfers.clear()
-
     def _line(self, text: str) -> None:
-        self._end_live_line()
         if self.timestamps:
             text = f"{_utc()} {text}"
         self.stream.write(text + "\n")
         self.stream.flush()
 
     def _record(self, event: str, msg: str, level: str = "info", **fields: Any) -> None:
-        self._end_live_line()
         entry = {"time": _utc(), "level": level, "logger": "kanipy.build", "event": event,
                  "msg": msg, **fields}
         self.stream.write(json.dumps(entry) + "\n")
@@ -304,20 +334,9 @@ class ConsoleReporter:
         self._line(f"{summary.step.label}: done in {summary.seconds:.2f}s{layer}")
 
     def transfer(self, event: ProgressEvent) -> None:
-        if not self.tty:
-            return
-        self._transfers[str(event.digest)] = (event.done, event.total)
-        done = sum(d for d, _ in self._transfers.values())
-        total = sum(t or 0 for _, t in self._transfers.values())
-        self.stream.write(
-            f"\r\x1b[K{event.phase} {len(self._transfers)} blob(s): "
-            f"{_human_size(done)} / {_human_size(total)}"
-        )
-        self.stream.flush()
-        self._live = True
+        pass
 
     def pushed(self, reference: str, digest: str) -> None:
-        self._transfers.clear()
         if self.json_lines:
             self._record("pushed", f"pushed {reference}@{digest}", reference=reference,
                          digest=digest)
@@ -343,6 +362,9 @@ class ConsoleReporter:
             self._line(f"{text.ljust(width)}  {s.seconds:8.2f}  {_human_size(s.layer_size):>9}"
                        f"{cached}")
         self._line(f"{'total'.ljust(width)}  {total:8.2f}")
+
+    def close(self) -> None:
+        """Nothing to stop: every line is written as it comes."""
 
     def built(self, digest: str | None, pushed: list[str]) -> None:
         """The end of a successful build; only JSON logs get a line (stdout has the rest)."""

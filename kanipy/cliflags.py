@@ -286,9 +286,19 @@ FLAGS: tuple[Flag, ...] = (
     _f("-v --verbosity", "verbosity", "choice", LOGGING, "Log level.", default="info",
        choices=("panic", "fatal", "error", "warn", "warning", "info", "debug", "trace")),
     _f("--log-format", "log_format", "choice", LOGGING,
-       "color: plain lines, coloured on a terminal (never with NO_COLOR); text: never "
-       "coloured; json: one JSON object per line.", default="color",
-       choices=("color", "text", "json")),
+       "color: coloured level names, even in a log file; text: never coloured; json: one "
+       "JSON object per line. Not given: coloured on a terminal only. NO_COLOR wins.",
+       choices=("color", "text", "json"), status=DIFFERS,
+       note="not given, lines are coloured on a terminal only (Kaniko's default, `color`, "
+            "colours CI logs too); `color` given colours even a log file, as Kaniko's "
+            "does; `NO_COLOR` turns colour off in every case"),
+    _f("--progress", "progress", "choice", LOGGING,
+       "auto: a live view on a terminal, plain lines elsewhere; tty: the live view always; "
+       "plain: plain lines always.", default="auto", choices=("auto", "plain", "tty"),
+       status=OWN,
+       note="`docker build`'s flag: the live view shows the running step with its elapsed "
+            "time and last output lines, and pull and push bars; `--log-format json` is "
+            "always plain JSON"),
     _f("--log-timestamp", "log_timestamp", "bool", LOGGING,
        "Start every text log line with its UTC time."),
     _f("--debug", "debug", "bool", LOGGING, "Show tracebacks for internal errors.",

@@ -41,7 +41,8 @@ SAMPLES: dict[str, str] = {
     "registry_mirrors": "mirror.example", "registry_maps": "quay.io=mirror.example",
     "credential_helpers": "ecr", "cache_repo": "reg.example/cache", "cache_ttl": "6h",
     "compression": "zstd", "snapshot_mode": "redo", "ignore_paths": "/var/cache",
-    "verbosity": "debug", "log_format": "text", "custom_platform_deprecated": "linux/amd64",
+    "verbosity": "debug", "log_format": "text", "progress": "plain",
+    "custom_platform_deprecated": "linux/amd64",
     "snapshot_mode_deprecated": "time",
 }
 
@@ -346,15 +347,21 @@ class _Tty(io.StringIO):
 
 
 @pytest.mark.parametrize(("fmt", "tty", "no_color", "expected"), [
-    ("color", True, None, True),
+    (None, True, None, True),
+    (None, True, "1", False),
+    (None, True, "", True),
+    (None, False, None, False),
+    ("color", False, None, True),
     ("color", True, "1", False),
-    ("color", True, "", True),
-    ("color", False, None, False),
+    ("color", False, "1", False),
     ("text", True, None, False),
     ("json", True, None, False),
-], ids=["terminal", "NO_COLOR", "empty-NO_COLOR", "pipe", "text", "json"])
-def test_colour_only_on_a_terminal_and_never_with_no_color(
-        fmt: str, tty: bool, no_color: str | None, expected: bool) -> None:
+], ids=["terminal", "NO_COLOR", "empty-NO_COLOR", "pipe", "color-asked-pipe",
+        "color-asked-NO_COLOR", "color-asked-pipe-NO_COLOR", "text", "json"])
+def test_colour_on_a_terminal_as_asked_and_never_with_no_color(
+        fmt: str | None, tty: bool, no_color: str | None, expected: bool) -> None:
+    # No --log-format: a terminal only. --log-format=color: even a log file, as
+    # Kaniko's logrus ForceColors does. NO_COLOR wins over both.
     stream = _Tty() if tty else io.StringIO()
     env = {} if no_color is None else {"NO_COLOR": no_color}
     assert use_colour(fmt, stream, env) is expected

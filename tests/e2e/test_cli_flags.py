@@ -34,7 +34,8 @@ VALUES: dict[str, str] = {
     "registry_mirrors": "mirror.example", "registry_maps": "quay.io=mirror.example",
     "credential_helpers": "ecr", "cache_repo": "registry.example/cache", "cache_ttl": "6h",
     "compression": "zstd", "snapshot_mode": "redo", "ignore_paths": "/var/cache",
-    "verbosity": "info", "log_format": "text", "custom_platform_deprecated": "linux/amd64",
+    "verbosity": "info", "log_format": "text", "progress": "plain",
+    "custom_platform_deprecated": "linux/amd64",
     "snapshot_mode_deprecated": "time",
 }
 # Given by the test itself (the context, the plan) or refused on purpose (--bucket).
@@ -227,8 +228,8 @@ def test_colour_on_a_terminal_only_as_asked(tmp_path: Path, log_format: str,
     if no_color is None:
         env["NO_COLOR"] = ""  # present but empty: colour stays on (no-color.org)
     status, drawn = _on_a_terminal(
-        ["build", "-c", str(context), "--dry-run", "--cleanup", f"--log-format={log_format}"],
-        env)
+        ["build", "-c", str(context), "--dry-run", "--cleanup", f"--log-format={log_format}",
+         "--progress=plain"], env)
     assert status == 0, drawn
     assert ("\x1b[34mINFO\x1b[0m --cleanup has no effect" in drawn) is coloured, drawn
     if not coloured:

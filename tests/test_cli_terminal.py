@@ -1,0 +1,254 @@
+"""The live terminal view, driven through a pseudo-terminal on real builds (issue 12).
+
+Each build runs ``kanipy`` in a child process whose stderr is a pty (stdout a
+pipe, so the ``name@digest`` line is checked alone). The bytes it draws are
+replayed through a small terminal model (cursor up, erase, carriage return),
+which gives every frame the user saw and the screen left at the end.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import io
+import os
+import pty
+import re
+import struct
+import subprocess
+import sys
+import termios
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from kanipy.console import TerminalReporter
+from kanipy.oci.digest import Digest
+from kanipy.registry.progress import ProgressEvent
+from tests.e2e.helpers import REPO, kanipy, run_tool, write_tree
+from tests.fixtures.images import BaseImages
+from tests.fixtures.registry import Registry
+from tests.tools import require_root
+
+WIDTH, HEIGHT = 110, 30
+ESC = re.compile(rb"\x1b\[([0-9;?]*)([A-Za-z])")
+TEN_LINES = "for i in 1 2 3 4 5 6 7 8 9 10; do echo line-$i; done"
+
+
+@dataclass
+class Screen:
+    """A terminal of unlimited height: what a user sees, frame by frame."""
+
+    lines: list[str] = field(default_factory=lambda: [""])
+    row: int = 0
+    col: int = 0
+    frames: list[list[str]] = field(default_factory=list)  # the screen before each erase
+
+    def feed(self, data: bytes) -> None:
+        pos = 0
+        while pos < len(data):
+            match = ESC.match(data, pos)
+            if match:
+                arg, command = match.group(1).decode(), match.group(2)
+                if command == b"A":
+                    self.row = max(0, self.row - int(arg or 1))
+                elif command == b"J":
+                    self.frames.append(list(self.lines))
+                    self.lines[self.row] = self.lines[self.row][: self.col]
+                    del self.lines[self.row + 1:]
+                elif command == b"K":
+                    self.lines[self.row] = self.lines[self.row][: self.col]
+                pos = match.end()  # SGR (m) and others draw nothing
+                continue
+            char = data[pos:pos + 1]
+            pos += 1
+            if char == b"\r":
+                self.col = 0
+            elif char == b"\n":
+                self.row += 1
+                if self.row == len(self.lines):
+                    self.lines.append("")
+            else:
+                text = self.lines[self.row].ljust(self.col)
+                self.lines[self.row] = text[: self.col] + char.decode("latin-1") \
+                    + text[self.col + 1:]
+                self.col += 1
+
+
+@dataclass
+class TerminalRun:
+    status: int
+    stdout: str
+    raw: bytes
+    screen: Screen
+
+
+def on_a_terminal(args: list[str], env: dict[str, str] | None = None) -> TerminalRun:
+    """Run ``kanipy ARGS`` as root with stderr on a 110x30 pseudo-terminal."""
+    require_root()
+    main, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", HEIGHT, WIDTH, 0, 0))
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kanipy", *args], stdout=subprocess.PIPE, stderr=child,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": str(REPO), "TERM": "xterm", **(env or {})})
+        os.close(child)
+        chunks = []
+        while True:
+            try:
+                data = os.read(main, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            chunks.append(data)
+        assert proc.stdout is not None
+        stdout = proc.stdout.read().decode()
+        status = proc.wait(timeout=120)
+    finally:
+        os.close(main)
+    raw = b"".join(chunks)
+    screen = Screen()
+    screen.feed(raw)
+    return TerminalRun(status, stdout, raw, screen)
+
+
+def _context(tmp_path: Path, base: str, *runs: str) -> Path:
+    lines = [f"FROM {base}"] + [f"RUN {run}" for run in runs]
+    return write_tree(tmp_path / "ctx", {"Dockerfile": "\n".join(lines) + "\n"})
+
+
+def _no_colour(raw: bytes) -> bool:
+    return re.search(rb"\x1b\[[0-9;]*m", raw) is None
+
+
+@pytest.mark.parametrize("no_color", [None, "1"], ids=["colour", "NO_COLOR"])
+def test_live_view_of_a_real_build_and_push(tmp_path: Path, registry: Registry,
+                                            base_images: BaseImages,
+                                            no_color: str | None) -> None:
+    context = _context(tmp_path, base_images.oci, f"{TEN_LINES}; sleep 1.5", "echo done")
+    dest = registry.ref(f"term/live:{'nocolor' if no_color else 'colour'}")
+    env = {"NO_COLOR": no_color or ""}
+    run = on_a_terminal(["build", "-c", str(context), "-d", dest], env)
+    final = run.screen.lines
+    assert run.status == 0, "\n".join(final)
+
+    # stdout: the name@digest line alone, the digest the registry serves.
+    digest = run_tool(["skopeo", "inspect", "--tls-verify=false", "--format", "{{.Digest}}",
+                       f"docker://{dest}"]).strip()
+    assert run.stdout == f"{dest.rsplit(':', 1)[0]}@{digest}\n"
+
+    # While the RUN step ran: its line with the elapsed time, and its last 6 output lines.
+    running = re.compile(r"=> \[1/1\] STEP 2/3: RUN for i in .* (\d+\.\d)s$")
+    seen_seconds = set()
+    tails = []
+    for frame in run.screen.frames:
+        for number, line in enumerate(frame):
+            match = running.match(line.rstrip())
+            if match:
+                seen_seconds.add(match.group(1))
+                tails.append([x.rstrip() for x in frame[number + 1:number + 7]])
+    assert len(seen_seconds) >= 2, f"the elapsed time never changed: {seen_seconds}"
+    expected_tail = [f"=> => # line-{i}" for i in range(5, 11)]
+    assert expected_tail in tails, tails[-3:]
+
+    # The end: each step collapsed into one line with its time, no output left.
+    text = "\n".join(final)
+    for step in ("STEP 1/3: FROM ", "STEP 2/3: RUN for i in", "STEP 3/3: RUN echo done"):
+        assert re.search(rf"=> \[1/1\] {re.escape(step)}.* \d+\.\ds$", text, re.M), text
+    assert not re.search(r"line-\d", text) and "=> => #" not in text, text
+    assert f"=> pushed {dest}@{digest}" in text
+    assert re.search(r"^\[\+\] Built in \d+\.\ds \(3 steps\)$", text, re.M), text
+    # Colour only without NO_COLOR; cursor movement either way.
+    assert _no_colour(run.raw) is bool(no_color)
+    assert b"\x1b[J" in run.raw
+
+
+def test_a_failed_step_keeps_its_whole_output_on_the_screen(
+        tmp_path: Path, base_images: BaseImages) -> None:
+    context = _context(tmp_path, base_images.oci, f"{TEN_LINES}; exit 3")
+    run = on_a_terminal(["build", "-c", str(context), "--no-push"], {"NO_COLOR": "1"})
+    assert run.status == 1
+    final = [line.rstrip() for line in run.screen.lines if line.strip()]
+    error = next(i for i, line in enumerate(final) if line.startswith("=> ERROR "))
+    assert re.fullmatch(r"=> ERROR \[1/1\] STEP 2/2: RUN for i in .* \d+\.\ds", final[error])
+    assert final[error + 1:error + 14] == [
+        "------", " > [1/1] STEP 2/2: RUN " + TEN_LINES + "; exit 3:",
+        *[f"   line-{i}" for i in range(1, 11)], "------"]
+    assert final[-1].startswith("kanipy: error: ") and "exit" in final[-1]
+    assert _no_colour(run.raw)
+
+
+def _plain(text: str) -> str:
+    """A plain log with its timings blanked, to compare two runs."""
+    return re.sub(r"\d+\.\d\d", "T", text)
+
+
+def test_without_a_terminal_the_log_is_the_plain_one(tmp_path: Path,
+                                                     base_images: BaseImages) -> None:
+    context = _context(tmp_path, base_images.oci, "echo one; echo two")
+    piped = kanipy("build", "-c", str(context), "--no-push", env={"NO_COLOR": ""})
+    assert piped.returncode == 0, piped.stderr
+    assert "\x1b" not in piped.stderr
+    lines = piped.stderr.splitlines()
+    assert "[1/1] STEP 2/2: RUN echo one; echo two" in lines
+    assert ["[1/1] STEP 2/2  | one", "[1/1] STEP 2/2  | two"] == \
+        [line for line in lines if "  | " in line]
+    # --progress=plain on a pipe and on a terminal: the same lines, byte for byte
+    # but for the timings, and no cursor movement.
+    asked = kanipy("build", "-c", str(context), "--no-push", "--progress=plain",
+                   env={"NO_COLOR": ""})
+    assert _plain(asked.stderr) == _plain(piped.stderr)
+    run = on_a_terminal(["build", "-c", str(context), "--no-push", "--progress=plain",
+                         "--log-format=text"])
+    assert run.status == 0
+    assert b"\x1b" not in run.raw
+    drawn = run.raw.decode().replace("\r\n", "\n")
+    assert _plain(drawn) == _plain(piped.stderr)
+
+
+# -- the view's pieces, without a build -------------------------------------------------
+
+def test_transfers_are_bars_with_bytes_and_rate() -> None:
+    stream = io.StringIO()
+    view = TerminalReporter(stream, width=100, height=20, interval=3600)
+    layer = Digest.parse("sha256:" + "ab" * 32)
+    other = Digest.parse("sha256:" + "cd" * 32)
+    view.stage_started(1, 1, None, "registry.example/base:1")
+    view.transfer(ProgressEvent(layer, 12_000_000, 40_000_000, "download"))
+    view.transfer(ProgressEvent(other, 5_000, 5_000, "done"))
+    lines = view._live_lines()
+    assert lines[1].startswith("=> [1/1] STAGE FROM registry.example/base:1 ")
+    assert lines[2] == "=> pulling 1/2 blobs, 12.0 MB / 40.0 MB"
+    assert re.fullmatch(r"=> => download abababababab \[======> {13}\] 12\.0 MB / 40\.0 MB "
+                        r"\d+\.\d [kMG]B/s", lines[3]), lines[3]
+    assert len(lines) == 4, "a finished blob has no bar of its own"
+    view.close()
+
+
+def test_the_live_area_never_outgrows_the_terminal() -> None:
+    view = TerminalReporter(io.StringIO(), width=60, height=5, interval=3600)
+    view.stage_started(1, 1, None, "base")
+    for n in range(10):
+        view.transfer(ProgressEvent(Digest.parse("sha256:" + f"{n:02d}" * 32), 1, 2,
+                                    "upload"))
+    lines = view._live_lines()
+    assert len(lines) == 4 and all(len(line) < 60 for line in lines)
+    assert lines[2].startswith("=> pushing 0/10 blobs")
+    view.close()
+
+
+@pytest.mark.parametrize(("args", "no_color", "coloured"), [
+    ([], "", False),
+    (["--log-format=color"], "", True),
+    (["--log-format=color"], "1", False),
+], ids=["default", "color-asked", "color-asked-NO_COLOR"])
+def test_colour_in_a_log_file_only_when_asked(tmp_path: Path, args: list[str], no_color: str,
+                                              coloured: bool) -> None:
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": "FROM scratch\n"})
+    result = kanipy("build", "-c", str(context), "--dry-run", "--cleanup", *args,
+                    env={"NO_COLOR": no_color})
+    assert result.returncode == 0, result.stderr
+    assert ("\x1b[34mINFO\x1b[0m --cleanup has no effect" in result.stderr) is coloured
+    assert ("\x1b" in result.stderr) is coloured
