@@ -61,7 +61,8 @@ def human_bytes(size: float) -> str:
 
 
 def step_text(step: StepInfo) -> str:
-    return f"{step.label}: {step.text}"
+    """A step as one line of the view; a control character would break its arithmetic."""
+    return _CONTROL.sub(" ", f"{step.label}: {step.text}")
 
 
 @dataclass
@@ -289,7 +290,11 @@ class TerminalReporter:
         if blobs:
             done = sum(b.done for _, b in blobs)
             total = sum(b.total for _, b in blobs)
-            verb = "pushing" if any(b.phase == "upload" for _, b in blobs) else "pulling"
+            phases = {b.phase for _, b in blobs}
+            # Blobs already at the registry are "exists" or "mounted": a push all the
+            # same when no step or stage is under way (pushes come after the last step).
+            verb = "pushing" if "upload" in phases or (
+                "download" not in phases and running is None) else "pulling"
             lines.append(f"=> {verb} {finished}/{len(blobs)} blobs, {human_bytes(done)} / "
                          f"{human_bytes(total)}"[:room])
             for key, blob in active[:TAIL_LINES]:

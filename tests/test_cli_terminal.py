@@ -23,11 +23,17 @@ from pathlib import Path
 import pytest
 
 from kanipy.console import TerminalReporter
+from kanipy.oci.blobstore import BlobStore
 from kanipy.oci.digest import Digest
+from kanipy.reference import Reference
+from kanipy.registry import RegistryClient, RegistryOptions
 from kanipy.registry.progress import ProgressEvent
+from kanipy.registry.pull import pull
+from kanipy.registry.push import push
 from tests.e2e.helpers import REPO, kanipy, run_tool, write_tree
 from tests.fixtures.images import BaseImages
 from tests.fixtures.registry import Registry
+from tests.registry.images import random_image
 from tests.tools import require_root
 
 WIDTH, HEIGHT = 110, 30
@@ -252,3 +258,41 @@ def test_colour_in_a_log_file_only_when_asked(tmp_path: Path, args: list[str], n
     assert result.returncode == 0, result.stderr
     assert ("\x1b[34mINFO\x1b[0m --cleanup has no effect" in result.stderr) is coloured
     assert ("\x1b" in result.stderr) is coloured
+
+
+class _Frames(TerminalReporter):
+    """The view with a frame taken at every transfer event, instead of by the clock."""
+
+    def __init__(self) -> None:
+        super().__init__(io.StringIO(), width=120, height=40, interval=3600)
+        self.frames: list[list[str]] = []
+
+    def transfer(self, event: ProgressEvent) -> None:
+        super().transfer(event)
+        self.frames.append(self._live_lines())
+
+
+def test_a_real_push_and_pull_draw_bars(tmp_path: Path, registry: Registry,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path))
+    client = RegistryClient(RegistryOptions())
+    image = random_image(BlobStore(tmp_path / "store"), [3_000_000])
+    ref = Reference.parse(registry.ref("term/bars:1"))
+    bar = re.compile(r"=> => (upload|download) [0-9a-f]{12} \[[=> ]{20}\] "
+                     r"\d+(\.\d)? [kM]?B / 3\.0 MB \d+(\.\d)? [kMG]?B/s")
+
+    pushing = _Frames()
+    push(image.stored(), ref, client=client, on_progress=pushing.transfer)
+    drawn = [line for frame in pushing.frames for line in frame]
+    assert any(line.startswith("=> pushing 0/") for line in drawn), drawn
+    assert any(bar.fullmatch(line) and "upload" in line for line in drawn), drawn
+    pushing.close()
+
+    pulling = _Frames()
+    pulling.stage_started(1, 1, None, str(ref))
+    pull(ref, client=client, store=BlobStore(tmp_path / "other"),
+         on_progress=pulling.transfer)
+    drawn = [line for frame in pulling.frames for line in frame]
+    assert any(line.startswith("=> pulling 0/") for line in drawn), drawn
+    assert any(bar.fullmatch(line) and "download" in line for line in drawn), drawn
+    pulling.close()
