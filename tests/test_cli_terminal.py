@@ -13,6 +13,7 @@ import io
 import os
 import pty
 import re
+import signal
 import struct
 import subprocess
 import sys
@@ -296,3 +297,46 @@ def test_a_real_push_and_pull_draw_bars(tmp_path: Path, registry: Registry,
     assert any(line.startswith("=> pulling 0/") for line in drawn), drawn
     assert any(bar.fullmatch(line) and "download" in line for line in drawn), drawn
     pulling.close()
+
+
+def test_ctrl_c_leaves_the_interrupted_step_and_a_clean_screen(
+        tmp_path: Path, base_images: BaseImages) -> None:
+    require_root()
+    context = _context(tmp_path, base_images.oci, "echo started; sleep 60")
+    main, child = pty.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", HEIGHT, WIDTH, 0, 0))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kanipy", "build", "-c", str(context), "--no-push"],
+        stdout=subprocess.PIPE, stderr=child, stdin=subprocess.DEVNULL,
+        env={**os.environ, "PYTHONPATH": str(REPO), "TERM": "xterm", "NO_COLOR": "1"})
+    os.close(child)
+    raw = b""
+    try:
+        while b"=> => # started" not in raw:
+            data = os.read(main, 65536)
+            assert data, raw
+            raw += data
+        proc.send_signal(signal.SIGINT)
+        while True:
+            try:
+                data = os.read(main, 65536)
+            except OSError:
+                break
+            if not data:
+                break
+            raw += data
+        status = proc.wait(timeout=60)
+    finally:
+        os.close(main)
+        if proc.poll() is None:
+            proc.kill()
+    assert status == 130
+    screen = Screen()
+    screen.feed(raw)
+    final = [line.rstrip() for line in screen.lines if line.strip()]
+    error = next(i for i, line in enumerate(final) if line.startswith("=> ERROR "))
+    assert re.fullmatch(r"=> ERROR \[1/1\] STEP 2/2: RUN echo started; sleep 60 +\d+\.\ds",
+                        final[error]), final
+    assert final[error + 1:] == ["------", " > [1/1] STEP 2/2: RUN echo started; sleep 60:",
+                                 "   started", "------", "kanipy: interrupted"], final
+    assert not any(line.startswith("[+] Building") for line in final), final
