@@ -459,6 +459,17 @@ def _kaniko_argv(args: list[str]) -> list[str]:
     return args
 
 
+def _asks_for_json(args: list[str]) -> bool:
+    """Whether ``args`` ask for ``--log-format json`` (the last one given wins, as in click)."""
+    fmt = None
+    for i, arg in enumerate(args):
+        if arg == "--log-format" and i + 1 < len(args):
+            fmt = args[i + 1]
+        elif arg.startswith("--log-format="):
+            fmt = arg.split("=", 1)[1]
+    return fmt == "json"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: maps KanipyError to its exit code, bugs to 70.
 
@@ -486,7 +497,15 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Exit as exc:
         stop.exit(exc.exit_code)
     except click.ClickException as exc:
-        exc.show()
+        if _asks_for_json(args):
+            # A bad flag is the one error found before the log format is set up;
+            # a log collector still gets one JSON record, not click's usage text.
+            entry = {"time": _utc(), "level": "error", "logger": "kanipy.build",
+                     "event": "error", "msg": exc.format_message(), "exit_code": 2,
+                     "error": "UsageError"}
+            click.echo(json.dumps(entry), err=True)
+        else:
+            exc.show()
         sys.exit(2)
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - the last line of defence
         failure = describe_failure(exc)
