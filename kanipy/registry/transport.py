@@ -150,7 +150,7 @@ class Transport:
                     raise RegistryError(
                         f"{host} speaks HTTPS but its certificate could not be used; "
                         "see the error above, or pass --registry-certificate "
-                        f"{host}=ca.pem or --skip-tls-verify",
+                        f"{host}=ca.pem or --skip-tls-verify-registry {host}",
                         registry=host, status=400)
                 if not last and resp.status_code < 500:
                     continue
