@@ -192,7 +192,7 @@ class TerminalReporter:
             return
         cached = f", {self._steps_cached} cached" if self._steps_cached else ""
         self.close(f"[+] Built in {time.monotonic() - self._started:.1f}s "
-                   f"({self._steps_done} steps{cached})")
+                   f"({_steps(self._steps_done)}{cached})")
 
     def failed(self, failure: Any) -> None:
         """Leave the failed entry and its whole kept output on the screen, then the error."""
@@ -274,7 +274,7 @@ class TerminalReporter:
         width, height = self._size()
         now = time.monotonic()
         room = max(1, width - 1)
-        lines = [f"[+] Building {now - self._started:.1f}s ({self._steps_done} steps done)"]
+        lines = [f"[+] Building {now - self._started:.1f}s ({_steps(self._steps_done)} done)"]
         running = self._running
         if running is not None:
             head = f"=> {running.text}"
@@ -345,6 +345,10 @@ class TerminalReporter:
                 if self._stop.is_set():
                     return
                 self._flush_frame()
+
+
+def _steps(count: int) -> str:
+    return f"{count} step{'' if count == 1 else 's'}"
 
 
 def _bar(key: str, blob: _Blob, now: float) -> str:
