@@ -163,6 +163,7 @@ class TerminalReporter:
             self._ensure_thread()
             key = str(event.digest)
             blob = self._blobs.get(key)
+            new = blob is None
             if blob is None:
                 blob = self._blobs[key] = _Blob(event.phase, event.done, event.total,
                                                 time.monotonic())
@@ -175,6 +176,10 @@ class TerminalReporter:
                 blob.phase = event.phase
                 blob.done = event.done
             blob.total = event.total
+            if new and not self._closed:
+                # Every blob gets at least one frame, however fast it moves: a
+                # local pull is over before the clock's next redraw.
+                self._flush_frame()
 
     def pushed(self, reference: str, digest: str) -> None:
         with self._lock:
@@ -258,9 +263,11 @@ class TerminalReporter:
             return width, height
         try:
             size = os.get_terminal_size(self.stream.fileno())
-            return width or size.columns, height or size.lines
+            columns, lines = size.columns, size.lines
         except (AttributeError, OSError, ValueError):
-            return width or 80, height or 24
+            columns = lines = 0
+        # A terminal that reports no size (a new pty, some CI "terminals") is 80x24.
+        return width or columns or 80, height or lines or 24
 
     def _with_time(self, line: str, visible: int, seconds: float) -> str:
         """``line`` with ``seconds`` right-aligned at the terminal's edge."""
