@@ -340,3 +340,22 @@ def test_ctrl_c_leaves_the_interrupted_step_and_a_clean_screen(
     assert final[error + 1:] == ["------", " > [1/1] STEP 2/2: RUN echo started; sleep 60:",
                                  "   started", "------", "kanipy: interrupted"], final
     assert not any(line.startswith("[+] Building") for line in final), final
+
+
+def test_progress_tty_draws_the_view_on_a_pipe_and_term_dumb_gets_plain(
+        tmp_path: Path) -> None:
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": "FROM scratch\nENV A=1\n"})
+    forced = kanipy("build", "-c", str(context), "--no-push", "--progress=tty",
+                    env={"NO_COLOR": "1"})
+    assert forced.returncode == 0, forced.stderr
+    screen = Screen()
+    screen.feed(forced.stderr.replace("\n", "\r\n").encode())  # as a terminal shows it
+    final = [line.rstrip() for line in screen.lines if line.strip()]
+    assert re.fullmatch(r"=> \[1/1\] STEP 2/2: ENV A=1 +\d+\.\ds", final[-2]), final
+    assert re.fullmatch(r"\[\+\] Built in \d+\.\ds \(2 steps\)", final[-1]), final
+
+    dumb = on_a_terminal(["build", "-c", str(context), "--no-push"],
+                         {"TERM": "dumb", "NO_COLOR": "1"})
+    assert dumb.status == 0
+    assert b"\x1b" not in dumb.raw
+    assert "[1/1] STEP 2/2: ENV A=1\r\n" in dumb.raw.decode()
