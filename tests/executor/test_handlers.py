@@ -456,3 +456,17 @@ def test_step_error_located_keeps_class_and_message() -> None:
     assert isinstance(bad, DockerfileError) and bad.exit_code == 3
     assert (str(bad), bad.line, bad.reason) == ("Df:3: RUN --mount needs target=", 3,
                                                 "RUN --mount needs target=")
+
+
+@pytest.mark.parametrize("pattern", ["link*", "link1"], ids=["wildcard", "named"])
+def test_copy_of_a_link_leading_out_of_the_context_names_it(tmp_path: Path,
+                                                            pattern: str) -> None:
+    # Followed inside the context (as BuildKit's rootPath does), /etc/passwd is not
+    # there: an error naming the link, never a traceback (issue 11).
+    (tmp_path / "context").mkdir()
+    (tmp_path / "context" / "link1").symlink_to("/etc/passwd")
+    with pytest.raises(StepError) as info:
+        steps(f"FROM scratch\nCOPY {pattern} /x/\n", tmp_path)
+    assert "'link1' not found in the build context (it is a symbolic link whose target " \
+           "is not in the source)" in info.value.message
+    assert not (tmp_path / "root" / "x" / "link1").exists()
