@@ -162,26 +162,27 @@ class _WatchedSocket:
             f"{moved} bytes moved in {waited:.0f}s, under the low-speed limit of "
             f"{self._rule.limit} bytes per {self._rule.window:g}s")
 
-    def recv_into(self, buffer: memoryview | bytearray, nbytes: int = 0, flags: int = 0
-                  ) -> int:
-        return self._watched("in", lambda: self._sock.recv_into(buffer, nbytes, flags))
+    # Arguments are passed on as given: an SSLSocket reads "nbytes=None" and "0"
+    # differently from a plain socket.
+    def recv_into(self, buffer: memoryview | bytearray, *args: int) -> int:
+        return self._watched("in", lambda: self._sock.recv_into(buffer, *args))
 
-    def recv(self, bufsize: int, flags: int = 0) -> bytes:
+    def recv(self, bufsize: int, *args: int) -> bytes:
         data: list[bytes] = []
 
         def call() -> int:
-            data.append(self._sock.recv(bufsize, flags))
+            data.append(self._sock.recv(bufsize, *args))
             return len(data[0])
         self._watched("in", call)
         return data[0]
 
-    def send(self, data: bytes, flags: int = 0) -> int:
-        return self._watched("out", lambda: self._sock.send(data, flags))
+    def send(self, data: bytes, *args: int) -> int:
+        return self._watched("out", lambda: self._sock.send(data, *args))
 
-    def sendall(self, data: bytes, flags: int = 0) -> None:
+    def sendall(self, data: bytes, *args: int) -> None:
         view = memoryview(data).cast("B")
         while view:
-            view = view[self.send(view, flags):]  # type: ignore[arg-type]
+            view = view[self.send(view, *args):]  # type: ignore[arg-type]
 
     def makefile(self, mode: str = "r", buffering: int | None = None, **_: object
                  ) -> io.BufferedIOBase:
