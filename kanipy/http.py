@@ -13,22 +13,38 @@ of each query parameter whose name suggests a secret (registry upload
 ``_state``, S3/GCS/Azure signatures, ``access_token``). ``redact_urls_in``
 does the same to every URL inside a text (a git error, an exception).
 
+Every connection of a session made with ``low_speed`` is watched on its
+socket (``LowSpeed``, as curl's ``--speed-limit``/``--speed-time``): once bytes
+have started to flow in either direction, fewer than ``limit`` of them in
+``window`` seconds spent waiting on the socket raise ``LowSpeedStall``. A server
+that trickles a status line, headers or a body, or reads an upload a byte at
+a time, never trips the socket's own timeout, which restarts with each byte; a
+server that says nothing at all is left to that timeout (a registry may think
+for a while before it answers the last PUT of a large upload). Time the
+caller spends between reads does not count: a slow consumer is not a stall.
+
 ``download_to_file`` streams a GET into a file, hashing as it writes (memory
 does not grow with the body), and checks the digest when one is expected.
 """
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
+import socket
 import tempfile
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote_plus
 
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.util.retry import Retry
 
 from kanipy import __version__
@@ -54,6 +70,164 @@ _URL_PARTS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)(.*)\Z", re.DOTAL
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
 
 
+@dataclass(frozen=True)
+class LowSpeed:
+    """A connection has stalled when fewer than ``limit`` bytes move in ``window`` seconds."""
+
+    limit: int = 1024
+    window: float = 60.0
+
+
+class LowSpeedStall(TimeoutError):
+    """A connection moved fewer bytes than its low-speed limit allows (``LowSpeed``).
+
+    A TimeoutError, so urllib3 and requests treat it as a read timeout; find it
+    behind their exceptions with ``low_speed_stall``.
+    """
+
+
+def low_speed_stall(exc: BaseException) -> LowSpeedStall | None:
+    """The LowSpeedStall behind ``exc`` (itself, a cause, a context or an argument)."""
+    seen: set[int] = set()
+    pending: list[BaseException] = [exc]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, LowSpeedStall):
+            return current
+        pending += [e for e in (current.__cause__, current.__context__,
+                                getattr(current, "reason", None), *current.args)
+                    if isinstance(e, BaseException)]
+    return None
+
+
+class _WatchedSocket:
+    """A connected socket whose reads and writes are held to a ``LowSpeed`` rule.
+
+    The window starts with the first byte that moves in a direction (sending a
+    request, receiving its answer): silence before it (a server thinking) is
+    left to the socket's own timeout. Only time spent inside socket calls counts.
+    """
+
+    def __init__(self, sock: socket.socket, rule: LowSpeed) -> None:
+        self._sock = sock
+        self._rule = rule
+        self._direction = ""
+        self._flowing = False
+        self._waited = 0.0
+        self._moved = 0
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._sock, name)
+
+    def _watched(self, direction: str, call: Callable[[], int]) -> int:
+        rule = self._rule
+        if direction != self._direction:
+            self._direction, self._flowing = direction, False
+            self._waited, self._moved = 0.0, 0
+        flowing = self._flowing
+        timeout = self._sock.gettimeout()
+        if flowing:
+            left = max(0.001, rule.window - self._waited)
+            self._sock.settimeout(left if timeout is None else min(timeout, left))
+        started = time.monotonic()
+        try:
+            count = call()
+        except TimeoutError:
+            if flowing:
+                self._waited += time.monotonic() - started
+                if self._waited >= rule.window:
+                    raise self._stall() from None
+            raise
+        finally:
+            if flowing:
+                self._sock.settimeout(timeout)
+        if flowing:
+            self._waited += time.monotonic() - started
+        elif count:
+            self._flowing = True
+        self._moved += count
+        if self._moved >= rule.limit:
+            self._waited, self._moved = 0.0, 0
+        elif self._waited >= rule.window:
+            raise self._stall()
+        return count
+
+    def _stall(self) -> LowSpeedStall:
+        moved, waited = self._moved, self._waited
+        self._waited, self._moved = 0.0, 0
+        return LowSpeedStall(
+            f"{moved} bytes moved in {waited:.0f}s, under the low-speed limit of "
+            f"{self._rule.limit} bytes per {self._rule.window:g}s")
+
+    # Arguments are passed on as given: an SSLSocket reads "nbytes=None" and "0"
+    # differently from a plain socket.
+    def recv_into(self, buffer: memoryview | bytearray, *args: int) -> int:
+        return self._watched("in", lambda: self._sock.recv_into(buffer, *args))
+
+    def recv(self, bufsize: int, *args: int) -> bytes:
+        data: list[bytes] = []
+
+        def call() -> int:
+            data.append(self._sock.recv(bufsize, *args))
+            return len(data[0])
+        self._watched("in", call)
+        return data[0]
+
+    def send(self, data: bytes, *args: int) -> int:
+        return self._watched("out", lambda: self._sock.send(data, *args))
+
+    def sendall(self, data: bytes, *args: int) -> None:
+        view = memoryview(data).cast("B")
+        while view:
+            view = view[self.send(view, *args):]  # type: ignore[arg-type]
+
+    def makefile(self, mode: str = "r", buffering: int | None = None, **_: object
+                 ) -> io.BufferedIOBase:
+        # What http.client reads a response through: reads come back to recv_into.
+        if mode != "rb":
+            raise ValueError(f"unsupported makefile mode {mode!r}")
+        raw = socket.SocketIO(self, "rb")  # type: ignore[arg-type]
+        self._sock._io_refs += 1  # type: ignore[attr-defined]
+        return io.BufferedReader(raw, buffering or io.DEFAULT_BUFFER_SIZE)
+
+
+def _watched_pools(rule: LowSpeed) -> dict[str, type[HTTPConnectionPool]]:
+    class WatchedHTTPConnection(HTTPConnection):
+        def connect(self) -> None:
+            super().connect()
+            self.sock = _WatchedSocket(self.sock, rule)  # type: ignore[assignment]
+
+    class WatchedHTTPSConnection(HTTPSConnection):
+        def connect(self) -> None:
+            super().connect()
+            self.sock = _WatchedSocket(self.sock, rule)  # type: ignore[assignment]
+
+    class WatchedHTTPPool(HTTPConnectionPool):
+        ConnectionCls = WatchedHTTPConnection
+
+    class WatchedHTTPSPool(HTTPSConnectionPool):
+        ConnectionCls = WatchedHTTPSConnection
+
+    return {"http": WatchedHTTPPool, "https": WatchedHTTPSPool}
+
+
+class _WatchedAdapter(HTTPAdapter):
+    """An HTTPAdapter whose connections are held to a low-speed rule."""
+
+    def __init__(self, rule: LowSpeed, **kwargs: object) -> None:
+        self._rule = rule
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+
+    def init_poolmanager(self, *args: object, **kwargs: object) -> None:
+        super().init_poolmanager(*args, **kwargs)  # type: ignore[arg-type]
+        # getattr: an unpickled adapter has no _rule (requests pickles __attrs__ only).
+        rule = getattr(self, "_rule", LowSpeed())
+        self.poolmanager.pool_classes_by_scheme = _watched_pools(rule)
+
+
 def make_session(
     *,
     user_agent: str = USER_AGENT,
@@ -62,11 +236,13 @@ def make_session(
     pool_maxsize: int = 8,
     verify: bool | str = True,
     trust_env: bool = True,
+    low_speed: LowSpeed | None = None,
 ) -> requests.Session:
     """A Session with kanipy's User-Agent and pools; ``retries`` > 0 retries GET and
     HEAD only. ``verify`` is False or a CA bundle for TLS (per-request ``verify``
     wins); ``trust_env=False`` ignores proxies, CA bundles and ``.netrc`` from the
-    environment (the registry client's credentials come only from config.json)."""
+    environment (the registry client's credentials come only from config.json).
+    ``low_speed`` holds every connection to that rule (``LowSpeedStall``)."""
     session = requests.Session()
     session.headers["User-Agent"] = user_agent
     session.verify = verify
@@ -78,7 +254,9 @@ def make_session(
             allowed_methods=frozenset({"GET", "HEAD"}), respect_retry_after_header=True,
             raise_on_status=False)
     adapter = HTTPAdapter(pool_connections=8, pool_maxsize=max(8, pool_maxsize),
-                          max_retries=max_retries)
+                          max_retries=max_retries) if low_speed is None else \
+        _WatchedAdapter(low_speed, pool_connections=8, pool_maxsize=max(8, pool_maxsize),
+                        max_retries=max_retries)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
     return session
@@ -144,7 +322,7 @@ def download_to_file(
     """
     own_session = session is None
     if session is None:
-        session = make_session(retries=DOWNLOAD_RETRIES)
+        session = make_session(retries=DOWNLOAD_RETRIES, low_speed=LowSpeed())
     log.debug("downloading %s", redact_url(url))
     fd, name = tempfile.mkstemp(prefix="download-", dir=directory)
     target = Path(name)
@@ -182,6 +360,9 @@ def _reason(exc: BaseException) -> str:
     """Why a request failed, in words, without credentials or tokens."""
     text = str(exc)
     lowered = text.lower()
+    stall = low_speed_stall(exc)
+    if stall is not None:
+        return f"the server stalled ({stall})"
     if isinstance(exc, requests.Timeout):
         return "timed out"
     if "name or service not known" in lowered or "failed to resolve" in lowered \

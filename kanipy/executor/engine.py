@@ -35,7 +35,7 @@ from kanipy.executor.runner import ChrootRunner, Runner
 from kanipy.executor.sandbox_caps import require_build_privileges
 from kanipy.executor.stage import BuiltStage, LayerPolicy, StageBuilder
 from kanipy.executor.step import StageContext, StageNames
-from kanipy.fs.diskspace import no_space_left
+from kanipy.fs.diskspace import no_space_left, room_taken_since
 from kanipy.fs.rootfs import Rootfs
 from kanipy.oci import mediatypes
 from kanipy.oci.blobstore import BlobStore
@@ -284,7 +284,8 @@ class Build:
             self.reporter.stage_started(number, count, stage.name, _base_text(stage, plan))
             started = time.monotonic()
             with no_space_left([build_dir, store.root],
-                               f"pulling and unpacking the base of stage {number}"):
+                               f"pulling and unpacking the base of stage {number}",
+                               needs=room_taken_since([build_dir, store.root])):
                 base = bases.stage_base(stage, self.stages)
             builder = StageBuilder(
                 plan=plan, stage=stage, number=number, count=count, base=base,
@@ -296,7 +297,8 @@ class Build:
                 cache=stage_cache(self.cache, base, stage, self.filename),
             )
             with no_space_left([build_dir, store.root],
-                               f"building stage {number} (its root and its layers)"):
+                               f"building stage {number} (its root and its layers)",
+                               needs=room_taken_since([build_dir, store.root])):
                 built = builder.build()
             self.summaries += builder.summaries
             self.stages[stage.index] = built

@@ -45,6 +45,7 @@ the umask is 0022, stdin is /dev/null, stdout and stderr are merged.
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import os
@@ -69,7 +70,7 @@ __all__ = ["DEFAULT_PATH", "SCAFFOLDING", "ChrootRunner", "Mount", "RunOutcome",
            "Runner", "env_items"]
 
 Network = Literal["default", "none", "host"]
-MountType = Literal["bind", "tmpfs"]
+MountType = Literal["bind", "tmpfs", "secret"]
 OnOutput = Callable[[bytes], None]
 
 # The image paths the runner provides during every step (issue 4, RUN). The
@@ -91,12 +92,22 @@ MAX_LINE = 64 * 1024
 
 @dataclass(frozen=True)
 class Mount:
-    """An extra mount for a step (``RUN --mount``): a host path or a tmpfs at an image path."""
+    """An extra mount for a step (``RUN --mount``): a host path, a tmpfs, or a secret at
+    an image path.
+
+    A ``secret`` carries its bytes in ``data`` (never a host file) with the owner
+    and mode of the file the step sees; it reaches the step's helper through the
+    spec pipe and is read-only for the step.
+    """
 
     target: str
     type: MountType = "bind"
     source: Path | None = None
     readonly: bool = False
+    data: bytes | None = field(default=None, repr=False)
+    uid: int = 0
+    gid: int = 0
+    mode: int = 0o400
 
 
 @dataclass(frozen=True)
@@ -186,9 +197,12 @@ class ChrootRunner:
                 hosts += f"127.0.0.1\t{spec.hostname}\n".encode()
             (job / "hosts").write_bytes(hosts)
             (job / "hostname").write_text(f"{spec.hostname or socket.gethostname()}\n")
-            # The spec (the step's environment, secrets given as env= among it)
-            # goes to the helper through a pipe: never to a file a killed build
-            # would leave behind.
+            # Stays empty on disk: in the isolated mode the init mounts the step's
+            # private tmpfs for secret files on it, inside its own mount namespace.
+            (job / "secrets").mkdir(mode=0o700)
+            # The spec (the step's environment and its secrets, env= and file
+            # alike) goes to the helper through a pipe: never to a file a killed
+            # build would leave behind (issue 11).
             status = self._spawn(json.dumps(self._job(spec, job)).encode(), on_output)
         return self._conclude(status)
 
@@ -202,9 +216,13 @@ class ChrootRunner:
              "readonly": False, "required": False},
         ]
         for m in spec.extra_mounts:
-            binds.append({"target": m.target, "type": m.type,
-                          "source": str(m.source) if m.source else None,
-                          "readonly": m.readonly, "required": True})
+            entry: dict[str, Any] = {"target": m.target, "type": m.type,
+                                     "source": str(m.source) if m.source else None,
+                                     "readonly": m.readonly, "required": True}
+            if m.type == "secret":
+                entry.update(data=base64.b64encode(m.data or b"").decode("ascii"),
+                             uid=m.uid, gid=m.gid, mode=m.mode, readonly=True)
+            binds.append(entry)
         return {
             "root": str(spec.root),
             "argv": list(spec.argv),
@@ -217,6 +235,7 @@ class ChrootRunner:
             "network": spec.network,
             "degraded": self.degraded,
             "mounts": binds,
+            "secrets_dir": str(job / "secrets"),
         }
 
     def _spawn(self, spec: bytes, on_output: OnOutput) -> dict[str, Any]:
@@ -303,6 +322,8 @@ def _validate(spec: RunSpec) -> None:
             raise BuildError(f"mount target {m.target!r} is not absolute")
         if m.type == "bind" and (m.source is None or not m.source.exists()):
             raise BuildError(f"mount source {m.source} does not exist")
+        if m.type == "secret" and m.data is None:
+            raise BuildError(f"secret mount on {m.target} has no value")
 
 
 def _write_all(fd: int, data: bytes) -> None:

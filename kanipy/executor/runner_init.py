@@ -19,6 +19,7 @@ helper does not load the engine's dependencies.
 
 from __future__ import annotations
 
+import base64
 import ctypes
 import errno
 import fcntl
@@ -110,7 +111,10 @@ class _Libc:
 
 
 def _send(fd: int, message: dict[str, Any]) -> None:
-    os.write(fd, json.dumps(message).encode() + b"\n")
+    try:
+        os.write(fd, json.dumps(message).encode() + b"\n")
+    except BrokenPipeError:
+        pass  # the engine is gone (killed): the cleanup that follows still matters
 
 
 def _helper_main(args: list[str]) -> NoReturn:
@@ -273,7 +277,11 @@ class _Scaffold:
 
 def _init_main(libc: _Libc, job: dict[str, Any], status_fd: int, isolated: bool) -> int:
     """PID 1 of the step's namespace (or a subreaper on the degraded path)."""
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    # When the helper dies (kanipy was killed, even with SIGKILL, and the
+    # helper with it) the init is told with SIGTERM, not killed: it ends the
+    # step and then takes back what it put into the root, a secret file among
+    # it, so a killed build leaves no secret behind (issue 11).
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
     # SIGTERM from the helper means: end the step now (and still clean up).
     # PID 1 of a namespace gets no signal it has no handler for, so the handler
     # is installed first; it can only know the step's pid once it exists.
@@ -311,6 +319,14 @@ def _init_main(libc: _Libc, job: dict[str, Any], status_fd: int, isolated: bool)
             return 1
     else:
         sources = _open_sources(job)
+        try:
+            _stage_secrets(libc, job, sources)
+        except OSError as exc:
+            for fd in sources.values():
+                os.close(fd)
+            _send(status_fd, {"error": f"cannot provide a secret: {exc.strerror or exc}",
+                              "missing": missing})
+            return 1
         detach_old_root: Callable[[], None] | None = None
         try:
             detach_old_root = pivot_into(libc, job["root"])
@@ -413,6 +429,41 @@ def _open_sources(job: dict[str, Any]) -> dict[str, int]:
             except OSError:
                 continue
     return sources
+
+
+def _stage_secrets(libc: _Libc, job: dict[str, Any], sources: dict[str, int]) -> None:
+    """Secret files in a private tmpfs of the step's mount namespace, never on disk.
+
+    The tmpfs is mounted on the runner's empty ``secrets_dir`` before the
+    pivot: only this namespace sees it (propagation is private), so the host,
+    kanipy's work directory and a build killed meanwhile hold nothing. Each
+    file is then bound read-only at its target like any bind; when the old root
+    is detached the tmpfs is reachable only through those binds, and it goes
+    with the namespace when the step ends.
+    """
+    secrets = [m for m in job["mounts"] if m["type"] == "secret"]
+    if not secrets:
+        return
+    values = [base64.b64decode(m["data"]) for m in secrets]
+    where = job["secrets_dir"]
+    size = sum(len(v) + 4096 for v in values) + 4096
+    libc.mount("tmpfs", where, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+               f"mode=0700,size={size},nr_inodes={len(values) + 16}")
+    for index, (m, value) in enumerate(zip(secrets, values, strict=True)):
+        path = os.path.join(where, str(index))
+        # Made unreadable, given its owner and mode, then filled.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                     | os.O_CLOEXEC, 0)
+        try:
+            os.fchown(fd, m["uid"], m["gid"])
+            os.fchmod(fd, m["mode"])
+            view = memoryview(value)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+        sources[path] = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        m["source"] = path
 
 
 def _mount_scaffolding(scaffold: _Scaffold, job: dict[str, Any], sources: dict[str, int],

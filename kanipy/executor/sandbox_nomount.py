@@ -16,8 +16,10 @@ them back exactly):
   docs/architecture.md for the options measured);
 - ``/etc/resolv.conf``, ``/etc/hosts``, ``/etc/hostname``: private copies;
 - ``RUN --mount``: a cache directory is renamed into place and back (copied
-  when it lives on another filesystem); a secret or a read-only bind is
-  copied in and removed after (writes to a read-only bind are not refused,
+  when it lives on another filesystem); a secret is written from memory
+  (it came through the spec pipe) at its target, mode and owner set before a
+  byte is written, and removed after; a read-only bind is copied in and
+  removed after (writes to a read-only bind are not refused,
   they are discarded with the copy); an ``rw`` bind (already a private copy)
   is renamed in; a tmpfs is an empty directory (mode 1777) removed after.
 
@@ -26,6 +28,7 @@ Only the standard library may be used here: this runs in the step helper.
 
 from __future__ import annotations
 
+import base64
 import errno
 import functools
 import os
@@ -146,6 +149,25 @@ def _proc(prov: Provisioner, job: dict[str, Any], missing: list[str]) -> None:
         missing.append(f"/proc is not provided ({exc.strerror or exc})")
 
 
+def _write_secret(host: str, value: bytes, m: dict[str, Any]) -> None:
+    """The secret at ``host``: never readable beyond its owner and mode, even half-written.
+
+    It exists only inside the step's root (which lies in the build's 0700
+    directory) and only for the step: the init takes it back when the step
+    ends, also when kanipy was killed (runner_init: the helper's death reaches
+    the init as SIGTERM).
+    """
+    fd = os.open(host, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0)
+    try:
+        os.fchown(fd, m["uid"], m["gid"])
+        os.fchmod(fd, m["mode"])
+        view = memoryview(value)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+
+
 def _make_dirs(top: str, rel: str) -> None:
     """``top/rel`` and the directories on the way, each 0555 as in procfs."""
     current = top
@@ -173,6 +195,10 @@ def _extra(prov: Provisioner, m: dict[str, Any]) -> None:
     try:
         if m["type"] == "tmpfs":
             prov.place(target, lambda host: os.mkdir(host, 0o1777))
+            return
+        if m["type"] == "secret":
+            value = base64.b64decode(m["data"])
+            prov.place(target, lambda host: _write_secret(host, value, m))
             return
         source = m["source"]
         if not os.path.lexists(source):

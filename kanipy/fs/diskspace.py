@@ -88,6 +88,35 @@ def _fullest(paths: list[str | os.PathLike[str]]) -> str | os.PathLike[str]:
     return min(paths, key=free)
 
 
+def room_taken_since(paths: list[str | os.PathLike[str]]) -> Callable[[], int | None]:
+    """A ``needs`` for ``no_space_left`` where the work's size is not known beforehand.
+
+    Takes the free room of each filesystem holding ``paths`` now; the function
+    it returns gives how much of it the work has taken since (summed over those
+    filesystems), or None when nothing was. Called once the disk is full, that
+    is the room the work had written when it failed: a stage's root and layers
+    so far, the steps' own files. The work needs at least that much, so it is
+    the figure shown (another process writing there meanwhile counts too).
+    """
+    before: dict[int, tuple[Path, int]] = {}
+    for path in paths:
+        try:
+            mount = mount_point(path)
+            before.setdefault(os.stat(mount).st_dev, (mount, shutil.disk_usage(mount).free))
+        except OSError:
+            continue
+
+    def taken() -> int | None:
+        total = 0
+        for mount, free in before.values():
+            try:
+                total += max(0, free - shutil.disk_usage(mount).free)
+            except OSError:
+                continue
+        return total or None
+    return taken
+
+
 @contextmanager
 def no_space_left(paths: str | os.PathLike[str] | list[str | os.PathLike[str]], doing: str,
                   needs: int | Callable[[], int | None] | None = None) -> Iterator[None]:

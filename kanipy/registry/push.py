@@ -121,17 +121,20 @@ def push(
 
     def push_blobs() -> None:
         workers = max(1, min(client.options.concurrency, len(blobs)))
-        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kanipy-push") as pool:
+        # Not ``with pool``: its exit waits for every worker, and a worker writing
+        # to a stalled registry would hold a signalled build until the low-speed
+        # limit ends it (issue 11). On a failure the workers are not waited for.
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kanipy-push")
+        try:
             futures = [pool.submit(push_blob, client, reference, blob, scopes,
                                    sources.get(blob.descriptor.digest), on_progress)
                        for blob in blobs]
-            try:
-                for future in futures:
-                    future.result()
-            except BaseException:
-                for future in futures:
-                    future.cancel()
-                raise
+            for future in futures:
+                future.result()
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
 
     push_blobs()
     for attempt in range(1 + blob_retries):

@@ -32,7 +32,7 @@ import requests
 import urllib3.exceptions
 
 from kanipy.errors import ConnectionFailed, RegistryError
-from kanipy.http import make_session, redact_url
+from kanipy.http import LowSpeed, low_speed_stall, make_session, redact_url
 from kanipy.registry.challenge import Challenge, parse_challenge
 from kanipy.registry.options import RegistryOptions
 
@@ -56,8 +56,12 @@ def registry_session(options: RegistryOptions) -> requests.Session:
     """The Session every registry request goes through (``kanipy.http.make_session``)."""
     # Our own loop retries (retries=0: urllib3 must not repeat requests behind our
     # back); never pick up credentials from ~/.netrc: config.json is the only source.
+    # Every request, not only blob downloads, is held to the low-speed limit: a
+    # registry trickling a manifest, the headers of an upload session or the
+    # reading of an upload would otherwise hold the build forever (issue 11).
     return make_session(user_agent=options.user_agent, retries=0,
-                        pool_maxsize=options.concurrency * 2, trust_env=False)
+                        pool_maxsize=options.concurrency * 2, trust_env=False,
+                        low_speed=LowSpeed(options.low_speed_limit, options.low_speed_time))
 
 
 @dataclass(frozen=True)
@@ -277,6 +281,10 @@ def watched_chunks(resp: requests.Response, *, chunk: int, limit: int, window: f
 
 def connection_error(host: str, exc: BaseException) -> ConnectionFailed:
     """A RegistryError naming ``host`` and, in words, why the connection failed."""
+    stall = low_speed_stall(exc)
+    if stall is not None:
+        return ConnectionFailed(f"{host} stalled: {stall}; check the network or the registry",
+                                registry=host)
     text = str(exc)
     if isinstance(exc, requests.exceptions.SSLError) or "SSL" in type(exc).__name__:
         if "CERTIFICATE_VERIFY_FAILED" in text or "certificate verify failed" in text:

@@ -6,6 +6,7 @@ half-written output. The full filesystem is a 2 MB tmpfs mounted by the test."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,6 +72,8 @@ def test_downloading_a_base(tmp_path: Path, small_fs: Path, registry: Registry) 
 def test_building_a_stage(tmp_path: Path, small_fs: Path) -> None:
     result = build(_big_context(tmp_path), "--no-push", "--kanipy-dir", str(small_fs))
     _check_full(result.stderr, result.returncode, small_fs, "building stage 1")
+    # What the stage had written when the 2 MB filled: the room it needs at least.
+    assert "(its root and its layers) (needs about 2 MB)" in result.stderr, result.stderr
     assert [p.name for p in small_fs.iterdir() if p.name != "run-cache"] == []
 
 
@@ -78,6 +81,8 @@ def test_layer_write_into_the_cache_dir(tmp_path: Path, small_fs: Path) -> None:
     cache = small_fs / "cache"
     result = build(_big_context(tmp_path), "--no-push", "--cache-dir", str(cache))
     _check_full(result.stderr, result.returncode, small_fs, "building stage 1")
+    # The root (elsewhere) grew by the 3 MB file; the layer's partial blob is gone.
+    assert re.search(r"needs about [1-9][0-9]* MB", result.stderr), result.stderr
     assert list((cache / "blobs" / ".tmp").iterdir()) == [], "no partial blob is kept"
 
 
@@ -101,6 +106,7 @@ def test_oci_layout(tmp_path: Path, small_fs: Path, existing: bool) -> None:
     result = build(_big_context(tmp_path), "--no-push", "--oci-layout-path", str(layout))
     _check_full(result.stderr, result.returncode, small_fs,
                 f"writing the OCI layout {layout}")
+    assert "needs about 3 MB" in result.stderr, result.stderr
     if existing:
         # Still the complete layout it was: the old index, every blob it names.
         assert (layout / "index.json").read_bytes() == index_before

@@ -268,8 +268,9 @@ def test_run_mounts(tmp_path: Path) -> None:
     def look(spec: object) -> None:
         for m in runner.specs[0].extra_mounts:
             if m.target == "/run/secrets/token":
-                assert m.source is not None
-                seen["secret"] = (*owner_mode(m.source), m.source.read_bytes())
+                # In memory, for the runner: no file of kanipy's holds it.
+                assert m.type == "secret" and m.source is None and m.data is not None
+                seen["secret"] = (m.uid, m.gid, m.mode, m.data)
 
     runner = RecordingRunner(effect=look)
     s = steps(
@@ -455,3 +456,17 @@ def test_step_error_located_keeps_class_and_message() -> None:
     assert isinstance(bad, DockerfileError) and bad.exit_code == 3
     assert (str(bad), bad.line, bad.reason) == ("Df:3: RUN --mount needs target=", 3,
                                                 "RUN --mount needs target=")
+
+
+@pytest.mark.parametrize("pattern", ["link*", "link1"], ids=["wildcard", "named"])
+def test_copy_of_a_link_leading_out_of_the_context_names_it(tmp_path: Path,
+                                                            pattern: str) -> None:
+    # Followed inside the context (as BuildKit's rootPath does), /etc/passwd is not
+    # there: an error naming the link, never a traceback (issue 11).
+    (tmp_path / "context").mkdir()
+    (tmp_path / "context" / "link1").symlink_to("/etc/passwd")
+    with pytest.raises(StepError) as info:
+        steps(f"FROM scratch\nCOPY {pattern} /x/\n", tmp_path)
+    assert "'link1' not found in the build context (it is a symbolic link whose target " \
+           "is not in the source)" in info.value.message
+    assert not (tmp_path / "root" / "x" / "link1").exists()

@@ -82,9 +82,6 @@ def test_run_mounts_without_mounting(rootfs: Path, tmp_path: Path) -> None:
     source = tmp_path / "src"
     source.mkdir()
     (source / "input.txt").write_text("from the context\n")
-    secret = tmp_path / "secret"
-    secret.write_text("s3cret")
-    secret.chmod(0o400)
     script = tmp_path / "script"
     script.write_text("#!/bin/sh\necho heredoc-ran\n")
     script.chmod(0o755)
@@ -98,7 +95,7 @@ def test_run_mounts_without_mounting(rootfs: Path, tmp_path: Path) -> None:
         "/dev/pipes/script"), runner, extra_mounts=[
         Mount("/var/cache/app", "bind", cache),
         Mount("/mnt/src", "bind", source, readonly=True),
-        Mount("/run/secrets/token", "bind", secret, readonly=True),
+        Mount("/run/secrets/token", "secret", data=b"s3cret"),
         Mount("/tmp/scratch", "tmpfs"),
         Mount("/dev/pipes/script", "bind", script, readonly=True),
     ])

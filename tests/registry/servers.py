@@ -2,8 +2,10 @@
 
 ``FaultProxy`` forwards to a real registry and, on request, answers 503 or 429
 (with ``Retry-After``) or any status with a registry error body of our choosing,
-drops the connection halfway through a response body, flips a byte of one, or
-trickles one out a byte at a time;
+drops the connection halfway through a response body, flips a byte of one,
+trickles one out a byte at a time (``trickle``), trickles the status line and
+headers (``trickle-headers``), or reads a request body a byte at a time
+(``trickle-read``);
 it records every request it sees. ``TokenServer``
 issues Docker registry tokens (JWTs, RS256) signed with ``openssl dgst`` by a
 key whose self-signed certificate the registry trusts (``rootcertbundle``),
@@ -38,7 +40,9 @@ class Fault:
 
     method: str
     path_contains: str
-    kind: str  # "503", "429", "drop", "corrupt", "trickle", "error" (status, code, message)
+    # "503", "429", "drop", "corrupt", "trickle", "trickle-headers", "trickle-read",
+    # "error" (status, code, message)
+    kind: str
     times: int = 1
     retry_after: int = 1
     status: int = 0
@@ -116,10 +120,32 @@ class FaultProxy:
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002
                 pass
 
+            def _trickle(self, data: bytes, pause: float) -> None:
+                for byte in data:
+                    try:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                    except OSError:
+                        break
+                    time.sleep(pause)
+                self.close_connection = True
+
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else None
                 fault = proxy._take_fault(self.command, self.path)
+                if fault is not None and fault.kind == "trickle-read":
+                    # A server (or a network) that takes an upload a byte at a time
+                    # (whatever its framing: Content-Length or chunked).
+                    while True:
+                        try:
+                            if not self.rfile.read(1):
+                                break
+                        except OSError:
+                            break
+                        time.sleep(fault.retry_after / 10)
+                    self.close_connection = True
+                    return
+                body = self.rfile.read(length) if length else None
                 if fault is not None and fault.kind in ("503", "429", "error"):
                     code = {"429": "TOOMANYREQUESTS", "503": "UNAVAILABLE"}.get(fault.kind,
                                                                                fault.code)
@@ -158,6 +184,11 @@ class FaultProxy:
                         self.send_header("Content-Length", length_header)
                     else:
                         self.send_header("Content-Length", str(len(data)))
+                    if fault is not None and fault.kind == "trickle-headers":
+                        head = b"".join(self._headers_buffer) + b"\r\n"  # type: ignore[attr-defined]
+                        self._headers_buffer = []  # type: ignore[attr-defined]
+                        self._trickle(head + data, fault.retry_after / 10)
+                        return
                     self.end_headers()
                     if fault is not None and fault.kind == "drop" and len(data) > 1:
                         self.wfile.write(data[: len(data) // 2])
@@ -167,14 +198,7 @@ class FaultProxy:
                     if fault is not None and fault.kind == "trickle":
                         # One byte every retry_after/10 seconds: a registry (or a
                         # network) that stalls without ever going quiet.
-                        for byte in data:
-                            try:
-                                self.wfile.write(bytes([byte]))
-                                self.wfile.flush()
-                            except OSError:
-                                break
-                            time.sleep(fault.retry_after / 10)
-                        self.close_connection = True
+                        self._trickle(data, fault.retry_after / 10)
                         return
                     if fault is not None and fault.kind == "corrupt" and data:
                         mid = len(data) // 2

@@ -164,8 +164,14 @@ class SourceFinder:
             if self.excluded(rel) and not (is_dir and self.walk_needed(rel)):
                 continue
             if regex.match(rel_in_walk):
-                # A matched link is followed inside the root, as BuildKit's rootPath does.
-                found.append(Source(self.root.resolve(rel), rel))
+                # A matched link is followed inside the root, as BuildKit's rootPath does;
+                # one whose target is not there is an error naming it, as a named one is.
+                resolved = self.root.resolve(rel)
+                if not os.path.exists(resolved):
+                    raise StepError(
+                        f"{self.instruction} failed: {rel!r} not found in {self.origin} (it "
+                        "is a symbolic link whose target is not in the source)")
+                found.append(Source(resolved, rel))
             elif is_dir:
                 self._walk(Path(entry.path), base, rel_in_walk + "/", regex, found)
 

@@ -134,7 +134,7 @@ def _mount(
         return RunnerMount(target=_abs(m.target, workdir), type="bind", source=cache_dir,
                            readonly=m.readonly)
     if m.type == "secret":
-        return _secret_mount(m, ctx, scratch, env, workdir, line)
+        return _secret_mount(m, ctx, env, workdir, line)
     if m.type == "ssh":
         raise StepError(
             "RUN --mount=type=ssh is not supported by kanipy (there is no SSH agent "
@@ -226,13 +226,13 @@ def _cache_request(m: Mount, workdir: str) -> CacheMountRequest:
                              mode=m.mode if m.mode is not None else 0o755)
 
 
-def _secret_mount(m: Mount, ctx: StageContext, scratch: Path, env: dict[str, str],
-                  workdir: str, line: int) -> RunnerMount | None:
+def _secret_mount(m: Mount, ctx: StageContext, env: dict[str, str], workdir: str,
+                  line: int) -> RunnerMount | None:
     """``type=secret``: a ``--secret`` as a file (and/or an env variable) for one step.
 
-    The value is written to a file of this step's scratch space, owned by
-    ``uid``/``gid`` with ``mode`` (0400), and bind-mounted read-only; the
-    snapshot leaves the mount point out, and the value is never logged.
+    The value goes to the runner in memory, never into a file of kanipy's: the
+    step sees it at the target, owned by ``uid``/``gid`` with ``mode`` (0400),
+    read-only; the snapshot leaves it out, and the value is never logged.
     """
     secret_id = m.id
     if not secret_id:
@@ -251,12 +251,9 @@ def _secret_mount(m: Mount, ctx: StageContext, scratch: Path, env: dict[str, str
         env[m.env] = value.decode("utf-8", "replace")
     if not m.target:
         return None  # env= alone: BuildKit mounts no file
-    path = Path(tempfile.mkdtemp(prefix="secret-", dir=scratch)) / "value"
-    path.write_bytes(value)
-    os.chown(path, m.uid or 0, m.gid or 0)
-    path.chmod(m.mode if m.mode is not None else 0o400)
-    return RunnerMount(target=_abs(m.target, workdir), type="bind", source=path,
-                       readonly=True)
+    return RunnerMount(target=_abs(m.target, workdir), type="secret", data=value,
+                       uid=m.uid or 0, gid=m.gid or 0,
+                       mode=m.mode if m.mode is not None else 0o400, readonly=True)
 
 
 def _mount_source_root(m: Mount, ctx: StageContext) -> Path:
