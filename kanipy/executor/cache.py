@@ -38,6 +38,7 @@ from kanipy.executor.cache_key import (
     step_key,
     workdir_path,
 )
+from kanipy.executor.cache_root import CachedLayerLost, PendingLayer, PendingRoot
 from kanipy.executor.cache_store import (
     CACHE_FIELD,
     CacheEntry,
@@ -46,13 +47,11 @@ from kanipy.executor.cache_store import (
 )
 from kanipy.executor.step import StageContext, StageState, StepKind
 from kanipy.fs.rootfs import Rootfs
-from kanipy.fs.unpack import unpack_layer
-from kanipy.oci import mediatypes
 from kanipy.oci.blobstore import BlobStore
 from kanipy.oci.config import HistoryEntry, ImageConfig
 from kanipy.oci.descriptor import Descriptor, Platform
 from kanipy.oci.digest import Digest
-from kanipy.oci.image import open_decompressed, store_image
+from kanipy.oci.image import store_image
 
 log = logging.getLogger(__name__)
 
@@ -241,9 +240,11 @@ class StageCache:
     platform: Platform
     chain: str = ""
     last_miss: str | None = None
-    # Layers of hits not yet unpacked into the root (see ``flush``).
-    pending: list[Descriptor] = field(default_factory=list)
+    # The layers the stage's root lacks (its base's, then the hits'): see ``flush``.
+    root: PendingRoot | None = None
     layer_sources: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # False once a cached layer was lost: the stage is built again, every step run.
+    hits: bool = True
 
     def __post_init__(self) -> None:
         self.chain = base_key(self.base_id)
@@ -272,6 +273,9 @@ class StageCache:
             return found
         if not stores or self.cache.off:
             found.stores = False
+            return found
+        if not self.hits:
+            found.reason = "a cached layer of this stage could not be used"
             return found
         try:
             found.hit = self._fetch_entry(key)
@@ -309,11 +313,10 @@ class StageCache:
         if len(layers) > 1 or len(layers) != len(diff_ids):
             raise CacheUnavailable("the entry's layers do not match its config")
         layer = layers[0] if layers else None
-        if layer is not None:
-            self.cache.repository.fetch_layer(image, layer, self.cache.store)
         source = getattr(image, "source", None)
         where = (source.registry, source.repository) if source is not None else None
-        return CacheEntry(doc, layer, where)
+        # The layer blob is fetched only when the root or an output needs it.
+        return CacheEntry(doc, layer, where, image)
 
     def _explain_miss(self, identity: str, explain: Mapping[str, Any]) -> str:
         try:
@@ -327,10 +330,11 @@ class StageCache:
 
     def apply_hit(self, found: StepLookup, ins: Instruction, state: StageState
                   ) -> HitResult | None:
-        """Take the entry's verified layer for the step; None (and a warning) if it cannot be.
+        """Take the entry's layer for the step; None (and a warning) if it cannot be.
 
-        The layer is unpacked into the root by ``flush``, when a step that is run
-        (or a later stage) needs the root.
+        The layer is fetched and unpacked (its diff_id checked) by ``flush``, when
+        a step that is run (or a later stage) needs the root, or fetched when an
+        output needs its bytes; until then only the entry's config was read.
         """
         entry = found.hit
         assert entry is not None and found.key is not None
@@ -340,14 +344,13 @@ class StageCache:
         if entry.layer is not None:
             try:
                 diff_id = Digest.parse(diff_ids[0])
-                _check_diff_id(self.cache.store, entry.layer, diff_id)
-            except (ValueError, KanipyError, OSError, CacheUnavailable) as exc:
-                problem = exc if isinstance(exc, CacheUnavailable) else CacheUnavailable(str(exc))
-                self.cache.warn(f"entry {_tag('', found.key)[:12]}", problem)
+            except ValueError as exc:
+                self.cache.warn(f"entry {_tag('', found.key)[:12]}", CacheUnavailable(str(exc)))
                 return None
-            # Verified now, unpacked only when a later step needs the root (``flush``):
-            # a fully cached final stage never writes these files at all.
-            self.pending.append(entry.layer)
+            assert self.root is not None, "stage_cache gives every StageCache a root"
+            self.root.add(PendingLayer(entry.layer, _layer_fetcher(self.cache, entry),
+                                       diff_id, cached=True,
+                                       present=_layer_check(self.cache, entry)))
             if entry.source is not None:
                 self.layer_sources[str(entry.layer.digest)] = entry.source
         new_state = state
@@ -357,13 +360,11 @@ class StageCache:
         self.chain = found.key
         return HitResult(new_state, entry.layer, diff_id, history[0] if history else None)
 
-    def flush(self, rootfs: Rootfs) -> None:
-        """Unpack the layers of the hits so far into the root, before a step that reads it."""
-        pending, self.pending = self.pending, []
-        for layer in pending:
-            with self.cache.store.open(layer.digest) as fh:
-                unpack_layer(rootfs, fh, compression=mediatypes.layer_compression(layer.media_type),
-                             layer_name=str(layer.digest))
+    def flush(self, rootfs: Rootfs, scope: list[str] | None = None) -> None:
+        """Apply the base and the hits so far to the root before a step that is run:
+        all of it, or (``scope``) only what the step's paths need (``cache_root``)."""
+        if self.root is not None:
+            self.root.fill(scope)
 
     def finish(self, found: StepLookup, ins: Instruction, layer: Descriptor | None,
                diff_id: Digest | None, history: HistoryEntry | None) -> None:
@@ -396,16 +397,23 @@ class StageCache:
             log.warning("layer cache: could not make an entry: %s", exc)
 
 
-def _check_diff_id(store: BlobStore, layer: Descriptor, diff_id: Digest) -> None:
-    """The layer blob decompresses to ``diff_id`` (its digest was checked as it arrived)."""
-    h = hashlib.sha256()
-    with store.open(layer.digest) as fh:
-        stream = open_decompressed(fh, layer.media_type)
-        while chunk := stream.read(1 << 20):
-            h.update(chunk)
-    if f"sha256:{h.hexdigest()}" != str(diff_id):
-        raise CacheUnavailable(f"layer {layer.digest} does not decompress to its diff_id "
-                               f"{diff_id}")
+def _layer_fetcher(cache: LayerCache, entry: CacheEntry) -> Callable[[], None]:
+    """Bring the entry's layer into the store; CachedLayerLost (after a warning) if it cannot."""
+    layer = entry.layer
+    assert layer is not None
+
+    def fetch() -> None:
+        try:
+            cache.repository.fetch_layer(entry.image, layer, cache.store)
+        except CacheUnavailable as exc:
+            raise CachedLayerLost(f"cached layer {layer.digest}: {exc}") from None
+    return fetch
+
+
+def _layer_check(cache: LayerCache, entry: CacheEntry) -> Callable[[], bool]:
+    layer = entry.layer
+    assert layer is not None
+    return lambda: cache.repository.has_blob(entry.image, layer)
 
 
 def explain_difference(old: Mapping[str, Any], new: Mapping[str, Any],
