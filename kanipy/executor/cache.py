@@ -124,6 +124,8 @@ class LayerCache:
         # Set when the repository itself failed: the rest of the build runs uncached.
         self.off = False
         self._refused = False  # the repository refused an entry: store no more
+        # Re-run steps whose layer matched their previous entry's (``finish``).
+        self.chained_by_layer = 0
 
     def warn(self, what: str, exc: CacheUnavailable) -> None:
         """A cache problem: a warning, and the build goes on without the cache for this step
@@ -218,6 +220,9 @@ class StepLookup:
     stores: bool  # whether this kind of step makes entries
     hit: CacheEntry | None = None
     reason: str | None = None
+    # On a miss: the entry the same step made last time (its ``kanipy.cache`` fields
+    # and diff_id), for chaining by layer (``StageCache.finish``).
+    previous: dict[str, Any] | None = None
 
 
 @dataclass
@@ -245,6 +250,8 @@ class StageCache:
     layer_sources: dict[str, tuple[str, str]] = field(default_factory=dict)
     # False once a cached layer was lost: the stage is built again, every step run.
     hits: bool = True
+    # The --build-arg values, which entries never hold in clear (``hide_given``).
+    given: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.chain = base_key(self.base_id)
@@ -257,7 +264,7 @@ class StageCache:
         ).hexdigest()
         explain: dict[str, Any] = {
             "parent": self.chain, "base": self.base_id,
-            "args": {k: v for k, v in state.args.items()},
+            "args": dict(state.args),
         }
         stores = kind is not StepKind.METADATA and self._enabled_for(ins.keyword)
         try:
@@ -268,6 +275,10 @@ class StageCache:
         explain.update(instruction=inputs.instruction, inputs=dict(inputs.inputs))
         if inputs.content is not None:
             explain["files"] = dict(inputs.content.files)
+        # --build-arg values (tokens, often) are kept only as digests: the stored
+        # inputs are read back by anyone who can pull the cache, and the miss line is
+        # logged. ARG defaults are the Dockerfile's text and stay as they are.
+        explain = hide_given(explain, self.given)
         found = StepLookup(key, identity, inputs, explain, stores)
         if kind is StepKind.METADATA:
             return found
@@ -286,7 +297,7 @@ class StageCache:
             found.reason = "the cache could not be read"
         else:
             if found.hit is None:
-                found.reason = self._explain_miss(identity, explain)
+                found.reason = self._explain_miss(found)
         return found
 
     def _enabled_for(self, keyword: str) -> bool:
@@ -318,15 +329,18 @@ class StageCache:
         # The layer blob is fetched only when the root or an output needs it.
         return CacheEntry(doc, layer, where, image)
 
-    def _explain_miss(self, identity: str, explain: Mapping[str, Any]) -> str:
+    def _explain_miss(self, lookup: StepLookup) -> str:
         try:
-            found = self.cache.fetch(_tag("step-", identity))
+            found = self.cache.fetch(_tag("step-", lookup.identity))
         except CacheUnavailable:
             found = None
         if found is None:
             return "no earlier entry for this step"
-        old = found[0][CACHE_FIELD].get("explain") or {}
-        return explain_difference(old, explain, self.last_miss)
+        meta = dict(found[0][CACHE_FIELD])
+        meta["diff_ids"] = (found[0].get("rootfs") or {}).get("diff_ids") or []
+        lookup.previous = meta
+        old = meta.get("explain") or {}
+        return explain_difference(old, lookup.explain, self.last_miss)
 
     def apply_hit(self, found: StepLookup, ins: Instruction, state: StageState
                   ) -> HitResult | None:
@@ -339,7 +353,8 @@ class StageCache:
         entry = found.hit
         assert entry is not None and found.key is not None
         diff_ids = entry.doc.get("rootfs", {}).get("diff_ids") or []
-        history = [HistoryEntry.from_json(h) for h in entry.doc.get("history") or []]
+        history = [HistoryEntry.from_json(_restore_given(h, state)) for h
+                   in entry.doc.get("history") or []]
         diff_id: Digest | None = None
         if entry.layer is not None:
             try:
@@ -357,7 +372,11 @@ class StageCache:
         if ins.keyword == "WORKDIR":
             new_state = dataclasses.replace(state, config=state.config.with_config(
                 working_dir=workdir_path(ins, state)))  # type: ignore[arg-type]
-        self.chain = found.key
+        # An entry made by a re-run that gave the layer of an older entry continues
+        # that entry's chain (see ``finish``).
+        chain = entry.meta.get("chain")
+        self.chain = chain if isinstance(chain, str) and chain.startswith("sha256:") \
+            else found.key
         return HitResult(new_state, entry.layer, diff_id, history[0] if history else None)
 
     def flush(self, rootfs: Rootfs, scope: list[str] | None = None) -> None:
@@ -378,14 +397,18 @@ class StageCache:
             return
         if found.hit is None and found.reason is not None:
             self.last_miss = found.reason
+        continued = self._same_layer_as_before(found, diff_id)
         doc: dict[str, Any] = {
             "architecture": self.platform.architecture, "os": self.platform.os,
             "rootfs": {"type": "layers", "diff_ids": [str(diff_id)] if diff_id else []},
-            "history": [history.to_json()] if history is not None else [],
+            "history": [hide_given(history.to_json(), self.given)]
+            if history is not None else [],
             "config": {},
             CACHE_FIELD: {"key": found.key, "identity": found.identity,
                           "created": _rfc3339(time.time()), "explain": found.explain},
         }
+        if continued is not None:
+            doc[CACHE_FIELD]["chain"] = continued
         if self.platform.variant:
             doc["variant"] = self.platform.variant
         mounts = {Digest.parse(d): f"{reg}/{repo}" for d, (reg, repo)
@@ -395,6 +418,32 @@ class StageCache:
                             [_tag("", found.key), _tag("step-", found.identity)], mounts)
         except (KanipyError, OSError) as exc:
             log.warning("layer cache: could not make an entry: %s", exc)
+
+
+    def _same_layer_as_before(self, found: StepLookup, diff_id: Digest | None) -> str | None:
+        """Chaining by layer: the key the chain goes on from after a re-run step, when
+        the run gave the very layer of the entry the same step made last time, on the
+        same parent. The root is then what it was after that entry, and the steps after
+        it can still hit (their own inputs are in their own keys). None otherwise.
+        """
+        previous = found.previous
+        if previous is None:
+            return None
+        old_parent = (previous.get("explain") or {}).get("parent")
+        old_diff = previous.get("diff_ids") or []
+        new_diff = [str(diff_id)] if diff_id is not None else []
+        old_chain = previous.get("chain") or previous.get("key")
+        if old_parent != found.explain.get("parent") or old_diff != new_diff or \
+                not isinstance(old_chain, str) or old_chain == found.key:
+            return None
+        self.chain = old_chain
+        self.cache.chained_by_layer += 1
+        log.info("%s: the re-run made the same layer as before (%s); the steps after it "
+                 "can still hit", found.explain.get("instruction", "step")[:60],
+                 (new_diff or ["no layer"])[0][:19],
+                 extra={"fields": {"cache": "same-layer", "diff_id": new_diff[0]
+                                   if new_diff else None}})
+        return old_chain
 
 
 def _layer_fetcher(cache: LayerCache, entry: CacheEntry) -> Callable[[], None]:
@@ -428,8 +477,11 @@ def explain_difference(old: Mapping[str, Any], new: Mapping[str, Any],
             {k: v for k, v in new_inputs.items() if k != "content"}:
         old_args, new_args = old.get("args") or {}, new.get("args") or {}
         for name in sorted(set(old_args) | set(new_args)):
-            if old_args.get(name) != new_args.get(name):
-                return f"ARG {name} changed ({old_args.get(name)} → {new_args.get(name)})"
+            before, after = old_args.get(name), new_args.get(name)
+            if before != after:
+                if _is_hidden(before) or _is_hidden(after):
+                    return f"ARG {name} changed (value given by --build-arg)"
+                return f"ARG {name} changed ({before} → {after})"
     if old.get("instruction") != new.get("instruction"):
         return "the instruction changed"
     old_files, new_files = old.get("files") or {}, new.get("files") or {}
@@ -448,6 +500,76 @@ def explain_difference(old: Mapping[str, Any], new: Mapping[str, Any],
     if old.get("parent") != new.get("parent"):
         return f"an earlier step changed ({earlier})" if earlier else "an earlier step changed"
     return "the layer settings changed (compression, --reproducible or --ignore-path)"
+
+
+# --build-arg values shorter than this are hidden only where they stand alone (an
+# ARG's value, NAME=VALUE): hiding "1" inside every string would garble the rest.
+_HIDE_INSIDE = 4
+_HIDDEN = "--build-arg sha256:"
+# Left as they are: digests, which a value could only garble.
+_NOT_HIDDEN = frozenset({"parent", "base", "files", "created"})
+
+
+def _hidden(value: str) -> str:
+    return _HIDDEN + hashlib.sha256(value.encode()).hexdigest()[:8]
+
+
+def _is_hidden(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(_HIDDEN)
+
+
+def _placeholder(name: str) -> str:
+    return f"<--build-arg {name}>"
+
+
+def hide_given(doc: Any, given: Mapping[str, str]) -> Any:
+    """``doc`` (JSON) with every --build-arg value in ``given`` out of its strings.
+
+    An ARG's own value becomes a short digest (``--build-arg sha256:1a2b3c4d``): a
+    changed value still shows as changed. Inside other strings (a RUN's history
+    ``|1 TOKEN=...``, an expanded COPY destination) a value becomes a placeholder
+    naming its ARG, which a hit fills back from the build's own values
+    (``_restore_given``): those are the stored ones, or the key would differ.
+    """
+    values = sorted(((n, v) for n, v in given.items() if v), key=lambda nv: -len(nv[1]))
+    if not values:
+        return doc
+
+    def text(value: str) -> str:
+        for name, secret in values:
+            if value == f"{name}={secret}":
+                return f"{name}={_placeholder(name)}"
+            value = value.replace(f" {name}={secret} ", f" {name}={_placeholder(name)} ")
+            if len(secret) >= _HIDE_INSIDE:
+                value = value.replace(secret, _placeholder(name))
+        return value
+
+    def walk(value: Any, key: str | None = None) -> Any:
+        if key in _NOT_HIDDEN:
+            return value
+        if isinstance(value, str):
+            return text(value)
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if isinstance(value, dict):
+            if key == "args":
+                return {k: _hidden(v) if k in given and v == given[k] and v is not None
+                        else walk(v) for k, v in value.items()}
+            return {k: walk(v, k) for k, v in value.items()}
+        return value
+    return walk(doc)
+
+
+def _restore_given(entry: Mapping[str, Any], state: StageState) -> dict[str, Any]:
+    """A stored history entry with the placeholders of ``hide_given`` filled again."""
+    out = dict(entry)
+    text = out.get("created_by")
+    if isinstance(text, str) and "<--build-arg " in text:
+        values = {**state.proxy_args, **{k: v for k, v in state.args.items() if v is not None}}
+        for name, value in values.items():
+            text = text.replace(_placeholder(name), value)
+        out["created_by"] = text
+    return out
 
 
 # Inputs as a user would name them in a miss line.

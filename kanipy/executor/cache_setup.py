@@ -10,7 +10,7 @@ build runs without a cache.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from kanipy.dockerfile import Stage
@@ -85,7 +85,8 @@ def open_layer_cache(options: BuildOptions, destinations: list[Reference],
 
 
 def stage_cache(cache: LayerCache | None, base: BuiltStage, stage: Stage,
-                filename: str, *, hits: bool = True) -> StageCache | None:
+                filename: str, *, hits: bool = True,
+                given: Mapping[str, str] | None = None) -> StageCache | None:
     """The key chain of one stage, starting from its base; ``hits=False``: every step
     runs (a cached layer of the stage was lost), and makes its entry again."""
     if cache is None:
@@ -94,7 +95,8 @@ def stage_cache(cache: LayerCache | None, base: BuiltStage, stage: Stage,
         base.pending = PendingRoot(Rootfs(base.root), cache.store)
     return StageCache(cache=cache, base_id=base.base_id, stage_label=stage.label,
                       dockerfile=filename, image_format=base.image_format,
-                      platform=base.config.platform, root=base.pending, hits=hits)
+                      platform=base.config.platform, root=base.pending, hits=hits,
+                      given=dict(given or {}))
 
 
 __all__ = ["cache_repository", "open_layer_cache", "stage_cache"]

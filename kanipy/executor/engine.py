@@ -303,7 +303,8 @@ class Build:
                 single_snapshot=single,
                 base_seconds=time.monotonic() - started,
                 ignore_paths=frozenset(options.ignore_paths),
-                cache=stage_cache(self.cache, base, stage, self.filename, hits=hits),
+                cache=stage_cache(self.cache, base, stage, self.filename, hits=hits,
+                                  given=plan.build_args),
             )
             with no_space_left([build_dir, store.root],
                                f"building stage {number} (its root and its layers)"):
