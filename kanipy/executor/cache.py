@@ -497,6 +497,11 @@ def explain_difference(old: Mapping[str, Any], new: Mapping[str, Any],
     for name in sorted(set(old_inputs) | set(new_inputs)):
         if old_inputs.get(name) != new_inputs.get(name):
             return f"{_INPUT_NAMES.get(name, name)} changed"
+    old_args, new_args = old.get("args") or {}, new.get("args") or {}
+    for name in sorted(set(old_args) | set(new_args)):
+        if old_args.get(name) != new_args.get(name) and \
+                (_is_hidden(old_args.get(name)) or _is_hidden(new_args.get(name))):
+            return f"ARG {name} changed (value given by --build-arg)"
     if old.get("parent") != new.get("parent"):
         return f"an earlier step changed ({earlier})" if earlier else "an earlier step changed"
     return "the layer settings changed (compression, --reproducible or --ignore-path)"
@@ -514,12 +519,17 @@ def _hidden(value: str) -> str:
     return _HIDDEN + hashlib.sha256(value.encode()).hexdigest()[:8]
 
 
+_PLACEHOLDER = re.compile(r"<--build-arg ([^ >]+) sha256:[0-9a-f]{8}>")
+
+
 def _is_hidden(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(_HIDDEN)
 
 
-def _placeholder(name: str) -> str:
-    return f"<--build-arg {name}>"
+def _placeholder(name: str, value: str) -> str:
+    """A value inside a string: its ARG's name (to fill it back) and a digest (so that
+    a changed value still changes the string)."""
+    return f"<--build-arg {name} {_hidden(value).removeprefix('--build-arg ')}>"
 
 
 def hide_given(doc: Any, given: Mapping[str, str]) -> Any:
@@ -537,11 +547,12 @@ def hide_given(doc: Any, given: Mapping[str, str]) -> Any:
 
     def text(value: str) -> str:
         for name, secret in values:
+            shown = _placeholder(name, secret)
             if value == f"{name}={secret}":
-                return f"{name}={_placeholder(name)}"
-            value = value.replace(f" {name}={secret} ", f" {name}={_placeholder(name)} ")
+                return f"{name}={shown}"
+            value = value.replace(f" {name}={secret} ", f" {name}={shown} ")
             if len(secret) >= _HIDE_INSIDE:
-                value = value.replace(secret, _placeholder(name))
+                value = value.replace(secret, shown)
         return value
 
     def walk(value: Any, key: str | None = None) -> Any:
@@ -566,9 +577,8 @@ def _restore_given(entry: Mapping[str, Any], state: StageState) -> dict[str, Any
     text = out.get("created_by")
     if isinstance(text, str) and "<--build-arg " in text:
         values = {**state.proxy_args, **{k: v for k, v in state.args.items() if v is not None}}
-        for name, value in values.items():
-            text = text.replace(_placeholder(name), value)
-        out["created_by"] = text
+        out["created_by"] = _PLACEHOLDER.sub(
+            lambda m: values.get(m.group(1), m.group(0)), text)
     return out
 
 
