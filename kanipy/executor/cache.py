@@ -223,6 +223,8 @@ class StepLookup:
     # On a miss: the entry the same step made last time (its ``kanipy.cache`` fields
     # and diff_id), for chaining by layer (``StageCache.finish``).
     previous: dict[str, Any] | None = None
+    # The --build-arg values this step could see, hidden in its entry (``hide_given``).
+    given: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -278,8 +280,10 @@ class StageCache:
         # --build-arg values (tokens, often) are kept only as digests: the stored
         # inputs are read back by anyone who can pull the cache, and the miss line is
         # logged. ARG defaults are the Dockerfile's text and stay as they are.
-        explain = hide_given(explain, self.given)
-        found = StepLookup(key, identity, inputs, explain, stores)
+        # Only the ARGs this stage declared with the given value: others reach no input.
+        given = {k: v for k, v in self.given.items() if state.args.get(k) == v}
+        explain = hide_given(explain, given)
+        found = StepLookup(key, identity, inputs, explain, stores, given=given)
         if kind is StepKind.METADATA:
             return found
         if not stores or self.cache.off:
@@ -353,8 +357,14 @@ class StageCache:
         entry = found.hit
         assert entry is not None and found.key is not None
         diff_ids = entry.doc.get("rootfs", {}).get("diff_ids") or []
-        history = [HistoryEntry.from_json(_restore_given(h, state)) for h
-                   in entry.doc.get("history") or []]
+        try:
+            history = [HistoryEntry.from_json(_restore_given(h, state)) for h
+                       in entry.doc.get("history") or []]
+        except _NotRestorable:
+            # A literal that looked like a value given then, which differs now: the
+            # history text cannot be rebuilt, so the step runs (and makes its entry).
+            found.reason = "its history names a --build-arg value that changed"
+            return None
         diff_id: Digest | None = None
         if entry.layer is not None:
             try:
@@ -401,7 +411,7 @@ class StageCache:
         doc: dict[str, Any] = {
             "architecture": self.platform.architecture, "os": self.platform.os,
             "rootfs": {"type": "layers", "diff_ids": [str(diff_id)] if diff_id else []},
-            "history": [hide_given(history.to_json(), self.given)]
+            "history": [hide_given(history.to_json(), found.given)]
             if history is not None else [],
             "config": {},
             CACHE_FIELD: {"key": found.key, "identity": found.identity,
@@ -512,7 +522,7 @@ def explain_difference(old: Mapping[str, Any], new: Mapping[str, Any],
 _HIDE_INSIDE = 4
 _HIDDEN = "--build-arg sha256:"
 # Left as they are: digests, which a value could only garble.
-_NOT_HIDDEN = frozenset({"parent", "base", "files", "created"})
+_NOT_HIDDEN = frozenset({"parent", "base", "files", "created", "content"})
 
 
 def _hidden(value: str) -> str:
@@ -571,14 +581,27 @@ def hide_given(doc: Any, given: Mapping[str, str]) -> Any:
     return walk(doc)
 
 
+class _NotRestorable(Exception):
+    """A placeholder whose ARG has another value now (see ``_restore_given``)."""
+
+
 def _restore_given(entry: Mapping[str, Any], state: StageState) -> dict[str, Any]:
-    """A stored history entry with the placeholders of ``hide_given`` filled again."""
+    """A stored history entry with the placeholders of ``hide_given`` filled again.
+
+    Each is filled only with a value of the same digest: a key covers the values a
+    step uses, not a literal that happened to equal a given value.
+    """
     out = dict(entry)
     text = out.get("created_by")
     if isinstance(text, str) and "<--build-arg " in text:
         values = {**state.proxy_args, **{k: v for k, v in state.args.items() if v is not None}}
-        out["created_by"] = _PLACEHOLDER.sub(
-            lambda m: values.get(m.group(1), m.group(0)), text)
+
+        def fill(match: re.Match[str]) -> str:
+            value = values.get(match.group(1))
+            if value is None or _placeholder(match.group(1), value) != match.group(0):
+                raise _NotRestorable()
+            return value
+        out["created_by"] = _PLACEHOLDER.sub(fill, text)
     return out
 
 

@@ -27,6 +27,7 @@ import posixpath
 from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import BinaryIO
 
 from kanipy.dockerfile import Copy, Instruction, Workdir
 from kanipy.errors import IntegrityError
@@ -40,6 +41,7 @@ from kanipy.oci import mediatypes
 from kanipy.oci.blobstore import BlobStore
 from kanipy.oci.descriptor import Descriptor
 from kanipy.oci.digest import Digest
+from kanipy.oci.image import StoredImage
 
 log = logging.getLogger(__name__)
 
@@ -245,6 +247,23 @@ class PendingRoot:
         layer.diff_id = None  # checked once; later parts read the same bytes
 
 
+class FetchingImage(StoredImage):
+    """An image whose layers may still be remote (mounted on push); a blob opened
+    anyway (the registry refused the mount) is fetched first."""
+
+    def __init__(self, image: StoredImage, root: PendingRoot) -> None:
+        super().__init__(image.store, image.manifest())
+        self._root = root
+
+    def open_blob(self, descriptor: Descriptor) -> BinaryIO:
+        if not self.store.has(descriptor.digest):
+            try:
+                self._root.fetch([str(descriptor.digest)])
+            except CachedLayerLost as exc:
+                raise FileNotFoundError(str(exc)) from exc
+        return super().open_blob(descriptor)
+
+
 class _Hashing:
     """A readable that hashes what passes through it (a layer's diff_id)."""
 
@@ -261,4 +280,4 @@ class _Hashing:
         return f"sha256:{self._hash.hexdigest()}"
 
 
-__all__ = ["CachedLayerLost", "PendingLayer", "PendingRoot", "step_scope"]
+__all__ = ["CachedLayerLost", "FetchingImage", "PendingLayer", "PendingRoot", "step_scope"]

@@ -27,7 +27,7 @@ from kanipy.errors import BuildError, DockerfileError, KanipyError, UsageError
 from kanipy.executor import outputs, preflight
 from kanipy.executor.bases import StageBases, unreachable_hint
 from kanipy.executor.cache import LayerCache
-from kanipy.executor.cache_root import CachedLayerLost
+from kanipy.executor.cache_root import CachedLayerLost, FetchingImage
 from kanipy.executor.cache_setup import open_layer_cache, stage_cache
 from kanipy.executor.handlers.run import run_cache_root
 from kanipy.executor.options import BuildOptions, host_platform
@@ -348,6 +348,8 @@ class Build:
         # the digest every output names is over the bytes that carry them.
         image = store_image(store, config, layers, image_format,
                             dict(options.annotations) or None)
+        if remote and final.pending is not None:  # layer cache hook: a refused mount uploads
+            image = FetchingImage(image, final.pending)
         # Every layer is in the blob store now; the roots are not needed for the
         # outputs. Removing a large root costs one unlink per file (100,000 files:
         # 5-20 s here), so it runs while the image is pushed.
@@ -399,6 +401,9 @@ class Build:
             if layer is None or store.has(desc.digest):
                 continue
             source = final.layer_sources.get(digest)
+            if options.no_push and not files:
+                remote.add(desc.digest)  # no output reads the bytes
+                continue
             mountable = not options.no_push and source is not None and all(
                 ref.registry == source[0] for ref in destinations)
             if files or not mountable or (layer.present is not None and not layer.present()):
