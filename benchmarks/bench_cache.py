@@ -46,6 +46,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,7 +166,7 @@ def kanipy_build(ctx: Path, base: str, dest: str, work: Path, args: list[str]) -
     env = {**os.environ, "PYTHONPATH": str(ROOT), "SOURCE_DATE_EPOCH": "1700000000"}
     argv = [sys.executable]
     if os.environ.get("BENCH_PROFILE"):
-        argv += ["-m", "cProfile", "-o", f"{os.environ['BENCH_PROFILE']}.{len(os.listdir(work))}"]
+        argv += ["-m", "cProfile", "-o", f"{os.environ['BENCH_PROFILE']}.{time.monotonic_ns()}"]
     argv += ["-m", "kanipy", "build", "-c", str(ctx), "-d", dest,
              "--build-arg", f"BASE={base}", *args, "--cache", "--cache-copy-layers",
              "--log-format", "json", "--kanipy-dir", str(kdir)]
