@@ -11,7 +11,10 @@ context (seeded) and builds it phase after phase, caches kept between phases:
     late edit    one byte of a file that only the last COPY reads
     version      (python-app) --build-arg APP_VERSION=2, an ARG every RUN sees
                  but none uses: a re-run makes its old layer (chaining by layer)
-    base change  a new base digest
+    base change  a new base digest: another manifest (busybox) or config (Debian) over the
+                 very same layers. kanipy keys on the manifest digest, as the issue
+                 specifies, and rebuilds; buildah --layers reuses by layer content and
+                 mostly hits, so this row compares a rebuild with a near no-op.
 
 Workloads:
 
