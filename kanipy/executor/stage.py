@@ -202,9 +202,13 @@ class StageBuilder:
                              "cache": "miss", "reason": lookup.reason,
                              "step": step_info.step_number, "line": step_info.line}})
             if self.cache is not None and rule.kind is not StepKind.METADATA:
-                # The base and earlier hits into the root (only under the paths of a
-                # COPY/WORKDIR), before any snapshot.
-                self.cache.flush(rootfs, step_scope(resolved, state, rule.kind))
+                # The base and earlier hits into the root, before any snapshot: only
+                # under the paths of a COPY/WORKDIR when no RUN follows (a RUN needs
+                # all of it, and one pass over the layers is cheaper than two).
+                later = [self.handlers.get(i.keyword) for i in instructions[number - 1:]]
+                whole = any(r is not None and r.kind is StepKind.TREE for r in later)
+                self.cache.flush(rootfs, None if whole else
+                                 step_scope(resolved, state, rule.kind))
             # -- end of the layer cache hook
             if rule.kind.snapshot_before and snapshot is None and not self.single_snapshot:
                 snapshot = take_snapshot(rootfs.path, scaffolding)

@@ -406,14 +406,14 @@ RUN mkdir -p /srv/data && echo keep > /srv/data/keep && \\
     echo 'app:x:1234:' >> /etc/group && ln -s /srv/data /linked
 COPY --chown=app:app late.txt /srv/data/
 COPY late.txt /linked/via-link.txt
-RUN ls /srv/data > /listing
 """
 
 
 def test_a_late_miss_gives_the_image_an_uncached_build_gives(
         tmp_path: Path, base_images: BaseImages) -> None:
     """The COPY after the edit runs on a root filled only under its destination (and the
-    passwd/group files --chown reads); the next, through a symlink, on the whole root."""
+    passwd/group files --chown reads: no RUN follows); the next, through a symlink, on
+    the whole root."""
     context = write_tree(tmp_path / "ctx", {"Dockerfile": LATE, "late.txt": "one\n"})
     cache = tmp_path / "cache-layout"
     common = ("--no-push", "--reproducible", f"BASE={base_images.oci}")
@@ -421,8 +421,7 @@ def test_a_late_miss_gives_the_image_an_uncached_build_gives(
     (context / "late.txt").write_text("two\n")
     edited = _kanipy(context, *common, "--cache-repo", f"oci:{cache}",
                      "--oci-layout-path", str(tmp_path / "cached"))
-    assert [v for k, v in _cached(edited).items()] == [True, False, False, False], \
-        _cached(edited)
+    assert [v for k, v in _cached(edited).items()] == [True, False, False], _cached(edited)
     # The same context built without any cache.
     build(context, "--no-push", "--reproducible", "--build-arg", f"BASE={base_images.oci}",
           "--oci-layout-path", str(tmp_path / "uncached")).check()
@@ -432,7 +431,7 @@ def test_a_late_miss_gives_the_image_an_uncached_build_gives(
     rootfs = bundle / "rootfs"
     assert (rootfs / "srv/data/late.txt").stat().st_uid == 1234
     assert (rootfs / "srv/data/via-link.txt").read_text() == "two\n"
-    assert (rootfs / "listing").read_text().split() == ["keep", "late.txt", "via-link.txt"]
+    assert sorted(os.listdir(rootfs / "srv/data")) == ["keep", "late.txt", "via-link.txt"]
 
 
 CHAINED = """\
