@@ -232,16 +232,19 @@ class PendingRoot:
         what = f"layer {desc.digest}"
         try:
             with self.store.open(desc.digest) as fh:
-                stream = _Hashing(open_decompressed(
-                    fh, mediatypes.layer_compression(desc.media_type), what))
-                extract_tar(self.rootfs, stream, what=what, select=select)
-                while stream.read(1 << 20):
+                inner = open_decompressed(fh, mediatypes.layer_compression(desc.media_type),
+                                          what)
+                # A base layer's digest was checked as it arrived; a cached layer's
+                # diff_id comes from the entry and is checked here, once.
+                stream = _Hashing(inner) if layer.diff_id is not None else None
+                extract_tar(self.rootfs, stream or inner, what=what, select=select)
+                while stream is not None and stream.read(1 << 20):
                     pass
         except IntegrityError as exc:
             if layer.cached:
                 raise CachedLayerLost(str(exc)) from exc
             raise
-        if layer.diff_id is not None and stream.digest() != str(layer.diff_id):
+        if stream is not None and stream.digest() != str(layer.diff_id):
             raise CachedLayerLost(f"cached layer {desc.digest} does not decompress to its "
                                   f"diff_id {layer.diff_id}")
         layer.diff_id = None  # checked once; later parts read the same bytes
