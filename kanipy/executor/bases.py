@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from functools import partial
 from pathlib import Path
 
 from kanipy.dockerfile import Stage, StageRef
@@ -24,6 +25,7 @@ from kanipy.errors import (
     PlatformNotFoundError,
     UsageError,
 )
+from kanipy.executor.cache_root import PendingLayer, PendingRoot
 from kanipy.executor.progress import BuildReporter
 from kanipy.executor.stage import BuiltStage
 from kanipy.fs.diskspace import no_space_left
@@ -35,7 +37,8 @@ from kanipy.oci.config import new_config
 from kanipy.oci.descriptor import Descriptor, Platform
 from kanipy.reference import Reference
 from kanipy.registry import RegistryClient
-from kanipy.registry.pull import pull
+from kanipy.registry.pull import check_platform, pull
+from kanipy.registry.remote import RemoteImage
 
 log = logging.getLogger(__name__)
 
@@ -77,24 +80,46 @@ class StageBases:
         """The roots of the images COPY --from pulled so far."""
         return list(self._image_roots.values())
 
-    def stage_base(self, stage: Stage, built: Mapping[int, BuiltStage]) -> BuiltStage:
+    def stage_base(self, stage: Stage, built: Mapping[int, BuiltStage], *, lazy: bool = False,
+                   stage_root: Callable[[int], Path] | None = None) -> BuiltStage:
         """A new root for ``stage`` holding its base, with the base's config and layers.
 
-        ``built`` holds the stages finished so far, by index.
+        ``built`` holds the stages finished so far, by index. ``lazy`` (the layer
+        cache): only the base's manifest and config are fetched now; the root is
+        filled when a step has to run (``BuiltStage.pending``), through
+        ``stage_root`` for an earlier stage's root.
         """
-        root = self._build_dir / f"stage-{stage.index}"
+        root = self.stage_root_path(stage.index)
         root.mkdir()
         if isinstance(stage.base, StageRef):
-            parent = built[stage.base.index]
-            _copy_root(parent.root, root)
+            index = stage.base.index
+            parent = built[index]
+            source = stage_root or (lambda i: built[i].ensure_root())
+
+            def copy() -> None:
+                _copy_root(source(index), root)
+            pending = None
+            if lazy:
+                pending = PendingRoot(Rootfs(root), self._store, copy)
+                if parent.pending is not None:
+                    pending.sources.update(parent.pending.sources)
+            else:
+                copy()
             return BuiltStage(stage.index, root, parent.config, list(parent.layers),
                               parent.image_format, dict(parent.layer_sources),
-                              base_id=f"stage {parent.cache_key}", args=dict(parent.args))
+                              base_id=f"stage {parent.cache_key}", args=dict(parent.args),
+                              pending=pending)
         platform = self._stage_platform(stage)
         if stage.base == "scratch":
             return BuiltStage(stage.index, root, new_config(platform), [],
                               self._image_format or "oci", base_id=f"scratch {platform}")
+        if lazy:
+            return self._manifest_of(str(stage.base), platform, root, stage)
         return self._pull_into(str(stage.base), platform, root, stage)
+
+    def stage_root_path(self, index: int) -> Path:
+        """Where the root of stage ``index`` is made."""
+        return self._build_dir / f"stage-{index}"
 
     def image_root(self, text: str) -> Path:
         """The unpacked root of the image ``text`` names (COPY --from), pulled once per build."""
@@ -115,13 +140,7 @@ class StageBases:
 
     def _pull_into(self, text: str, platform: Platform, root: Path,
                    stage: Stage | None) -> BuiltStage:
-        try:
-            ref = Reference.parse(text)
-        except UsageError as exc:
-            if stage is None:
-                raise
-            raise DockerfileError(f"FROM {text}: {exc}", stage.from_instruction.line,
-                                  self._filename) from None
+        ref = self._parse(text, stage)
         rootfs = Rootfs(root)
         where = (f"pull of {ref} (FROM on {self._filename}:{stage.from_instruction.line})"
                  if stage is not None else f"pull of {ref} (--from)")
@@ -148,6 +167,47 @@ class StageBases:
                           list(manifest.layers), image_format, sources,
                           base_id=f"{manifest.digest} {platform}")
 
+    def _manifest_of(self, text: str, platform: Platform, root: Path,
+                     stage: Stage) -> BuiltStage:
+        """The base ``text`` names, its manifest and config fetched and its layers left
+        pending: a stage whose steps all hit never downloads them."""
+        ref = self._parse(text, stage)
+        where = f"pull of {ref} (FROM on {self._filename}:{stage.from_instruction.line})"
+        with unreachable_hint(where):
+            asked = self._platform_asked or bool(stage.platform)
+            try:
+                lazy = pull(ref, client=self._client(), platform=platform,
+                            require_platform=asked)
+            except PlatformNotFoundError as exc:
+                exc.message = f"{where}: {exc.message}"
+                exc.args = (exc.message,)
+                raise
+            # The same image, its blobs fetched into the store when they are opened.
+            image = RemoteImage(lazy.client, lazy.reference, lazy.manifest(),
+                                source=lazy.source, index=lazy.index, platform=lazy.platform,
+                                store=self._store, on_progress=self._reporter.transfer)
+            if not asked:
+                check_platform(image, platform, ref, False)
+            config = image.config()
+        manifest = image.manifest()
+        image_format = "docker" if manifest.media_type == mediatypes.DOCKER_MANIFEST else "oci"
+        sources = {str(d.digest): (image.source.registry, image.source.repository)
+                   for d in manifest.layers}
+        pending = PendingRoot(Rootfs(root), self._store)
+        for desc in manifest.layers:
+            pending.add(PendingLayer(desc, partial(_fetch_blob, image, desc, where)))
+        return BuiltStage(stage.index, root, config, list(manifest.layers), image_format,
+                          sources, base_id=f"{manifest.digest} {platform}", pending=pending)
+
+    def _parse(self, text: str, stage: Stage | None) -> Reference:
+        try:
+            return Reference.parse(text)
+        except UsageError as exc:
+            if stage is None:
+                raise
+            raise DockerfileError(f"FROM {text}: {exc}", stage.from_instruction.line,
+                                  self._filename) from None
+
     def _unpack(self, rootfs: Rootfs, layer: Descriptor, ref: Reference) -> None:
         # The room a layer takes unpacked is not recorded anywhere; gzip shrinks
         # a filesystem's files about threefold, hence the estimate.
@@ -155,6 +215,11 @@ class StageBases:
                            needs=3 * layer.size), self._store.open(layer.digest) as fh:
             unpack_layer(rootfs, fh, compression=mediatypes.layer_compression(layer.media_type),
                          layer_name=str(layer.digest))
+
+
+def _fetch_blob(image: RemoteImage, desc: Descriptor, where: str) -> None:
+    with unreachable_hint(where):
+        image.open_blob(desc).close()
 
 
 @contextmanager

@@ -38,6 +38,7 @@ from kanipy.executor.cache_key import (
     step_key,
     workdir_path,
 )
+from kanipy.executor.cache_root import CachedLayerLost, PendingLayer, PendingRoot
 from kanipy.executor.cache_store import (
     CACHE_FIELD,
     CacheEntry,
@@ -46,13 +47,11 @@ from kanipy.executor.cache_store import (
 )
 from kanipy.executor.step import StageContext, StageState, StepKind
 from kanipy.fs.rootfs import Rootfs
-from kanipy.fs.unpack import unpack_layer
-from kanipy.oci import mediatypes
 from kanipy.oci.blobstore import BlobStore
 from kanipy.oci.config import HistoryEntry, ImageConfig
 from kanipy.oci.descriptor import Descriptor, Platform
 from kanipy.oci.digest import Digest
-from kanipy.oci.image import open_decompressed, store_image
+from kanipy.oci.image import store_image
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +124,8 @@ class LayerCache:
         # Set when the repository itself failed: the rest of the build runs uncached.
         self.off = False
         self._refused = False  # the repository refused an entry: store no more
+        # Re-run steps whose layer matched their previous entry's (``finish``).
+        self.chained_by_layer = 0
 
     def warn(self, what: str, exc: CacheUnavailable) -> None:
         """A cache problem: a warning, and the build goes on without the cache for this step
@@ -219,6 +220,11 @@ class StepLookup:
     stores: bool  # whether this kind of step makes entries
     hit: CacheEntry | None = None
     reason: str | None = None
+    # On a miss: the entry the same step made last time (its ``kanipy.cache`` fields
+    # and diff_id), for chaining by layer (``StageCache.finish``).
+    previous: dict[str, Any] | None = None
+    # The --build-arg values this step could see, hidden in its entry (``hide_given``).
+    given: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -241,9 +247,13 @@ class StageCache:
     platform: Platform
     chain: str = ""
     last_miss: str | None = None
-    # Layers of hits not yet unpacked into the root (see ``flush``).
-    pending: list[Descriptor] = field(default_factory=list)
+    # The layers the stage's root lacks (its base's, then the hits'): see ``flush``.
+    root: PendingRoot | None = None
     layer_sources: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # False once a cached layer was lost: the stage is built again, every step run.
+    hits: bool = True
+    # The --build-arg values, which entries never hold in clear (``hide_given``).
+    given: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.chain = base_key(self.base_id)
@@ -256,7 +266,7 @@ class StageCache:
         ).hexdigest()
         explain: dict[str, Any] = {
             "parent": self.chain, "base": self.base_id,
-            "args": {k: v for k, v in state.args.items()},
+            "args": dict(state.args),
         }
         stores = kind is not StepKind.METADATA and self._enabled_for(ins.keyword)
         try:
@@ -267,11 +277,20 @@ class StageCache:
         explain.update(instruction=inputs.instruction, inputs=dict(inputs.inputs))
         if inputs.content is not None:
             explain["files"] = dict(inputs.content.files)
-        found = StepLookup(key, identity, inputs, explain, stores)
+        # --build-arg values (tokens, often) are kept only as digests: the stored
+        # inputs are read back by anyone who can pull the cache, and the miss line is
+        # logged. ARG defaults are the Dockerfile's text and stay as they are.
+        # Only the ARGs this stage declared with the given value: others reach no input.
+        given = {k: v for k, v in self.given.items() if state.args.get(k) == v}
+        explain = hide_given(explain, given)
+        found = StepLookup(key, identity, inputs, explain, stores, given=given)
         if kind is StepKind.METADATA:
             return found
         if not stores or self.cache.off:
             found.stores = False
+            return found
+        if not self.hits:
+            found.reason = "a cached layer of this stage could not be used"
             return found
         try:
             found.hit = self._fetch_entry(key)
@@ -282,7 +301,7 @@ class StageCache:
             found.reason = "the cache could not be read"
         else:
             if found.hit is None:
-                found.reason = self._explain_miss(identity, explain)
+                found.reason = self._explain_miss(found)
         return found
 
     def _enabled_for(self, keyword: str) -> bool:
@@ -309,61 +328,72 @@ class StageCache:
         if len(layers) > 1 or len(layers) != len(diff_ids):
             raise CacheUnavailable("the entry's layers do not match its config")
         layer = layers[0] if layers else None
-        if layer is not None:
-            self.cache.repository.fetch_layer(image, layer, self.cache.store)
         source = getattr(image, "source", None)
         where = (source.registry, source.repository) if source is not None else None
-        return CacheEntry(doc, layer, where)
+        # The layer blob is fetched only when the root or an output needs it.
+        return CacheEntry(doc, layer, where, image)
 
-    def _explain_miss(self, identity: str, explain: Mapping[str, Any]) -> str:
+    def _explain_miss(self, lookup: StepLookup) -> str:
         try:
-            found = self.cache.fetch(_tag("step-", identity))
+            found = self.cache.fetch(_tag("step-", lookup.identity))
         except CacheUnavailable:
             found = None
         if found is None:
             return "no earlier entry for this step"
-        old = found[0][CACHE_FIELD].get("explain") or {}
-        return explain_difference(old, explain, self.last_miss)
+        meta = dict(found[0][CACHE_FIELD])
+        meta["diff_ids"] = (found[0].get("rootfs") or {}).get("diff_ids") or []
+        lookup.previous = meta
+        old = meta.get("explain") or {}
+        return explain_difference(old, lookup.explain, self.last_miss)
 
     def apply_hit(self, found: StepLookup, ins: Instruction, state: StageState
                   ) -> HitResult | None:
-        """Take the entry's verified layer for the step; None (and a warning) if it cannot be.
+        """Take the entry's layer for the step; None (and a warning) if it cannot be.
 
-        The layer is unpacked into the root by ``flush``, when a step that is run
-        (or a later stage) needs the root.
+        The layer is fetched and unpacked (its diff_id checked) by ``flush``, when
+        a step that is run (or a later stage) needs the root, or fetched when an
+        output needs its bytes; until then only the entry's config was read.
         """
         entry = found.hit
         assert entry is not None and found.key is not None
         diff_ids = entry.doc.get("rootfs", {}).get("diff_ids") or []
-        history = [HistoryEntry.from_json(h) for h in entry.doc.get("history") or []]
+        try:
+            history = [HistoryEntry.from_json(_restore_given(h, state)) for h
+                       in entry.doc.get("history") or []]
+        except _NotRestorable:
+            # A literal that looked like a value given then, which differs now: the
+            # history text cannot be rebuilt, so the step runs (and makes its entry).
+            found.reason = "its history names a --build-arg value that changed"
+            return None
         diff_id: Digest | None = None
         if entry.layer is not None:
             try:
                 diff_id = Digest.parse(diff_ids[0])
-                _check_diff_id(self.cache.store, entry.layer, diff_id)
-            except (ValueError, KanipyError, OSError, CacheUnavailable) as exc:
-                problem = exc if isinstance(exc, CacheUnavailable) else CacheUnavailable(str(exc))
-                self.cache.warn(f"entry {_tag('', found.key)[:12]}", problem)
+            except ValueError as exc:
+                self.cache.warn(f"entry {_tag('', found.key)[:12]}", CacheUnavailable(str(exc)))
                 return None
-            # Verified now, unpacked only when a later step needs the root (``flush``):
-            # a fully cached final stage never writes these files at all.
-            self.pending.append(entry.layer)
+            assert self.root is not None, "stage_cache gives every StageCache a root"
+            self.root.add(PendingLayer(entry.layer, _layer_fetcher(self.cache, entry),
+                                       diff_id, cached=True,
+                                       present=_layer_check(self.cache, entry)))
             if entry.source is not None:
                 self.layer_sources[str(entry.layer.digest)] = entry.source
         new_state = state
         if ins.keyword == "WORKDIR":
             new_state = dataclasses.replace(state, config=state.config.with_config(
                 working_dir=workdir_path(ins, state)))  # type: ignore[arg-type]
-        self.chain = found.key
+        # An entry made by a re-run that gave the layer of an older entry continues
+        # that entry's chain (see ``finish``).
+        chain = entry.meta.get("chain")
+        self.chain = chain if isinstance(chain, str) and chain.startswith("sha256:") \
+            else found.key
         return HitResult(new_state, entry.layer, diff_id, history[0] if history else None)
 
-    def flush(self, rootfs: Rootfs) -> None:
-        """Unpack the layers of the hits so far into the root, before a step that reads it."""
-        pending, self.pending = self.pending, []
-        for layer in pending:
-            with self.cache.store.open(layer.digest) as fh:
-                unpack_layer(rootfs, fh, compression=mediatypes.layer_compression(layer.media_type),
-                             layer_name=str(layer.digest))
+    def flush(self, rootfs: Rootfs, scope: list[str] | None = None) -> None:
+        """Apply the base and the hits so far to the root before a step that is run:
+        all of it, or (``scope``) only what the step's paths need (``cache_root``)."""
+        if self.root is not None:
+            self.root.fill(scope)
 
     def finish(self, found: StepLookup, ins: Instruction, layer: Descriptor | None,
                diff_id: Digest | None, history: HistoryEntry | None) -> None:
@@ -377,14 +407,18 @@ class StageCache:
             return
         if found.hit is None and found.reason is not None:
             self.last_miss = found.reason
+        continued = self._same_layer_as_before(found, diff_id)
         doc: dict[str, Any] = {
             "architecture": self.platform.architecture, "os": self.platform.os,
             "rootfs": {"type": "layers", "diff_ids": [str(diff_id)] if diff_id else []},
-            "history": [history.to_json()] if history is not None else [],
+            "history": [hide_given(history.to_json(), found.given)]
+            if history is not None else [],
             "config": {},
             CACHE_FIELD: {"key": found.key, "identity": found.identity,
                           "created": _rfc3339(time.time()), "explain": found.explain},
         }
+        if continued is not None:
+            doc[CACHE_FIELD]["chain"] = continued
         if self.platform.variant:
             doc["variant"] = self.platform.variant
         mounts = {Digest.parse(d): f"{reg}/{repo}" for d, (reg, repo)
@@ -396,16 +430,49 @@ class StageCache:
             log.warning("layer cache: could not make an entry: %s", exc)
 
 
-def _check_diff_id(store: BlobStore, layer: Descriptor, diff_id: Digest) -> None:
-    """The layer blob decompresses to ``diff_id`` (its digest was checked as it arrived)."""
-    h = hashlib.sha256()
-    with store.open(layer.digest) as fh:
-        stream = open_decompressed(fh, layer.media_type)
-        while chunk := stream.read(1 << 20):
-            h.update(chunk)
-    if f"sha256:{h.hexdigest()}" != str(diff_id):
-        raise CacheUnavailable(f"layer {layer.digest} does not decompress to its diff_id "
-                               f"{diff_id}")
+    def _same_layer_as_before(self, found: StepLookup, diff_id: Digest | None) -> str | None:
+        """Chaining by layer: the key the chain goes on from after a re-run step, when
+        the run gave the very layer of the entry the same step made last time, on the
+        same parent. The root is then what it was after that entry, and the steps after
+        it can still hit (their own inputs are in their own keys). None otherwise.
+        """
+        previous = found.previous
+        if previous is None:
+            return None
+        old_parent = (previous.get("explain") or {}).get("parent")
+        old_diff = previous.get("diff_ids") or []
+        new_diff = [str(diff_id)] if diff_id is not None else []
+        old_chain = previous.get("chain") or previous.get("key")
+        if old_parent != found.explain.get("parent") or old_diff != new_diff or \
+                not isinstance(old_chain, str) or old_chain == found.key:
+            return None
+        self.chain = old_chain
+        self.cache.chained_by_layer += 1
+        log.info("%s: the re-run made the same layer as before (%s); the steps after it "
+                 "can still hit", found.explain.get("instruction", "step")[:60],
+                 (new_diff or ["no layer"])[0][:19],
+                 extra={"fields": {"cache": "same-layer", "diff_id": new_diff[0]
+                                   if new_diff else None}})
+        return old_chain
+
+
+def _layer_fetcher(cache: LayerCache, entry: CacheEntry) -> Callable[[], None]:
+    """Bring the entry's layer into the store; CachedLayerLost (after a warning) if it cannot."""
+    layer = entry.layer
+    assert layer is not None
+
+    def fetch() -> None:
+        try:
+            cache.repository.fetch_layer(entry.image, layer, cache.store)
+        except CacheUnavailable as exc:
+            raise CachedLayerLost(f"cached layer {layer.digest}: {exc}") from None
+    return fetch
+
+
+def _layer_check(cache: LayerCache, entry: CacheEntry) -> Callable[[], bool]:
+    layer = entry.layer
+    assert layer is not None
+    return lambda: cache.repository.has_blob(entry.image, layer)
 
 
 def explain_difference(old: Mapping[str, Any], new: Mapping[str, Any],
@@ -420,8 +487,11 @@ def explain_difference(old: Mapping[str, Any], new: Mapping[str, Any],
             {k: v for k, v in new_inputs.items() if k != "content"}:
         old_args, new_args = old.get("args") or {}, new.get("args") or {}
         for name in sorted(set(old_args) | set(new_args)):
-            if old_args.get(name) != new_args.get(name):
-                return f"ARG {name} changed ({old_args.get(name)} → {new_args.get(name)})"
+            before, after = old_args.get(name), new_args.get(name)
+            if before != after:
+                if _is_hidden(before) or _is_hidden(after):
+                    return f"ARG {name} changed (value given by --build-arg)"
+                return f"ARG {name} changed ({before} → {after})"
     if old.get("instruction") != new.get("instruction"):
         return "the instruction changed"
     old_files, new_files = old.get("files") or {}, new.get("files") or {}
@@ -437,9 +507,102 @@ def explain_difference(old: Mapping[str, Any], new: Mapping[str, Any],
     for name in sorted(set(old_inputs) | set(new_inputs)):
         if old_inputs.get(name) != new_inputs.get(name):
             return f"{_INPUT_NAMES.get(name, name)} changed"
+    old_args, new_args = old.get("args") or {}, new.get("args") or {}
+    for name in sorted(set(old_args) | set(new_args)):
+        if old_args.get(name) != new_args.get(name) and \
+                (_is_hidden(old_args.get(name)) or _is_hidden(new_args.get(name))):
+            return f"ARG {name} changed (value given by --build-arg)"
     if old.get("parent") != new.get("parent"):
         return f"an earlier step changed ({earlier})" if earlier else "an earlier step changed"
     return "the layer settings changed (compression, --reproducible or --ignore-path)"
+
+
+# --build-arg values shorter than this are hidden only where they stand alone (an
+# ARG's value, NAME=VALUE): hiding "1" inside every string would garble the rest.
+_HIDE_INSIDE = 4
+_HIDDEN = "--build-arg sha256:"
+# Left as they are: digests, which a value could only garble.
+_NOT_HIDDEN = frozenset({"parent", "base", "files", "created", "content"})
+
+
+def _hidden(value: str) -> str:
+    return _HIDDEN + hashlib.sha256(value.encode()).hexdigest()[:8]
+
+
+_PLACEHOLDER = re.compile(r"<--build-arg ([^ >]+) sha256:[0-9a-f]{8}>")
+
+
+def _is_hidden(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(_HIDDEN)
+
+
+def _placeholder(name: str, value: str) -> str:
+    """A value inside a string: its ARG's name (to fill it back) and a digest (so that
+    a changed value still changes the string)."""
+    return f"<--build-arg {name} {_hidden(value).removeprefix('--build-arg ')}>"
+
+
+def hide_given(doc: Any, given: Mapping[str, str]) -> Any:
+    """``doc`` (JSON) with every --build-arg value in ``given`` out of its strings.
+
+    An ARG's own value becomes a short digest (``--build-arg sha256:1a2b3c4d``): a
+    changed value still shows as changed. Inside other strings (a RUN's history
+    ``|1 TOKEN=...``, an expanded COPY destination) a value becomes a placeholder
+    naming its ARG, which a hit fills back from the build's own values
+    (``_restore_given``): those are the stored ones, or the key would differ.
+    """
+    values = sorted(((n, v) for n, v in given.items() if v), key=lambda nv: -len(nv[1]))
+    if not values:
+        return doc
+
+    def text(value: str) -> str:
+        for name, secret in values:
+            shown = _placeholder(name, secret)
+            if value == f"{name}={secret}":
+                return f"{name}={shown}"
+            value = value.replace(f" {name}={secret} ", f" {name}={shown} ")
+            if len(secret) >= _HIDE_INSIDE:
+                value = value.replace(secret, shown)
+        return value
+
+    def walk(value: Any, key: str | None = None) -> Any:
+        if key in _NOT_HIDDEN:
+            return value
+        if isinstance(value, str):
+            return text(value)
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if isinstance(value, dict):
+            if key == "args":
+                return {k: _hidden(v) if k in given and v == given[k] and v is not None
+                        else walk(v) for k, v in value.items()}
+            return {k: walk(v, k) for k, v in value.items()}
+        return value
+    return walk(doc)
+
+
+class _NotRestorable(Exception):
+    """A placeholder whose ARG has another value now (see ``_restore_given``)."""
+
+
+def _restore_given(entry: Mapping[str, Any], state: StageState) -> dict[str, Any]:
+    """A stored history entry with the placeholders of ``hide_given`` filled again.
+
+    Each is filled only with a value of the same digest: a key covers the values a
+    step uses, not a literal that happened to equal a given value.
+    """
+    out = dict(entry)
+    text = out.get("created_by")
+    if isinstance(text, str) and "<--build-arg " in text:
+        values = {**state.proxy_args, **{k: v for k, v in state.args.items() if v is not None}}
+
+        def fill(match: re.Match[str]) -> str:
+            value = values.get(match.group(1))
+            if value is None or _placeholder(match.group(1), value) != match.group(0):
+                raise _NotRestorable()
+            return value
+        out["created_by"] = _PLACEHOLDER.sub(fill, text)
+    return out
 
 
 # Inputs as a user would name them in a miss line.

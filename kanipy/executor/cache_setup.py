@@ -10,7 +10,7 @@ build runs without a cache.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from kanipy.dockerfile import Stage
@@ -22,6 +22,7 @@ from kanipy.executor.cache import (
     StageCache,
     parse_duration,
 )
+from kanipy.executor.cache_root import PendingRoot
 from kanipy.executor.cache_store import (
     CacheRepository,
     LayoutCacheRepository,
@@ -29,6 +30,7 @@ from kanipy.executor.cache_store import (
 )
 from kanipy.executor.options import BuildOptions
 from kanipy.executor.stage import BuiltStage, LayerPolicy
+from kanipy.fs.rootfs import Rootfs
 from kanipy.oci.blobstore import BlobStore
 from kanipy.reference import Reference
 from kanipy.registry import RegistryClient
@@ -83,13 +85,18 @@ def open_layer_cache(options: BuildOptions, destinations: list[Reference],
 
 
 def stage_cache(cache: LayerCache | None, base: BuiltStage, stage: Stage,
-                filename: str) -> StageCache | None:
-    """The key chain of one stage, starting from its base."""
+                filename: str, *, hits: bool = True,
+                given: Mapping[str, str] | None = None) -> StageCache | None:
+    """The key chain of one stage, starting from its base; ``hits=False``: every step
+    runs (a cached layer of the stage was lost), and makes its entry again."""
     if cache is None:
         return None
+    if base.pending is None:
+        base.pending = PendingRoot(Rootfs(base.root), cache.store)
     return StageCache(cache=cache, base_id=base.base_id, stage_label=stage.label,
                       dockerfile=filename, image_format=base.image_format,
-                      platform=base.config.platform)
+                      platform=base.config.platform, root=base.pending, hits=hits,
+                      given=dict(given or {}))
 
 
 __all__ = ["cache_repository", "open_layer_cache", "stage_cache"]

@@ -57,6 +57,8 @@ class CacheEntry:
     layer: Descriptor | None
     # Where the layer blob lives remotely, for cross-repository mounts: (registry, repo).
     source: tuple[str, str] | None = None
+    # The entry as an image, to fetch its layer from when the layer is needed.
+    image: Any = None
 
     @property
     def meta(self) -> dict[str, Any]:
@@ -74,6 +76,10 @@ class CacheRepository(Protocol):
 
     def fetch_layer(self, image: Image, layer: Descriptor, store: BlobStore) -> None:
         """Bring ``layer`` of ``image`` into ``store``, verified against its digest."""
+        ...
+
+    def has_blob(self, image: Image, layer: Descriptor) -> bool:
+        """Whether the repository still holds ``layer`` (before mounting it elsewhere)."""
         ...
 
     def store(self, image: StoredImage, tags: list[str],
@@ -135,6 +141,13 @@ class RegistryCacheRepository:
             raise CacheUnavailable(str(exc)) from None
         raise CacheUnavailable(f"{layer.digest} is not a layer of the entry")
 
+    def has_blob(self, image: Image, layer: Descriptor) -> bool:
+        try:
+            return self.client.blob_exists(
+                self.repo, layer.digest, [repository_scope(self.repo.repository, "pull")])
+        except (KanipyError, OSError):
+            return False
+
     def store(self, image: StoredImage, tags: list[str],
               mount_sources: dict[Digest, str]) -> None:
         first = self.repo.with_tag(tags[0])
@@ -189,6 +202,9 @@ class LayoutCacheRepository:
             raise CacheUnavailable(str(exc)) from None
         except (KanipyError, OSError) as exc:
             raise CacheUnavailable(str(exc)) from None
+
+    def has_blob(self, image: Image, layer: Descriptor) -> bool:
+        return isinstance(image, StoredImage) and image.store.has(layer.digest)
 
     def store(self, image: StoredImage, tags: list[str],
               mount_sources: dict[Digest, str]) -> None:

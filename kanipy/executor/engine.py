@@ -27,6 +27,7 @@ from kanipy.errors import BuildError, DockerfileError, KanipyError, UsageError
 from kanipy.executor import outputs, preflight
 from kanipy.executor.bases import StageBases, unreachable_hint
 from kanipy.executor.cache import LayerCache
+from kanipy.executor.cache_root import CachedLayerLost, FetchingImage
 from kanipy.executor.cache_setup import open_layer_cache, stage_cache
 from kanipy.executor.handlers.run import run_cache_root
 from kanipy.executor.options import BuildOptions, host_platform
@@ -40,6 +41,7 @@ from kanipy.fs.rootfs import Rootfs
 from kanipy.oci import mediatypes
 from kanipy.oci.blobstore import BlobStore
 from kanipy.oci.descriptor import Descriptor
+from kanipy.oci.digest import Digest
 from kanipy.oci.image import StoredImage, store_image, validate_image
 from kanipy.reference import Reference
 from kanipy.registry import RegistryClient, RegistryOptions
@@ -197,6 +199,8 @@ class Build:
         self._cleaner: threading.Thread | None = None
         self.filename = "Dockerfile"
         self.cache: LayerCache | None = None  # the layer cache (issue 10), made by _run
+        # Builds a stage again without cache hits (a cached layer was lost), by index.
+        self._rebuild: Callable[[int], BuiltStage] = lambda index: self.stages[index]
 
     @property
     def client(self) -> RegistryClient:
@@ -280,30 +284,54 @@ class Build:
         self.cache = open_layer_cache(options, destinations, lambda: self.client, store,
                                       policy, self.filename)
         count = len(plan.stages)
-        for number, stage in enumerate(plan.stages, start=1):
+
+        def build_stage(number: int, stage: Stage, hits: bool = True) -> BuiltStage:
             self.reporter.stage_started(number, count, stage.name, _base_text(stage, plan))
             started = time.monotonic()
+            single = options.single_snapshot and stage is plan.stages[-1]
             with no_space_left([build_dir, store.root],
                                f"pulling and unpacking the base of stage {number}",
                                needs=room_taken_since([build_dir, store.root])):
-                base = bases.stage_base(stage, self.stages)
+                # layer cache hook: with the cache, the base is unpacked only when needed
+                base = bases.stage_base(stage, self.stages,
+                                        lazy=self.cache is not None and not single,
+                                        stage_root=self._stage_root)
             builder = StageBuilder(
                 plan=plan, stage=stage, number=number, count=count, base=base,
                 ctx_factory=self._ctx_factory(plan, stage, context, build_dir, store),
                 store=store, policy=policy, reporter=self.reporter,
-                single_snapshot=options.single_snapshot and stage is plan.stages[-1],
+                single_snapshot=single,
                 base_seconds=time.monotonic() - started,
                 ignore_paths=frozenset(options.ignore_paths),
-                cache=stage_cache(self.cache, base, stage, self.filename),
+                cache=stage_cache(self.cache, base, stage, self.filename, hits=hits,
+                                  given=plan.build_args),
             )
             with no_space_left([build_dir, store.root],
                                f"building stage {number} (its root and its layers)",
                                needs=room_taken_since([build_dir, store.root])):
                 built = builder.build()
+            self.summaries = [s for s in self.summaries if s.step.stage_number != number]
             self.summaries += builder.summaries
             self.stages[stage.index] = built
+            return built
+
+        numbered = {stage.index: (number, stage)
+                    for number, stage in enumerate(plan.stages, start=1)}
+        self._rebuild = lambda index: build_stage(*numbered[index], hits=False)
+        for number, stage in enumerate(plan.stages, start=1):
+            try:
+                build_stage(number, stage)
+            except CachedLayerLost as exc:  # layer cache hook: build it again, uncached
+                self._without_hits(stage.index, exc)
 
         final = self.stages[plan.stages[-1].index]
+        remote: frozenset[Digest] = frozenset()
+        if self.cache is not None:  # layer cache hook: only the blobs outputs need
+            try:
+                remote = self._blobs_for_outputs(final, destinations, store)
+            except CachedLayerLost as exc:
+                final = self._without_hits(final.index, exc)
+                remote = self._blobs_for_outputs(final, destinations, store)
         image_format = options.image_format or final.image_format
         if options.compression == "zstd" and image_format == "docker":
             # A Docker schema 2 manifest cannot name a zstd layer (skopeo refuses
@@ -321,6 +349,8 @@ class Build:
         # the digest every output names is over the bytes that carry them.
         image = store_image(store, config, layers, image_format,
                             dict(options.annotations) or None)
+        if remote and final.pending is not None:  # layer cache hook: a refused mount uploads
+            image = FetchingImage(image, final.pending)
         # Every layer is in the blob store now; the roots are not needed for the
         # outputs. Removing a large root costs one unlink per file (100,000 files:
         # 5-20 s here), so it runs while the image is pushed.
@@ -332,17 +362,64 @@ class Build:
         # Every output gets an image whose digests, sizes, diff_id and history
         # counts hold. Blob digests are re-hashed; diff_ids are not (that would
         # decompress every layer again; they were computed as the layers were made).
-        validate_image(image, check_diff_ids=False)
+        validate_image(image, check_diff_ids=False, remote_layers=remote)
         self._write_outputs(image, destinations, final, result)
         self.reporter.finished(self.summaries)
         return result
+
+    # -- the layer cache's lazy roots ------------------------------------------------------
+
+    def _stage_root(self, index: int) -> Path:
+        """The whole root of the earlier stage ``index`` (filled now if it was left lazy)."""
+        try:
+            return self.stages[index].ensure_root()
+        except CachedLayerLost as exc:
+            return self._without_hits(index, exc).root
+
+    def _without_hits(self, index: int, lost: CachedLayerLost) -> BuiltStage:
+        """Build stage ``index`` again with every step run, after a cached layer was lost."""
+        log.warning("layer cache: %s; building the stage again without cache hits", lost)
+        bases = self.bases
+        assert bases is not None
+        shutil.rmtree(bases.stage_root_path(index), ignore_errors=True)
+        self.stages.pop(index, None)
+        return self._rebuild(index)
+
+    def _blobs_for_outputs(self, final: BuiltStage, destinations: list[Reference],
+                           store: BlobStore) -> frozenset[Digest]:
+        """Fetch the final image's blobs that an output needs and the store lacks (a lazy
+        base, cache hits); the digests left remote (mounted where they are)."""
+        pending = final.pending
+        if pending is None:
+            return frozenset()
+        options = self.options
+        files = bool(options.tar_path or options.oci_layout_path)
+        fetch: list[str] = []
+        remote: set[Digest] = set()
+        for desc in final.layers:
+            digest = str(desc.digest)
+            layer = pending.sources.get(digest)
+            if layer is None or store.has(desc.digest):
+                continue
+            source = final.layer_sources.get(digest)
+            if options.no_push and not files:
+                remote.add(desc.digest)  # no output reads the bytes
+                continue
+            mountable = not options.no_push and source is not None and all(
+                ref.registry == source[0] for ref in destinations)
+            if files or not mountable or (layer.present is not None and not layer.present()):
+                fetch.append(digest)
+            else:
+                remote.add(desc.digest)
+        pending.fetch(fetch)
+        return frozenset(remote)
 
     def _ctx_factory(self, plan: BuildPlan, stage: Stage, context: BuildContext,
                      build_dir: Path, store: BlobStore
                      ) -> Callable[[Rootfs, Callable[[bytes], None]], StageContext]:
         bases = self.bases
         assert bases is not None, "_run makes the bases before any stage"
-        roots = _SourceRoots(self.stages, bases)
+        roots = _SourceRoots(self.stages, bases, self._stage_root)
         stages = StageNames.of(plan, stage)
         run_cache_dir = run_cache_root(self.options.cache_dir, self.options.kanipy_dir,
                                        build_dir)
@@ -410,12 +487,16 @@ class _SourceRoots:
     """The roots COPY --from and RUN --mount from= read: stages built so far, and
     images pulled once per build (the ``SourceRoots`` of kanipy.executor.step)."""
 
-    def __init__(self, stages: Mapping[int, BuiltStage], bases: StageBases) -> None:
+    def __init__(self, stages: Mapping[int, BuiltStage], bases: StageBases,
+                 whole_root: Callable[[int], Path]) -> None:
         self.stages = stages
         self.bases = bases
+        self.whole_root = whole_root
 
     def stage_root(self, index: int) -> Path:
-        return self.stages[index].root
+        if index not in self.stages:
+            raise KeyError(index)
+        return self.whole_root(index)  # a lazily built stage is filled now (layer cache)
 
     def image_root(self, text: str) -> Path:
         return self.bases.image_root(text)

@@ -27,6 +27,7 @@ from kanipy.dockerfile import (
 )
 from kanipy.errors import DockerfileError
 from kanipy.executor.cache import HitResult, StageCache
+from kanipy.executor.cache_root import PendingRoot, step_scope
 from kanipy.executor.handlers import HANDLERS
 from kanipy.executor.progress import BuildReporter, StepInfo, StepSummary
 from kanipy.executor.runner import SCAFFOLDING
@@ -62,6 +63,15 @@ class BuiltStage:
     # The ARGs the stage declared, with their values: a stage built FROM this one
     # inherits them (issue 12).
     args: Mapping[str, str | None] = field(default_factory=dict)
+    # With --cache: the layers ``root`` still lacks (a base not unpacked yet, cached
+    # layers); ``ensure_root`` applies them. None: the root is complete.
+    pending: PendingRoot | None = None
+
+    def ensure_root(self) -> Path:
+        """The root, with every layer applied (for a later stage that reads it)."""
+        if self.pending is not None:
+            self.pending.fill()
+        return self.root
 
 
 @dataclass
@@ -120,6 +130,8 @@ class StageBuilder:
     def build(self) -> BuiltStage:
         base = self.base
         rootfs = Rootfs(base.root)
+        if self.cache is None:
+            base.ensure_root()  # without the cache every step runs on the whole root
         config = base.config
         instructions: list[Instruction] = list(self.stage.instructions)
         triggers = config.on_build
@@ -190,7 +202,13 @@ class StageBuilder:
                              "cache": "miss", "reason": lookup.reason,
                              "step": step_info.step_number, "line": step_info.line}})
             if self.cache is not None and rule.kind is not StepKind.METADATA:
-                self.cache.flush(rootfs)  # earlier hits into the root, before any snapshot
+                # The base and earlier hits into the root, before any snapshot: only
+                # under the paths of a COPY/WORKDIR when no RUN follows (a RUN needs
+                # all of it, and one pass over the layers is cheaper than two).
+                later = [self.handlers.get(i.keyword) for i in instructions[number - 1:]]
+                whole = any(r is not None and r.kind is StepKind.TREE for r in later)
+                self.cache.flush(rootfs, None if whole else
+                                 step_scope(resolved, state, rule.kind))
             # -- end of the layer cache hook
             if rule.kind.snapshot_before and snapshot is None and not self.single_snapshot:
                 snapshot = take_snapshot(rootfs.path, scaffolding)
@@ -259,13 +277,11 @@ class StageBuilder:
         sources = dict(base.layer_sources)
         if self.cache is not None:  # layer cache hook: cached layers mount from the cache
             sources.update(self.cache.layer_sources)
-            if self.stage is not self.plan.stages[-1]:
-                # Later stages read this root (FROM, COPY --from); the final one's
-                # root is read by nothing, so a fully cached final stage unpacks nothing.
-                self.cache.flush(rootfs)
+        # What the root still lacks is applied only if a later stage reads it (FROM,
+        # COPY --from): a fully cached stage nothing reads is never unpacked.
         return BuiltStage(self.stage.index, rootfs.path, config, layers, base.image_format,
                           sources, cache_key=self.cache.chain if self.cache else "",
-                          args=dict(state.args))
+                          args=dict(state.args), pending=base.pending)
 
 
 def _with_cached_step(hit: HitResult, layers: list[Descriptor]

@@ -44,6 +44,7 @@ import os
 import posixpath
 import shutil
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import BinaryIO
@@ -142,7 +143,8 @@ class UnpackStats:
 
 
 def unpack_layer(
-    rootfs: Rootfs, fileobj: BinaryIO, *, compression: str = "auto", layer_name: str
+    rootfs: Rootfs, fileobj: BinaryIO, *, compression: str = "auto", layer_name: str,
+    select: Callable[[TarEntry], bool] | None = None,
 ) -> UnpackStats:
     """Apply the layer tar in ``fileobj`` onto ``rootfs`` (streamed, never held in memory).
 
@@ -151,15 +153,17 @@ def unpack_layer(
     ConfinementError for an entry that would land outside the root,
     IntegrityError for a corrupt stream, BuildError for an entry that cannot
     be applied (a parent that is a file, a name too long, an out-of-range
-    number, anything the filesystem refuses).
+    number, anything the filesystem refuses). ``select``, when given, sees every
+    entry and says which are applied (the layer cache unpacks a layer in parts).
     """
     what = f"layer {layer_name}"
     stream = open_decompressed(fileobj, compression, what)
-    return extract_tar(rootfs, stream, what=what)
+    return extract_tar(rootfs, stream, what=what, select=select)
 
 
 def extract_tar(rootfs: Rootfs, stream: Readable, *, what: str,
-                rules: ExtractRules = LAYER_RULES, dest: PurePosixPath = _ROOT) -> UnpackStats:
+                rules: ExtractRules = LAYER_RULES, dest: PurePosixPath = _ROOT,
+                select: Callable[[TarEntry], bool] | None = None) -> UnpackStats:
     """Extract the (uncompressed) tar ``stream`` into the image directory ``dest`` of
     ``rootfs`` by ``rules``; ``what`` names the archive in errors.
 
@@ -171,6 +175,8 @@ def extract_tar(rootfs: Rootfs, stream: Readable, *, what: str,
     # whole unpack on a layer of small files (see kanipy/fs/tarreader.py).
     reader = TarReader(stream, what)
     for entry in reader:
+        if select is not None and not select(entry):
+            continue
         try:
             unpacker.apply(entry, reader)
         except OSError as exc:

@@ -65,7 +65,7 @@ def pull(
             image = _resolve(client, source, reference, platform, store, on_progress)
             if store is not None or require_platform:
                 # A lazy image stays lazy: the config is fetched only when needed.
-                _check_platform(image, platform, reference, require_platform)
+                check_platform(image, platform, reference, require_platform)
             if store is not None:
                 image.fetch_all(on_layer)
         except (RegistryError, ManifestError, PlatformNotFoundError) as exc:
@@ -87,7 +87,7 @@ def pull(
     raise AssertionError("unreachable")
 
 
-def _check_platform(image: RemoteImage, platform: Platform, reference: Reference,
+def check_platform(image: RemoteImage, platform: Platform, reference: Reference,
                     required: bool) -> None:
     if image.index is not None:
         return  # chosen by Index.select, which matched the entry's platform exactly

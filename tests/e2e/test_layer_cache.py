@@ -17,7 +17,15 @@ import sys
 from pathlib import Path
 
 from tests.conftest import AUTH_PASSWORD, AUTH_USER
-from tests.e2e.helpers import REPO, build, run_tool, skopeo_manifest, write_tree
+from tests.e2e.helpers import (
+    REPO,
+    build,
+    run_tool,
+    skopeo_config,
+    skopeo_manifest,
+    unpack_image,
+    write_tree,
+)
 from tests.e2e.test_build_auth import _docker_config
 from tests.fixtures.images import BaseImages
 from tests.fixtures.registry import Registry
@@ -128,14 +136,22 @@ def test_registry_cache_hits_misses_and_says_why(
     moded = _kanipy(context, "-d", dest, base)
     assert any("app/a.txt changed" in r for r in _miss_reasons(moded)), _miss_reasons(moded)
 
-    # An ARG used by a RUN, and an ARG used only in a COPY destination.
-    version = _kanipy(context, "-d", dest, base, "--build-arg", "VERSION=2")
-    assert any("RUN echo" in r and "ARG VERSION changed (1 → 2)" in r
+    # An ARG used by a RUN, and an ARG used only in a COPY destination. A value
+    # from the Dockerfile is shown; one given by --build-arg is not (issue 12).
+    (context / "Dockerfile").write_text(DOCKERFILE.replace("VERSION=1", "VERSION=3"))
+    version = _kanipy(context, "-d", dest, base)
+    assert any("RUN echo" in r and "ARG VERSION changed (1 → 3)" in r
                for r in _miss_reasons(version)), _miss_reasons(version)
     assert _cached(version)["COPY req.txt $DEST/"], _cached(version)  # as written
+    (context / "Dockerfile").write_text(DOCKERFILE)
+    given = _kanipy(context, "-d", dest, base, "--build-arg", "VERSION=2")
+    assert any("RUN echo" in r and "ARG VERSION changed (value given by --build-arg)" in r
+               for r in _miss_reasons(given)), _miss_reasons(given)
     moved = _kanipy(context, "-d", dest, base, "--build-arg", "DEST=/opt")
-    assert any("COPY req.txt $DEST/" in r and "ARG DEST changed (/srv → /opt)" in r
+    assert any("COPY req.txt $DEST/" in r and
+               "ARG DEST changed (value given by --build-arg)" in r
                for r in _miss_reasons(moved)), _miss_reasons(moved)
+    assert "/opt" not in "".join(_miss_reasons(moved))
 
     # A new base digest: the first step that makes a layer says so.
     rebased = _kanipy(context, "-d", dest, f"BASE={base_images.docker}")
@@ -301,3 +317,201 @@ def test_two_builds_sharing_a_cache_repository_at_once_both_succeed(
     third = _kanipy(context, "-d", registry.ref("cache/concurrent-3:1"), "--cache-repo", repo,
                     f"BASE={base_images.oci}")
     assert all(_cached(third).values()), _cached(third)
+
+
+def _blob_gets(proxy: FaultProxy, since: int, digests: set[str]) -> list[str]:
+    """The blob GETs through ``proxy`` since request ``since`` for any of ``digests``."""
+    return [path for method, path in proxy.requests[since:]
+            if method == "GET" and "/blobs/" in path
+            and path.rsplit("/", 1)[-1].split("?")[0] in digests]
+
+
+def test_a_full_hit_downloads_no_layer_and_pushes_by_mounting(
+        tmp_path: Path, registry: Registry, base_images: BaseImages) -> None:
+    proxy = FaultProxy(registry.url).start()
+    try:
+        context = _context(tmp_path / "ctx")
+        base_ref = base_images.oci.replace(registry.host, proxy.host)
+        base = f"BASE={base_ref}"
+        first = f"{proxy.host}/cache/lazy:1"
+        cold = _kanipy(context, "-d", first, base)
+        assert not any(_cached(cold).values()), _cached(cold)
+        cold_layers = skopeo_manifest(registry.ref("cache/lazy:1"))["layers"]
+        base_layers = {layer["digest"] for layer in skopeo_manifest(base_images.oci)["layers"]}
+        layer_digests = {layer["digest"] for layer in cold_layers} | base_layers
+
+        # Every step hits: no layer blob is read, neither the base's nor a cached one;
+        # the push to another repository mounts each of them.
+        before = len(proxy.requests)
+        repo = ("--cache-repo", f"{proxy.host}/cache/lazy/cache")
+        warm = _kanipy(context, "-d", f"{proxy.host}/cache/lazy-other:1", base, *repo)
+        assert all(_cached(warm).values()), _cached(warm)
+        assert _blob_gets(proxy, before, layer_digests) == []
+        mounts = [p for m, p in proxy.requests[before:] if m == "POST" and "mount=" in p]
+        assert len(mounts) == len({layer["digest"] for layer in cold_layers}), mounts
+        # Byte for byte the cold build's layers, and every blob is really there.
+        second = registry.ref("cache/lazy-other:1")
+        assert skopeo_manifest(second)["layers"] == cold_layers
+        rootfs = unpack_image(second, tmp_path / "check")
+        assert (rootfs / "version").read_text() == "v1\n"
+        assert (rootfs / "app" / "sub" / "b.txt").read_text() == "beta\n"
+
+        # A cache whose blob is gone: the mount would fail, so it is checked first;
+        # a warning, the stage is built again, and the push succeeds.
+        cached_only = {layer["digest"] for layer in cold_layers} - base_layers
+        victim = sorted(cached_only)[0]
+        proxy.inject_error("HEAD", f"/cache/lazy/cache/blobs/{victim}", 404, "BLOB_UNKNOWN",
+                           "gone", times=1000)
+        proxy.inject_error("GET", f"/cache/lazy/cache/blobs/{victim}", 404, "BLOB_UNKNOWN",
+                           "gone", times=1000)
+        lost = _kanipy(context, "-d", f"{proxy.host}/cache/lazy-third:1", base, *repo)
+        assert "building the stage again without cache hits" in lost, lost
+        assert not any(_cached(lost).values()), _cached(lost)
+        rootfs = unpack_image(registry.ref("cache/lazy-third:1"), tmp_path / "check3")
+        assert (rootfs / "app.list").read_text().split() == ["a.txt", "sub"]
+    finally:
+        proxy.stop()
+
+
+def test_a_fully_cached_stage_that_nothing_reads_is_not_unpacked(
+        tmp_path: Path, registry: Registry, base_images: BaseImages) -> None:
+    proxy = FaultProxy(registry.url).start()
+    try:
+        context = write_tree(tmp_path / "ctx", {
+            "Dockerfile": ("ARG BASE\nFROM $BASE AS builder\nRUN echo built > /built\n"
+                           "FROM builder AS tested\nRUN cat /built > /tested\n"
+                           "FROM tested\nRUN cat /tested /built > /final\n"),
+        })
+        base_ref = base_images.oci.replace(registry.host, proxy.host)
+        dest = f"{proxy.host}/cache/stages:1"
+        _kanipy(context, "-d", dest, f"BASE={base_ref}")
+        digests = {layer["digest"] for layer
+                   in skopeo_manifest(registry.ref("cache/stages:1"))["layers"]}
+        before = len(proxy.requests)
+        warm = _kanipy(context, "-d", dest, f"BASE={base_ref}")
+        assert all(_cached(warm).values()), _cached(warm)
+        # Neither stage's root was made: not one layer blob was fetched.
+        assert _blob_gets(proxy, before, digests) == []
+        rootfs = unpack_image(registry.ref("cache/stages:1"), tmp_path / "check")
+        assert (rootfs / "final").read_text() == "built\nbuilt\n"
+    finally:
+        proxy.stop()
+
+
+LATE = """\
+ARG BASE
+FROM $BASE
+RUN mkdir -p /srv/data && echo keep > /srv/data/keep && \\
+    echo 'app:x:1234:1234::/home/app:/bin/sh' >> /etc/passwd && \\
+    echo 'app:x:1234:' >> /etc/group && ln -s /srv/data /linked
+COPY --chown=app:app late.txt /srv/data/
+COPY late.txt /linked/via-link.txt
+"""
+
+
+def test_a_late_miss_gives_the_image_an_uncached_build_gives(
+        tmp_path: Path, base_images: BaseImages) -> None:
+    """The COPY after the edit runs on a root filled only under its destination (and the
+    passwd/group files --chown reads: no RUN follows); the next, through a symlink, on
+    the whole root."""
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": LATE, "late.txt": "one\n"})
+    cache = tmp_path / "cache-layout"
+    common = ("--no-push", "--reproducible", f"BASE={base_images.oci}")
+    _kanipy(context, *common, "--cache-repo", f"oci:{cache}")
+    (context / "late.txt").write_text("two\n")
+    edited = _kanipy(context, *common, "--cache-repo", f"oci:{cache}",
+                     "--oci-layout-path", str(tmp_path / "cached"))
+    assert [v for k, v in _cached(edited).items()] == [True, False, False], _cached(edited)
+    # The same context built without any cache.
+    build(context, "--no-push", "--reproducible", "--build-arg", f"BASE={base_images.oci}",
+          "--oci-layout-path", str(tmp_path / "uncached")).check()
+    assert _layout_layers(tmp_path / "cached") == _layout_layers(tmp_path / "uncached")
+    bundle = tmp_path / "bundle"
+    run_tool(["umoci", "unpack", "--image", f"{tmp_path / 'cached'}:latest", str(bundle)])
+    rootfs = bundle / "rootfs"
+    assert (rootfs / "srv/data/late.txt").stat().st_uid == 1234
+    assert (rootfs / "srv/data/via-link.txt").read_text() == "two\n"
+    assert sorted(os.listdir(rootfs / "srv/data")) == ["keep", "late.txt", "via-link.txt"]
+
+
+CHAINED = """\
+ARG BASE
+FROM $BASE
+ARG APP_VERSION=1
+COPY req.txt /app/req.txt
+RUN mkdir -p /deps && echo fixed > /deps/marker
+RUN cp /app/req.txt /deps/installed
+COPY app.txt /app/
+LABEL version=$APP_VERSION
+"""
+
+
+def test_a_rerun_that_makes_the_same_layer_lets_later_steps_hit(
+        tmp_path: Path, base_images: BaseImages) -> None:
+    require_tool("umoci")
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": CHAINED, "req.txt": "flask\n",
+                                            "app.txt": "app\n"})
+    cache = tmp_path / "cache-layout"
+
+    def run(version: str, out: str) -> str:
+        return _kanipy(context, "--no-push", "--reproducible", "--cache-repo", f"oci:{cache}",
+                       f"BASE={base_images.oci}", "--build-arg", f"APP_VERSION={version}",
+                       "--oci-layout-path", str(tmp_path / out))
+
+    run("1", "v1")
+    # Both RUNs see APP_VERSION and run again, each making the layer it made before:
+    # the COPY after them still hits.
+    v2 = run("2", "v2")
+    assert [v for v in _cached(v2).values()] == [True, False, False, True], _cached(v2)
+    assert v2.count('"cache": "same-layer"') == 2, v2
+    assert _layout_layers(tmp_path / "v2") == _layout_layers(tmp_path / "v1")
+    # The entries the re-runs made carry the chain on: the same build hits throughout.
+    again = run("2", "v2b")
+    assert all(_cached(again).values()), _cached(again)
+    # A step that makes the same layer on a different root does not chain: the RUN that
+    # reads the edited file runs again and sees it.
+    (context / "req.txt").write_text("flask\ndjango\n")
+    edited = run("2", "edited")
+    assert not any(_cached(edited).values()), _cached(edited)
+    bundle = tmp_path / "bundle"
+    run_tool(["umoci", "unpack", "--image", f"{tmp_path / 'edited'}:latest", str(bundle)])
+    assert (bundle / "rootfs/deps/installed").read_text() == "flask\ndjango\n"
+
+
+def test_a_build_arg_value_is_in_no_cache_blob_and_no_log(
+        tmp_path: Path, registry: Registry, base_images: BaseImages) -> None:
+    token = "s3cr3t-bu1ld-4rg-Zq"
+    context = write_tree(tmp_path / "ctx", {
+        "Dockerfile": ("ARG BASE\nFROM $BASE\nARG TOKEN\nARG DIR=/data\n"
+                       "RUN test -n \"$TOKEN\" && mkdir -p $DIR && echo ok > $DIR/ok\n"
+                       "COPY f.txt /opt/${TOKEN:+set}/\n"),
+        "f.txt": "f\n",
+    })
+    cache = tmp_path / "cache-layout"
+    args = ("--cache-repo", f"oci:{cache}", f"BASE={base_images.oci}",
+            "--build-arg", f"TOKEN={token}", "--reproducible")
+    first = registry.ref("cache/secret:1")
+    cold = _kanipy(context, "-d", first, *args)
+    second = registry.ref("cache/secret:2")
+    warm = _kanipy(context, "-d", second, *args)
+    assert all(_cached(warm).values()), _cached(warm)
+    # The hit gives the history the uncached build wrote (BuildKit's |1 TOKEN=...),
+    # filled back from this build's own value.
+    assert skopeo_config(second)["history"] == skopeo_config(first)["history"]
+    # A changed value misses, and says so without either value.
+    other = _kanipy(context, "-d", registry.ref("cache/secret:3"), *args[:-3],
+                    "--build-arg", "TOKEN=an0ther-t0ken-value", "--reproducible")
+    assert any("ARG TOKEN changed (value given by --build-arg)" in r
+               for r in _miss_reasons(other)), _miss_reasons(other)
+    for log in (cold, warm, other):
+        assert token not in log and "an0ther-t0ken-value" not in log
+    blobs = _blob_texts(cache)
+    assert blobs and not any(token.encode() in text or b"an0ther-t0ken" in text
+                             for text in blobs)
+    # As skopeo reads the cache's entries: configs hold a digest of the value only.
+    index = json.loads((cache / "index.json").read_text())
+    configs = [run_tool(["skopeo", "inspect", "--config", "--raw",
+                         f"oci:{cache}:{m['annotations']['org.opencontainers.image.ref.name']}"])
+               for m in index["manifests"]]
+    assert configs and not any(token in c for c in configs)
+    assert any("--build-arg sha256:" in c for c in configs)

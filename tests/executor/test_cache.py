@@ -21,11 +21,11 @@ from kanipy.errors import UsageError
 from kanipy.executor.cache import (
     CacheSettings,
     LayerCache,
-    StageCache,
     explain_difference,
     parse_duration,
 )
 from kanipy.executor.cache_key import KeyInputs, Uncacheable, hash_tree, key_inputs, step_key
+from kanipy.executor.cache_setup import stage_cache
 from kanipy.executor.cache_store import LayoutCacheRepository
 from kanipy.executor.progress import NullReporter, StepSummary
 from kanipy.executor.stage import BuiltStage, LayerPolicy, StageBuilder, expand_instruction
@@ -158,8 +158,7 @@ def _build(tmp_path: Path, cache_dir: Path, build_args: dict[str, str] | None = 
     builder = StageBuilder(
         plan=plan, stage=stage, number=1, count=1, base=base, ctx_factory=make, store=store,
         policy=policy, reporter=NullReporter(), single_snapshot=False,
-        cache=StageCache(cache=cache, base_id=base.base_id, stage_label=stage.label,
-                         dockerfile="Dockerfile", image_format="oci", platform=Platform()),
+        cache=stage_cache(cache, base, stage, "Dockerfile"),
     )
     built = builder.build()
     cache.close()
