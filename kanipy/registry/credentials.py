@@ -108,8 +108,11 @@ class CredentialStore:
         config = self._load()
         helpers = config.get("credHelpers") or {}
         helper = _match(helpers, registry)
+        if helper is not None and not isinstance(helper, str):
+            raise UsageError(f"{self.config_path}: credHelpers entry for {registry} must be "
+                             "the name of a credential helper (a string); fix or remove it")
         if helper:
-            return run_helper(str(helper), config_key(registry))
+            return run_helper(helper, config_key(registry))
         store = config.get("credsStore")
         if store:
             found = run_helper(str(store), config_key(registry))
@@ -141,6 +144,9 @@ def _match(table: dict[str, Any], registry: str) -> Any:
 
 
 def _from_auths_entry(entry: dict[str, Any], source: str) -> Credential | None:
+    for name in ("username", "password", "auth", "identitytoken"):
+        if not isinstance(entry.get(name) or "", str):
+            raise UsageError(f"{source}: '{name}' must be a string; fix or remove it")
     username = str(entry.get("username") or "")
     password = str(entry.get("password") or "")
     encoded = entry.get("auth")

@@ -160,8 +160,13 @@ def test_transport_helpers() -> None:
     ({"credsStore": {"a": 1}}, '"credsStore" must be the name of a credential helper'),
     ({"auths": {"reg.example.com": "secret"}}, "auths entry for reg.example.com must be"),
     ([1, 2], "is not a JSON object"),
+    ({"credHelpers": {"reg.example.com": 7}},
+     "credHelpers entry for reg.example.com must be the name of a credential helper"),
+    ({"auths": {"reg.example.com": {"identitytoken": 7}}}, "'identitytoken' must be a string"),
+    ({"auths": {"reg.example.com": {"username": ["u"], "password": "p"}}},
+     "'username' must be a string"),
 ], ids=["credHelpers-number", "auths-list", "credsStore-object", "auths-entry-string",
-        "top-list"])
+        "top-list", "credHelpers-helper-number", "identitytoken-number", "username-list"])
 def test_malformed_config_is_a_usage_error_naming_the_file(
         tmp_path: Path, config: object, want: str) -> None:
     (tmp_path / "config.json").write_text(json.dumps(config))
