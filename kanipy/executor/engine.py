@@ -24,7 +24,7 @@ from kanipy.context import BuildContext, open_context
 from kanipy.context.dockerfile import dockerfile_in_context
 from kanipy.dockerfile import BuildPlan, Stage, StageRef, format_plan, plan_build
 from kanipy.errors import BuildError, DockerfileError, KanipyError, UsageError
-from kanipy.executor import outputs, preflight
+from kanipy.executor import outputs, preflight, workdirs
 from kanipy.executor.bases import StageBases, unreachable_hint
 from kanipy.executor.cache import LayerCache
 from kanipy.executor.cache_root import CachedLayerLost, FetchingImage
@@ -220,6 +220,10 @@ class Build:
         workdir = Path(tempfile.mkdtemp(prefix="kanipy-")) if own_workdir else \
             Path(options.kanipy_dir or "")
         build_dir = Path(tempfile.mkdtemp(prefix="build-", dir=workdir))
+        # Held until the process ends: a later build removes what a killed one left.
+        lock = workdirs.WorkdirLock(workdir if own_workdir else build_dir)
+        sweeper = workdirs.sweep(workdir.parent, "kanipy-") if own_workdir else \
+            workdirs.sweep(workdir, "build-")
         try:
             return self._run(destinations, build_dir)
         except BaseException:
@@ -230,8 +234,13 @@ class Build:
         finally:
             if self.cache is not None:  # layer cache hook: entries still being pushed
                 self.cache.close()
-            _remove_work_dirs([build_dir, workdir] if own_workdir else [build_dir],
-                              self._cleaner)
+            try:
+                _remove_work_dirs([build_dir, workdir] if own_workdir else [build_dir],
+                                  self._cleaner)
+            finally:
+                lock.release()
+                if sweeper is not None:  # the remains of a killed build, removed meanwhile
+                    sweeper.join()
 
     def _run(self, destinations: list[Reference], build_dir: Path) -> BuildResult:
         options = self.options

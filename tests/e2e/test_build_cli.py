@@ -226,6 +226,41 @@ def test_an_interrupted_build_cleans_up(tmp_path: Path, registry: Registry,
     assert not tag_exists(registry.ref("e2e/interrupted:x"))
 
 
+def test_a_later_build_removes_what_a_killed_build_left(
+        tmp_path: Path, registry: Registry, base_images: BaseImages) -> None:
+    """SIGKILL (the OOM killer, a runner's hard timeout) gives kanipy no chance to
+    clean up: the next build in the same --kanipy-dir removes the killed one's root."""
+    marker = f"sleep 4309{os.getpid() % 1000}"
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": (
+        f"FROM {base_images.oci}\nRUN echo started > /started && {marker}\n")})
+    work = tmp_path / "work"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kanipy", "build", "-c", str(context),
+         "-d", registry.ref("e2e/killed:x"), "--kanipy-dir", str(work)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        deadline = time.monotonic() + 60
+        while not processes_matching(marker):
+            assert time.monotonic() < deadline, "the RUN step never started"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    left = list(work.iterdir())
+    assert len(left) == 1 and list(left[0].rglob("started")), \
+        "SIGKILL leaves the killed build's directory, its root included"
+    quick = write_tree(tmp_path / "ctx2", {"Dockerfile": f"FROM {base_images.oci}\nENV A=1\n"})
+    build(quick, "-d", registry.ref("e2e/after-kill:x"), "--kanipy-dir", str(work)).check()
+    deadline = time.monotonic() + 30  # removed on a background thread of that build
+    while list(work.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert list(work.iterdir()) == []
+
+
 def test_json_log_format_writes_only_json_lines(
         tmp_path: Path, registry: Registry, base_images: BaseImages) -> None:
     """A log collector parsing --log-format json must never meet a plain-text line."""
