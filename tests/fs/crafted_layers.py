@@ -142,6 +142,28 @@ def _chain_of_40_followed(root: Path) -> None:
     assert (root / "d/f").read_bytes() == b"x"
 
 
+def _link_to_queued_dir_followed(root: Path) -> None:
+    assert (root / "usr/lib/x").read_bytes() == b"through"
+    assert os.readlink(root / "lib") == "usr/lib"
+
+
+def _second_write_wins(root: Path) -> None:
+    assert (root / "f").read_bytes() == b"second"
+    assert (root / "s").read_bytes() == b"file now"
+
+
+def _hardlink_to_queued_file(root: Path) -> None:
+    assert os.lstat(root / "h").st_ino == os.lstat(root / "d/f299").st_ino
+    assert (root / "h").read_bytes() == b"299"
+
+
+def _queued_files(count: int) -> list[tuple[tarfile.TarInfo, bytes]]:
+    """More files than unpack's writer threads hold at once (they are still being
+    written when the next entries come)."""
+    return [entry("d/", tarfile.DIRTYPE),
+            *[entry(f"d/f{i}", data=str(i).encode()) for i in range(count)]]
+
+
 MANY = 20_000  # sparse segments; the map alone is about 200 KB
 
 
@@ -267,6 +289,25 @@ def crafted_layers() -> list[Crafted]:
                 ConfinementError, r"entry 'up/\.wh\.sentinel' has a parent path that leads"),
         Crafted("file-through-symlink-out", tar_of([entry("up/sentinel", data=b"pwned")]),
                 ConfinementError, r"entry 'up/sentinel' has a parent path that leads"),
+        # 4. Files and symlinks are written by threads (issue 14): a path they are
+        # writing is never resolved, replaced or linked to before they are done.
+        Crafted("queued-dir-replaced-by-symlink-out", tar_of([
+            *_queued_files(300), entry("d", tarfile.SYMTYPE, linkname="../.."),
+            entry("d/sentinel", data=b"pwned")]), ConfinementError,
+            r"entry 'd/sentinel' has a parent path that leads"),
+        Crafted("queued-symlink-resolved", tar_of([
+            *_queued_files(300), entry("usr/", tarfile.DIRTYPE),
+            entry("usr/lib/", tarfile.DIRTYPE),
+            entry("lib", tarfile.SYMTYPE, linkname="usr/lib"),
+            entry("lib/x", data=b"through")]), None, check=_link_to_queued_dir_followed),
+        Crafted("queued-path-named-twice", tar_of([
+            *_queued_files(300), entry("f", data=b"first"),
+            entry("s", tarfile.SYMTYPE, linkname="../../sentinel"),
+            entry("f", data=b"second"), entry("s", data=b"file now")]), None,
+            check=_second_write_wins),
+        Crafted("queued-file-hardlinked", tar_of([
+            *_queued_files(300), entry("h", tarfile.LNKTYPE, linkname="d/f299")]), None,
+            check=_hardlink_to_queued_file),
     ]
 
 
