@@ -19,10 +19,12 @@ directories this module has ``lstat``-ed as real directories, so no symlink in
 the image can redirect a write outside the root.
 
 Speed (issue 14): creating a small file costs 0.2-0.9 ms of kernel time on the
-disks measured, far more than Python's share, so a directory tree's files and
-links are written by a few threads while the main thread walks the source and
-makes directories; a directory's own metadata is set once everything under it
-is written. Each entry still has its own destination, made by exactly one write.
+disks measured, far more than Python's share, so a directory tree's
+non-directories (their ``lstat`` included) are copied by a few threads while the
+main thread walks the source and makes directories; a directory's own metadata
+is set once everything under it is written. Each entry has its own destination,
+made by exactly one write; names of one multiply linked file are made one at a
+time, so a link is made only to a whole file.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import logging
 import os
 import shutil
 import stat
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -107,6 +110,9 @@ class TreeWriter:
     chmod: str | None
     _links: dict[tuple[int, int], Path] = field(default_factory=dict)
     _writes: _TreeWrites | None = field(default=None, init=False)
+    # Held while a multiply linked file is copied or linked: the first of its names
+    # must be whole before another is linked to it.
+    _links_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     # --- directories the copy makes --------------------------------------------------
 
@@ -137,6 +143,16 @@ class TreeWriter:
         written: list[Path] = []
         for entry in _sorted_entries(src):
             child_rel = f"{rel}/{entry.name}" if rel else entry.name
+            if self._writes is not None and not entry.is_dir(follow_symlinks=False):
+                # Everything about a non-directory, its lstat included, happens on a
+                # writer thread; the walk goes on (the directory entry's type is known
+                # without a system call).
+                if skip is not None and skip(child_rel, False):
+                    continue
+                target = dest / entry.name
+                self._writes.submit(self._copy_leaf, Path(entry.path), target)
+                written.append(target)  # a socket is skipped: the snapshot skips it too
+                continue
             written += self._copy_entry(Path(entry.path), dest / entry.name, skip, child_rel,
                                         None)
         return written
@@ -180,30 +196,40 @@ class TreeWriter:
         if stat.S_ISSOCK(st.st_mode):
             log.debug("skipping socket %s", src)  # not content; Docker skips them too
             return []
+        self._copy_non_dir(src, dest, st)
+        return [dest]
+
+    def _copy_leaf(self, src: Path, dest: Path) -> None:
+        """A non-directory of a tree, on a writer thread."""
+        st = os.lstat(src)
+        if stat.S_ISSOCK(st.st_mode):
+            log.debug("skipping socket %s", src)
+            return
+        self._copy_non_dir(src, dest, st)
+
+    def _copy_non_dir(self, src: Path, dest: Path, st: os.stat_result) -> None:
         mode = st.st_mode
-        if self._writes is not None and (stat.S_ISLNK(mode) or
-                                         (stat.S_ISREG(mode) and st.st_nlink == 1)):
-            # A leaf no other entry of this copy names: safe to write on a thread.
-            self._writes.submit(self._write_leaf, src, dest, st)
-            return [dest]
-        self.clear_for_file(dest)
-        if stat.S_ISREG(mode):
-            key = (st.st_dev, st.st_ino)
-            first = self._links.get(key) if st.st_nlink > 1 else None
-            if first is not None and os.path.lexists(first):
-                os.link(first, dest)
-                return [dest]  # same inode: metadata already set
-            copy_file_data(src, dest)
-            if st.st_nlink > 1:
+        if stat.S_ISREG(mode) and st.st_nlink > 1:
+            with self._links_lock:
+                self.clear_for_file(dest)
+                key = (st.st_dev, st.st_ino)
+                first = self._links.get(key)
+                if first is not None and os.path.lexists(first):
+                    os.link(first, dest)
+                    return  # same inode: metadata already set
+                copy_file_data(src, dest)
+                self.set_metadata(dest, st)
                 self._links[key] = dest
-        elif stat.S_ISLNK(mode):
-            os.symlink(os.readlink(src), dest)
-        elif stat.S_ISFIFO(mode):
+            return
+        if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
+            self._write_leaf(src, dest, st)
+            return
+        self.clear_for_file(dest)
+        if stat.S_ISFIFO(mode):
             os.mkfifo(dest)
         elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
             os.mknod(dest, mode, st.st_rdev)
         self.set_metadata(dest, st)
-        return [dest]
 
     def _write_leaf(self, src: Path, dest: Path, st: os.stat_result) -> None:
         """A regular file (not hardlinked) or a symbolic link, metadata included."""
