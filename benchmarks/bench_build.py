@@ -4,20 +4,25 @@ Starts its own docker-registry on 127.0.0.1 (tests/fixtures/registry.py), pushes
 the base images (busybox from tests/fixtures/images.py; a Debian bookworm
 minbase from scripts/make_debian_base.sh, cached under ~/.cache/kanipy-bench),
 writes each workload's context and Dockerfile (seeded, so every run builds the
-same bytes), then for each workload runs
+same bytes), then for each workload runs, interleaved, N times each,
 
     python -m kanipy build ... --destination REGISTRY/bench/NAME-kanipy
     buildah bud --isolation chroot ... && buildah push ... REGISTRY/bench/NAME-buildah
+    (with --kanipy-before PATH: the kanipy of another checkout, the same way)
 
 each from a cold start (no base image cached, fresh work and storage
-directories). Prints wall seconds, their ratio, and two memory figures per tool:
-the peak RSS of the largest single process (``ru_maxrss`` from ``os.wait4``, what
-``/usr/bin/time -v`` reports) and the peak sum of RSS over the whole process
-tree (sampled from /proc every 0.1 s). Figures only, no assertions.
+directories), then measures the machine's floors on the workload's files in the
+same run: ``cp -a`` of the tree (and ``rm -rf`` of the copy), an ``os.scandir``
+walk with an lstat per entry, and GNU tar | sha256sum, | igzip -2 | sha256sum
+(ISA-L, kanipy's gzip). Prints issue 14's table: median wall seconds and the
+peak RSS of the largest single process (``ru_maxrss`` from ``os.wait4``, what
+``/usr/bin/time -v`` reports), the peak sum of RSS over the whole process tree
+(sampled from /proc every 0.1 s), and the floors. Figures only, no assertions.
 
-    /work/venv/bin/python benchmarks/bench_build.py                 # scale 0.25
-    /work/venv/bin/python benchmarks/bench_build.py --scale 1       # the issue's sizes
-    /work/venv/bin/python benchmarks/bench_build.py --workloads busybox --scale 0.1
+    .venv/bin/python benchmarks/bench_build.py                  # the issue's sizes, medians of 3
+    .venv/bin/python benchmarks/bench_build.py --quick          # scale 0.25, one build each
+    .venv/bin/python benchmarks/bench_build.py --kanipy-before /tmp/before   # before/after
+    .venv/bin/python benchmarks/bench_build.py --workloads busybox --scale 0.1
 """
 
 from __future__ import annotations
