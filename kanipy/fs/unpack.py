@@ -35,14 +35,6 @@ the filesystem refuses is a BuildError naming the archive and the entry, never
 a traceback. The work an entry costs is bounded by the bytes the archive
 holds: a sparse file's holes are skipped, never written or even read as zeros,
 and the file is sized with ``ftruncate``.
-
-Speed (issue 14): creating a file or a symlink costs 0.2-0.9 ms of kernel CPU
-on the disks measured, so new small files (read from the stream by the main
-thread) and new symlinks are written by a few threads. Only leaves whose parent
-is a directory already resolved and whose own path was free go to them; before
-anything that removes, replaces, links to or resolves through a path, the main
-thread waits for every write in flight (``_settle``), so confinement and the
-order of the archive's entries hold as if one thread did everything.
 """
 
 from __future__ import annotations
@@ -52,9 +44,6 @@ import os
 import posixpath
 import shutil
 import stat
-from collections import deque
-from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import BinaryIO
@@ -81,12 +70,6 @@ WHITEOUT_META_PREFIX = ".wh..wh."
 WHITEOUT_OPAQUE = ".wh..wh..opq"
 
 _READ_CHUNK = 1 << 20
-# Leaves written by threads (see the module doc): files up to this size, read
-# into memory first; at most this many writes and bytes queued at once.
-_THREADS = 4
-_THREADED_FILE_MAX = 1 << 20
-_MAX_QUEUED = 256
-_MAX_QUEUED_BYTES = 16 << 20
 _OPEN_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 # Linux's limits (limits.h: NAME_MAX, PATH_MAX with its NUL; kdev_t.h: MINORBITS
 # 20 of a 32-bit dev_t) and the range of uid_t and a 64-bit time_t.
@@ -187,24 +170,17 @@ def extract_tar(rootfs: Rootfs, stream: Readable, *, what: str,
     # Our own reader, not tarfile: its header parsing cost four times GNU tar's
     # whole unpack on a layer of small files (see kanipy/fs/tarreader.py).
     reader = TarReader(stream, what)
-    try:
-        for entry in reader:
-            try:
-                unpacker.apply(entry, reader)
-            except OSError as exc:
-                # What the filesystem refused (ENAMETOOLONG under a long root,
-                # ENOSPC, EMLINK...) is about this entry; say which.
-                raise _entry_error(what, entry.name, exc) from exc
-        unpacker.finish()
-    finally:
-        unpacker.close()
+    for entry in reader:
+        try:
+            unpacker.apply(entry, reader)
+        except OSError as exc:
+            # What the filesystem refused (ENAMETOOLONG under a long root,
+            # ENOSPC, EMLINK...) is about this entry; say which.
+            raise BuildError(f"{what}: entry {_shown(entry.name)} cannot be applied: "
+                             f"{exc.strerror or exc}") from exc
+    unpacker.finish()
     log.debug("extracted %s: %d entries", what, unpacker.entries)
     return UnpackStats(unpacker.entries, unpacker.file_bytes, frozenset(unpacker.top))
-
-
-def _entry_error(what: str, name: str, exc: OSError) -> BuildError:
-    return BuildError(f"{what}: entry {_shown(name)} cannot be applied: "
-                      f"{exc.strerror or exc}")
 
 
 def is_tar_stream(stream: Readable, what: str) -> bool:
@@ -242,81 +218,6 @@ class _Unpacker:
         self.file_bytes = 0
         self.top: set[str] = set()
         self._warned_xattr = False
-        # Leaf writes in flight: (future, host path, bytes held), oldest first.
-        self._pool: ThreadPoolExecutor | None = None
-        self._queued: deque[tuple[Future[None], str, int]] = deque()
-        self._queued_paths: set[str] = set()
-        self._queued_bytes = 0
-
-    # --- leaves written by threads ----------------------------------------------------
-
-    def _submit(self, path: str, size: int, write: Callable[..., None], *args: object) -> None:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(_THREADS, thread_name_prefix="kanipy-unpack")
-        while self._queued and (len(self._queued) >= _MAX_QUEUED or
-                                self._queued_bytes + size > _MAX_QUEUED_BYTES):
-            self._finish_oldest()
-        self._queued.append((self._pool.submit(write, *args), path, size))
-        self._queued_paths.add(path)
-        self._queued_bytes += size
-
-    def _finish_oldest(self) -> None:
-        future, path, size = self._queued.popleft()
-        self._queued_paths.discard(path)
-        self._queued_bytes -= size
-        future.result()
-
-    def _settle(self) -> None:
-        """Every write in flight done (the first failure raised), before the main
-        thread looks at, removes or resolves through anything they may touch."""
-        while self._queued:
-            self._finish_oldest()
-
-    def close(self) -> None:
-        """Drop writes not started, wait for those running: nothing writes afterwards."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-
-    def _write_small_file(self, path: str, member: TarEntry, data: bytes) -> None:
-        try:
-            fd = os.open(path, _OPEN_FLAGS, 0o600)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view):]
-                self._finish_file(fd, member)
-            finally:
-                os.close(fd)
-        except OSError as exc:
-            raise _entry_error(self.what, member.name, exc) from exc
-
-    def _finish_file(self, fd: int, member: TarEntry) -> None:
-        # Owner, then xattrs (chown drops security.capability), then mode
-        # (chown also clears setuid/setgid), then times, last.
-        if self.rules.chown:
-            os.fchown(fd, *self._owner(member))
-        if member.xattrs and self.rules.xattrs:
-            self._set_xattrs(fd, member)
-        os.fchmod(fd, member.mode & 0o7777)
-        os.utime(fd, ns=(member.mtime_ns, member.mtime_ns))
-
-    def _make_symlink(self, path: str, member: TarEntry) -> None:
-        try:
-            os.symlink(member.linkname, path)
-            self._finish_leaf(path, member)
-        except OSError as exc:
-            raise _entry_error(self.what, member.name, exc) from exc
-
-    def _finish_leaf(self, path: str, member: TarEntry) -> None:
-        if self.rules.chown:
-            # Numeric owners only (OCI layers carry ids; names would be the host's).
-            os.chown(path, *self._owner(member), follow_symlinks=False)
-        if self.rules.xattrs:
-            self._set_xattrs(path, member)
-        if member.type != SYMTYPE:
-            # After chown, which clears setuid/setgid bits.
-            os.chmod(path, member.mode & 0o7777)
-        os.utime(path, ns=(member.mtime_ns, member.mtime_ns), follow_symlinks=False)
 
     def _fail(self, name: str, reason: str) -> ConfinementError:
         return ConfinementError(f"{self.what}: entry {_shown(name)} {reason}")
@@ -375,9 +276,6 @@ class _Unpacker:
         hit = self._dirs.get(key)
         if hit is not None:
             return hit
-        # Resolving may go through a symlink, or create a directory where a write in
-        # flight is about to put a leaf: let those land first.
-        self._settle()
         try:
             host = str(self.rootfs.resolve(self.dest.joinpath(*parts),
                                            escape_is_error=self.rules.escape_is_error))
@@ -426,7 +324,6 @@ class _Unpacker:
             del self._dirs[key]
 
     def _remove(self, host: str, st: os.stat_result) -> None:
-        self._settle()
         if stat.S_ISDIR(st.st_mode):
             self._forget(host)
             shutil.rmtree(host)
@@ -445,7 +342,6 @@ class _Unpacker:
         self.top.add(parts[0])
         base = parts[-1]
         if self.rules.whiteouts and base.startswith(WHITEOUT_PREFIX):
-            self._settle()
             self._whiteout(parts, name)
             return
         if "\0" in member.linkname:
@@ -457,23 +353,8 @@ class _Unpacker:
         path = parent + "/" + base
         if path.count("/") - self._root_slashes > _MAX_DEPTH:
             raise self._too_deep(name)
-        if path in self._queued_paths:
-            self._settle()  # the archive names this path twice
         kind = member.type
         if kind == REGTYPE:
-            if member.size <= _THREADED_FILE_MAX and not member.sparse and \
-                    not os.path.lexists(path):
-                data = bytes(reader.read(member.size)) if member.size else b""
-                while len(data) < member.size:
-                    more = reader.read(member.size - len(data))
-                    if not more:
-                        break
-                    data += more
-                self.entries += 1
-                self.file_bytes += len(data)
-                self._added.add(path)
-                self._submit(path, len(data), self._write_small_file, path, member, data)
-                return
             self._regular_file(path, member, reader)
             return
         is_dir = kind == DIRTYPE
@@ -494,11 +375,8 @@ class _Unpacker:
             if existing is None:
                 os.mkdir(path, 0o700)
         elif kind == SYMTYPE:
-            self._added.add(path)
-            self._submit(path, 0, self._make_symlink, path, member)
-            return
+            os.symlink(member.linkname, path)
         elif kind == LNKTYPE:
-            self._settle()  # its target may be a file still being written
             target = self._link_target(member)
             try:
                 os.link(target, path, follow_symlinks=False)
@@ -523,15 +401,20 @@ class _Unpacker:
             self.entries -= 1
             return
         self._added.add(path)
+        if self.rules.chown:
+            # Numeric owners only (OCI layers carry ids; names would be the host's).
+            os.chown(path, *self._owner(member), follow_symlinks=False)
+        if self.rules.xattrs:
+            self._set_xattrs(path, member)
+        mtime_ns = member.mtime_ns
         if is_dir:
-            if self.rules.chown:
-                os.chown(path, *self._owner(member), follow_symlinks=False)
-            if self.rules.xattrs:
-                self._set_xattrs(path, member)
             self._dirs["/".join(parts)] = path
-            self._dir_meta.append((path, member.mode & 0o7777, member.mtime_ns))
+            self._dir_meta.append((path, member.mode & 0o7777, mtime_ns))
             return
-        self._finish_leaf(path, member)
+        if kind != SYMTYPE:
+            # After chown, which clears setuid/setgid bits.
+            os.chmod(path, member.mode & 0o7777)
+        os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
 
     def _link_target(self, member: TarEntry) -> str:
         try:
@@ -613,7 +496,14 @@ class _Unpacker:
         self._added.add(path)
         try:
             self._write_file(fd, member, reader)
-            self._finish_file(fd, member)
+            # Owner, then xattrs (chown drops security.capability), then mode
+            # (chown also clears setuid/setgid), then times, last.
+            if self.rules.chown:
+                os.fchown(fd, *self._owner(member))
+            if member.xattrs and self.rules.xattrs:
+                self._set_xattrs(fd, member)
+            os.fchmod(fd, member.mode & 0o7777)
+            os.utime(fd, ns=(member.mtime_ns, member.mtime_ns))
         finally:
             os.close(fd)
 
@@ -702,7 +592,6 @@ class _Unpacker:
 
     def finish(self) -> None:
         """Directory modes and mtimes, last: writing into a directory changes its mtime."""
-        self._settle()
         for path, mode, mtime_ns in self._dir_meta:
             try:
                 if not stat.S_ISDIR(os.lstat(path).st_mode):

@@ -458,10 +458,9 @@ def test_step_error_located_keeps_class_and_message() -> None:
 
 
 def test_copy_of_a_large_tree_keeps_every_entrys_metadata(tmp_path: Path) -> None:
-    """Issue 14: a tree's files and links are written by threads, and a directory's own
-    metadata is set after everything under it; every entry must still end up with its
-    source's bytes, mode, link target and mtime, directories included (more files
-    than the writers queue at once, in nested directories with their own modes)."""
+    """Every entry of a copied tree ends up with its source's bytes, mode, link target
+    and mtime, directories included: a directory's metadata is set after everything
+    under it is written (nested directories with their own modes and times)."""
     needs_root()
     context = tmp_path / "context"
     expected: dict[str, tuple[int, int, bytes | str]] = {}

@@ -158,8 +158,7 @@ def _hardlink_to_queued_file(root: Path) -> None:
 
 
 def _queued_files(count: int) -> list[tuple[tarfile.TarInfo, bytes]]:
-    """More files than unpack's writer threads hold at once (they are still being
-    written when the next entries come)."""
+    """A directory of ``count`` files ahead of the entries under test."""
     return [entry("d/", tarfile.DIRTYPE),
             *[entry(f"d/f{i}", data=str(i).encode()) for i in range(count)]]
 
@@ -289,8 +288,10 @@ def crafted_layers() -> list[Crafted]:
                 ConfinementError, r"entry 'up/\.wh\.sentinel' has a parent path that leads"),
         Crafted("file-through-symlink-out", tar_of([entry("up/sentinel", data=b"pwned")]),
                 ConfinementError, r"entry 'up/sentinel' has a parent path that leads"),
-        # 4. Files and symlinks are written by threads (issue 14): a path they are
-        # writing is never resolved, replaced or linked to before they are done.
+        # 4. A path written earlier in the same layer is what later entries meet: a
+        # directory replaced by a symlink leaving the root, a symlink resolved, a
+        # name given twice, a hardlink to a file just written (issue 14 tried
+        # writing files on threads; these are the orders that must hold).
         Crafted("queued-dir-replaced-by-symlink-out", tar_of([
             *_queued_files(300), entry("d", tarfile.SYMTYPE, linkname="../.."),
             entry("d/sentinel", data=b"pwned")]), ConfinementError,

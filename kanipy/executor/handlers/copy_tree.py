@@ -17,14 +17,6 @@ The rules, as BuildKit's copier applies them and Docker users see them:
 Confinement: host paths below the destination are only ever joined onto
 directories this module has ``lstat``-ed as real directories, so no symlink in
 the image can redirect a write outside the root.
-
-Speed (issue 14): creating a small file costs 0.2-0.9 ms of kernel time on the
-disks measured, far more than Python's share, so a directory tree's
-non-directories (their ``lstat`` included) are copied by a few threads while the
-main thread walks the source and makes directories; a directory's own metadata
-is set once everything under it is written. Each entry has its own destination,
-made by exactly one write; names of one multiply linked file are made one at a
-time, so a link is made only to a whole file.
 """
 
 from __future__ import annotations
@@ -34,11 +26,7 @@ import logging
 import os
 import shutil
 import stat
-import threading
-from collections import deque
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -49,40 +37,6 @@ log = logging.getLogger(__name__)
 
 # (path relative to the copied source, is a directory) -> leave it out
 SkipRule = Callable[[str, bool], bool]
-
-# Threads writing a tree's files. File creation is kernel work that releases the
-# GIL; four kept both cores of the 2-vCPU machine busy (0.56 ms a file with one
-# thread, 0.21 ms with four, 0.30 ms with eight: benchmarks/bench_build.py).
-_WRITERS = 4
-# Writes queued at most, so that memory does not grow with the number of files.
-_MAX_QUEUED = 256
-
-
-class _TreeWrites:
-    """The files and links of one directory copy, written by a small thread pool,
-    and the directories whose metadata waits until everything under them is written."""
-
-    def __init__(self) -> None:
-        self._pool: ThreadPoolExecutor | None = None
-        self._queued: deque[Future[None]] = deque()
-        self.dirs: list[tuple[Path, os.stat_result]] = []
-
-    def submit(self, write: Callable[..., None], *args: object) -> None:
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(_WRITERS, thread_name_prefix="kanipy-copy")
-        if len(self._queued) >= _MAX_QUEUED:
-            self._queued.popleft().result()
-        self._queued.append(self._pool.submit(write, *args))
-
-    def wait(self) -> None:
-        """Every write done; the first failure (in the order written) is raised."""
-        while self._queued:
-            self._queued.popleft().result()
-
-    def close(self) -> None:
-        """Drop what has not started, wait for what has (nothing writes after a failure)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
 
 
 @dataclass(frozen=True)
@@ -109,10 +63,6 @@ class TreeWriter:
     owner: Ownership
     chmod: str | None
     _links: dict[tuple[int, int], Path] = field(default_factory=dict)
-    _writes: _TreeWrites | None = field(default=None, init=False)
-    # Held while a multiply linked file is copied or linked: the first of its names
-    # must be whole before another is linked to it.
-    _links_lock: threading.Lock = field(default_factory=threading.Lock, init=False)
 
     # --- directories the copy makes --------------------------------------------------
 
@@ -135,110 +85,47 @@ class TreeWriter:
         Returns what to snapshot: the host paths of entries written, where a new
         directory stands for its whole subtree but an existing one never does (it
         may hold much more than this copy wrote, e.g. ``COPY overlay/ /``)."""
-        with self._tree_writes():
-            return self._copy_contents(src, dest, skip, rel)
-
-    def _copy_contents(self, src: Path, dest: Path, skip: SkipRule | None,
-                       rel: str) -> list[Path]:
         written: list[Path] = []
         for entry in _sorted_entries(src):
             child_rel = f"{rel}/{entry.name}" if rel else entry.name
-            if self._writes is not None and not entry.is_dir(follow_symlinks=False):
-                # Everything about a non-directory, its lstat included, happens on a
-                # writer thread; the walk goes on (the directory entry's type is known
-                # without a system call).
-                if skip is not None and skip(child_rel, False):
-                    continue
-                target = dest / entry.name
-                self._writes.submit(self._copy_leaf, Path(entry.path), target)
-                written.append(target)  # a socket is skipped: the snapshot skips it too
-                continue
-            written += self._copy_entry(Path(entry.path), dest / entry.name, skip, child_rel,
-                                        None)
+            written += self.copy_entry(Path(entry.path), dest / entry.name, skip, child_rel)
         return written
 
     def copy_entry(self, src: Path, dest: Path, skip: SkipRule | None = None,
                    rel: str = "", st: os.stat_result | None = None) -> list[Path]:
         """Copy ``src`` (not following a final link unless ``st`` says otherwise) to
         ``dest``, whose parent is a real directory; returns what to snapshot."""
-        return self._copy_entry(src, dest, skip, rel, st)
-
-    @contextmanager
-    def _tree_writes(self) -> Iterator[None]:
-        """Writes of files and links may go to threads until the outermost copy ends."""
-        if self._writes is not None:
-            yield
-            return
-        writes = self._writes = _TreeWrites()
-        try:
-            yield
-            writes.wait()
-            for dest, st in writes.dirs:  # children before parents, as they were copied
-                self.set_metadata(dest, st)
-        finally:
-            self._writes = None
-            writes.close()
-
-    def _copy_entry(self, src: Path, dest: Path, skip: SkipRule | None, rel: str,
-                    st: os.stat_result | None) -> list[Path]:
         st = st or os.lstat(src)
         is_dir = stat.S_ISDIR(st.st_mode)
         if skip is not None and rel and skip(rel, is_dir):
             return []
         if is_dir:
             created = self._ensure_dir(dest)
-            with self._tree_writes():
-                below = self._copy_contents(src, dest, skip, rel)
-                assert self._writes is not None
-                # Last: writing entries moves its mtime.
-                self._writes.dirs.append((dest, st))
+            below = self.copy_contents(src, dest, skip, rel)
+            self.set_metadata(dest, st)  # last: writing entries moved its mtime
             return [dest] if created or not below else below
         if stat.S_ISSOCK(st.st_mode):
             log.debug("skipping socket %s", src)  # not content; Docker skips them too
             return []
-        self._copy_non_dir(src, dest, st)
-        return [dest]
-
-    def _copy_leaf(self, src: Path, dest: Path) -> None:
-        """A non-directory of a tree, on a writer thread."""
-        st = os.lstat(src)
-        if stat.S_ISSOCK(st.st_mode):
-            log.debug("skipping socket %s", src)
-            return
-        self._copy_non_dir(src, dest, st)
-
-    def _copy_non_dir(self, src: Path, dest: Path, st: os.stat_result) -> None:
-        mode = st.st_mode
-        if stat.S_ISREG(mode) and st.st_nlink > 1:
-            with self._links_lock:
-                self.clear_for_file(dest)
-                key = (st.st_dev, st.st_ino)
-                first = self._links.get(key)
-                if first is not None and os.path.lexists(first):
-                    os.link(first, dest)
-                    return  # same inode: metadata already set
-                copy_file_data(src, dest)
-                self.set_metadata(dest, st)
-                self._links[key] = dest
-            return
-        if stat.S_ISREG(mode) or stat.S_ISLNK(mode):
-            self._write_leaf(src, dest, st)
-            return
         self.clear_for_file(dest)
-        if stat.S_ISFIFO(mode):
+        mode = st.st_mode
+        if stat.S_ISREG(mode):
+            key = (st.st_dev, st.st_ino)
+            first = self._links.get(key) if st.st_nlink > 1 else None
+            if first is not None and os.path.lexists(first):
+                os.link(first, dest)
+                return [dest]  # same inode: metadata already set
+            copy_file_data(src, dest)
+            if st.st_nlink > 1:
+                self._links[key] = dest
+        elif stat.S_ISLNK(mode):
+            os.symlink(os.readlink(src), dest)
+        elif stat.S_ISFIFO(mode):
             os.mkfifo(dest)
         elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
             os.mknod(dest, mode, st.st_rdev)
         self.set_metadata(dest, st)
-
-    def _write_leaf(self, src: Path, dest: Path, st: os.stat_result) -> None:
-        """A regular file (not hardlinked) or a symbolic link, metadata included."""
-        self.clear_for_file(dest)
-        if stat.S_ISREG(st.st_mode):
-            copy_file_data(src, dest)
-        else:
-            os.symlink(os.readlink(src), dest)
-        self.set_metadata(dest, st)
+        return [dest]
 
     def write_file(self, dest: Path, data: bytes | Path, mode: int,
                    mtime_ns: int | None = None) -> None:
