@@ -541,27 +541,35 @@ def main() -> None:
             bs: list[Measure] = []
             olds: list[Measure] = []
             fs: list[Floors] = []
-            for _ in range(args.repeat):
-                if args.only != "buildah" and args.kanipy_before is not None:
-                    m = run_kanipy(ctx, reg.ref(f"bench/{name}-before:latest"), reg.host,
-                                   work, log, None, args.kanipy_before)
-                    olds.append(m)
-                    print(f"   before  {m.seconds:7.2f} s  {m.max_rss_mb:5.0f} MB",
-                          file=sys.stderr)
-                if args.only != "buildah":
-                    prof = Path(args.profile) / f"{name}.prof" if args.profile else None
-                    if prof:
-                        prof.parent.mkdir(parents=True, exist_ok=True)
-                    m = run_kanipy(ctx, reg.ref(f"bench/{name}-kanipy:latest"), reg.host, work,
-                                   log, prof)
-                    ks.append(m)
-                    print(f"   kanipy  {m.seconds:7.2f} s  {m.max_rss_mb:5.0f} MB",
-                          file=sys.stderr)
-                if args.only != "kanipy":
-                    m = run_buildah(ctx, reg.ref(f"bench/{name}-buildah:latest"), work, log,
-                                    driver, args.buildah_layers)
-                    bs.append(m)
-                    print(f"   buildah {m.seconds:7.2f} s  {m.max_rss_mb:5.0f} MB",
+            tools: list[str] = []
+            if args.only != "buildah" and args.kanipy_before is not None:
+                tools.append("before")
+            if args.only != "buildah":
+                tools.append("kanipy")
+            if args.only != "kanipy":
+                tools.append("buildah")
+            for round_number in range(args.repeat):
+                # Each round starts with the next tool: creating files gets slower after
+                # many were removed (ext4's allocator), which would always cost the
+                # same tool if the order were fixed.
+                shift = round_number % len(tools)
+                for tool in tools[shift:] + tools[:shift]:
+                    if tool == "before":
+                        m = run_kanipy(ctx, reg.ref(f"bench/{name}-before:latest"), reg.host,
+                                       work, log, None, args.kanipy_before)
+                        olds.append(m)
+                    elif tool == "kanipy":
+                        prof = Path(args.profile) / f"{name}.prof" if args.profile else None
+                        if prof:
+                            prof.parent.mkdir(parents=True, exist_ok=True)
+                        m = run_kanipy(ctx, reg.ref(f"bench/{name}-kanipy:latest"), reg.host,
+                                       work, log, prof)
+                        ks.append(m)
+                    else:
+                        m = run_buildah(ctx, reg.ref(f"bench/{name}-buildah:latest"), work,
+                                        log, driver, args.buildah_layers)
+                        bs.append(m)
+                    print(f"   {tool:7} {m.seconds:7.2f} s  {m.max_rss_mb:5.0f} MB",
                           file=sys.stderr)
                 tree = None if args.no_floors else floor_tree(wl, ctx, work)
                 if tree is not None:
