@@ -11,13 +11,11 @@ tarball, an OCI layout, digest files. A failed build writes nothing anywhere.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -494,36 +492,5 @@ def _remove_work_dirs(paths: list[Path], cleaner: threading.Thread | None) -> No
 
 
 def _remove_trees(paths: list[Path]) -> None:
-    """Remove the stage roots, their subtrees two levels down on four threads: an
-    unlink is kernel work that releases the GIL, and a root of 100,000 files took
-    seconds to remove on one thread (issue 14)."""
-    subtrees: list[str] = []
     for path in paths:
-        for top in _entries(str(path)):
-            if top.is_dir(follow_symlinks=False):
-                subtrees += [entry.path for entry in _entries(top.path)]
-            else:
-                subtrees.append(top.path)
-    with ThreadPoolExecutor(4, thread_name_prefix="kanipy-cleanup") as pool:
-        for _ in pool.map(_remove_path, subtrees):
-            pass
-    for path in paths:  # what is left: the emptied directories
         shutil.rmtree(path, ignore_errors=True)
-
-
-def _entries(directory: str) -> list[os.DirEntry[str]]:
-    try:
-        with os.scandir(directory) as it:
-            return list(it)
-    except OSError:
-        return []
-
-
-def _remove_path(path: str) -> None:
-    try:
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            os.unlink(path)
-    except OSError:
-        pass
