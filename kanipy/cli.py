@@ -21,7 +21,7 @@ import time
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -31,8 +31,10 @@ from kanipy.cliflags import GroupedCommand, add_flags
 from kanipy.cliopts import note_compat_flags, options_from_flags
 from kanipy.console import TerminalReporter
 from kanipy.errors import BuildError, DockerfileError, KanipyError, RegistryError, UsageError
-from kanipy.executor.progress import StepInfo, StepSummary
-from kanipy.registry.progress import ProgressEvent
+
+if TYPE_CHECKING:  # annotations only: a build imports these itself, --version does not
+    from kanipy.executor.progress import StepInfo, StepSummary
+    from kanipy.registry.progress import ProgressEvent
 
 log = logging.getLogger(__name__)
 

@@ -293,6 +293,7 @@ class Build:
         self.cache = open_layer_cache(options, destinations, lambda: self.client, store,
                                       policy, self.filename)
         count = len(plan.stages)
+        in_image = _stages_in_image(plan)
 
         def build_stage(number: int, stage: Stage, hits: bool = True) -> BuiltStage:
             self.reporter.stage_started(number, count, stage.name, _base_text(stage, plan))
@@ -314,6 +315,7 @@ class Build:
                 ignore_paths=frozenset(options.ignore_paths),
                 cache=stage_cache(self.cache, base, stage, self.filename, hits=hits,
                                   given=plan.build_args),
+                in_image=stage.index in in_image,
             )
             with no_space_left([build_dir, store.root],
                                f"building stage {number} (its root and its layers)",
@@ -519,6 +521,19 @@ def _layer_for_format(desc: Descriptor, image_format: str) -> Descriptor:
                            mediatypes.OCI_LAYER_NONDIST_GZIP) or wanted == desc.media_type:
         return desc
     return Descriptor(wanted, desc.digest, desc.size, desc.annotations, desc.platform, desc.urls)
+
+
+def _stages_in_image(plan: BuildPlan) -> set[int]:
+    """The stages whose layers are the built image's: the last stage and, through
+    ``FROM <stage>``, its ancestors. Any other stage is only read by ``COPY --from``
+    or ``RUN --mount from=``, which take files from its root, never its layers."""
+    wanted: set[int] = set()
+    stage: Stage | None = plan.stages[-1]
+    while stage is not None:
+        wanted.add(stage.index)
+        base = stage.base
+        stage = plan.stage(base) if isinstance(base, StageRef) else None
+    return wanted
 
 
 def _read_dockerfile(path: Path) -> str:

@@ -107,6 +107,7 @@ class StageBuilder:
         handlers: Mapping[str, StepRule] = HANDLERS,
         ignore_paths: frozenset[str] = frozenset(),
         cache: StageCache | None = None,
+        in_image: bool = True,
     ) -> None:
         self.plan = plan
         self.stage = stage
@@ -126,6 +127,11 @@ class StageBuilder:
         self.summaries: list[StepSummary] = []
         # The layer cache (issue 10); None without --cache or with --single-snapshot.
         self.cache = None if single_snapshot else cache
+        # A stage whose layers reach no image (one that later stages only copy from,
+        # issue 14) makes none: no snapshot walk, no tar, no compression. Its root is
+        # what later stages read. The layer cache stores layers, so with it every
+        # stage makes them as before.
+        self.make_layers = in_image or self.cache is not None
 
     def build(self) -> BuiltStage:
         base = self.base
@@ -210,7 +216,8 @@ class StageBuilder:
                 self.cache.flush(rootfs, None if whole else
                                  step_scope(resolved, state, rule.kind))
             # -- end of the layer cache hook
-            if rule.kind.snapshot_before and snapshot is None and not self.single_snapshot:
+            if rule.kind.snapshot_before and snapshot is None and not self.single_snapshot \
+                    and self.make_layers:
                 snapshot = take_snapshot(rootfs.path, scaffolding)
             try:
                 result = rule.handler(resolved, state, ctx)
@@ -218,7 +225,7 @@ class StageBuilder:
                 raise exc.located(self.plan.filename, resolved.line) from exc
             changes = Changes()
             excluded = scaffolding | frozenset(str(p) for p in result.excluded)
-            if self.single_snapshot:
+            if self.single_snapshot or not self.make_layers:
                 pass
             elif result.changed is None:
                 if snapshot is None:

@@ -21,7 +21,6 @@ import lzma
 from collections.abc import Callable
 from typing import BinaryIO, Protocol, cast
 
-import zstandard
 from isal import isal_zlib
 
 from kanipy.errors import IntegrityError
@@ -233,7 +232,12 @@ class _ZstdReader:
     """zstd across frames (zstd:chunked layers hold many), errors as IntegrityError."""
 
     def __init__(self, source: Readable, what: str) -> None:
+        # Imported here: most builds read gzip only, and start-up is paid on every
+        # build (issue 14). bz2 and lzma cost nothing more: shutil imports them.
+        import zstandard
+
         self._what = what
+        self._error = zstandard.ZstdError
         self._reader = zstandard.ZstdDecompressor().stream_reader(
             cast(BinaryIO, source), read_size=_READ_CHUNK, read_across_frames=True,
             closefd=False)
@@ -241,5 +245,5 @@ class _ZstdReader:
     def read(self, n: int = -1, /) -> bytes:
         try:
             return self._reader.read(_limit(n))
-        except zstandard.ZstdError as exc:
+        except self._error as exc:
             raise IntegrityError(f"{self._what}: corrupt zstd data ({exc})") from exc

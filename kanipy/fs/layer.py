@@ -17,7 +17,6 @@ import struct
 from dataclasses import dataclass
 from typing import BinaryIO, cast
 
-import zstandard
 from isal import isal_zlib
 
 from kanipy.fs.snapshot import Changes, path_sort_key
@@ -100,6 +99,8 @@ class _GzipWriter:
 
 class _ZstdWriter:
     def __init__(self, target: Sink, level: int) -> None:
+        import zstandard  # only when a build asks for zstd (start-up, issue 14)
+
         self._writer = zstandard.ZstdCompressor(level=level).stream_writer(
             cast(BinaryIO, target), closefd=False, write_return_read=True
         )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from typing import Protocol
 
 from kanipy.fs.tarformat import (  # noqa: F401 - re-exported for the writer's callers
@@ -34,18 +35,22 @@ log = logging.getLogger(__name__)
 _FLUSH_AT = 1 << 20
 _CHUNK = 1 << 20
 _PAX_NAME = b"././@PaxHeader"
+# What os.fsencode does, without its call per name (issue 14: per-entry costs).
+_FS_ENCODING = sys.getfilesystemencoding()
+_FS_ERRORS = sys.getfilesystemencodeerrors()
+# The largest values an 8-byte and a 12-byte octal field hold (digits and a NUL).
+_FITS_8 = 8 ** 7
+_FITS_12 = 8 ** 11
+# The header's constant parts, summed once: the checksum field counts as eight
+# spaces while summing, the magic and version, and NUL padding adds nothing.
+_FIXED_SUM = 8 * 32 + sum(b"ustar\x0000")
+_ZEROS_64 = b"\0" * 64  # uname and gname: empty, owners are numeric
+_ZEROS_12 = b"\0" * 12
 
 
 
 class Sink(Protocol):
     def write(self, data: bytes | bytearray | memoryview, /) -> int: ...
-
-
-def _octal(value: int, width: int) -> bytes | None:
-    """``width``-byte NUL-terminated zero-padded octal, or None if it does not fit."""
-    if value < 0 or value >= 8 ** (width - 1):
-        return None
-    return b"%0*o\0" % (width - 1, value)
 
 
 def _pax_record(key: str, value: bytes) -> bytes:
@@ -76,27 +81,26 @@ def _header(
     name: bytes, prefix: bytes, mode: int, uid: int, gid: int, size: int, mtime: int,
     typeflag: bytes, linkname: bytes, devmajor: int, devminor: int,
 ) -> bytes:
-    parts = [
-        name.ljust(100, b"\0"),
-        _octal(mode, 8) or b"0000000\0",
-        _octal(uid, 8) or b"0000000\0",
-        _octal(gid, 8) or b"0000000\0",
-        _octal(size, 12) or b"00000000000\0",
-        _octal(mtime, 12) or b"00000000000\0",
-        b"        ",  # checksum placeholder: eight spaces while summing
-        typeflag,
-        linkname.ljust(100, b"\0"),
-        b"ustar\x0000",
-        b"\0" * 32,  # uname: empty, owners are numeric
-        b"\0" * 32,  # gname
-        _octal(devmajor, 8) or b"0000000\0",
-        _octal(devminor, 8) or b"0000000\0",
-        prefix.ljust(155, b"\0"),
-        b"\0" * 12,
-    ]
-    block = bytearray(b"".join(parts))
-    block[148:156] = b"%06o\0 " % sum(block)
-    return bytes(block)
+    """One ustar header block; a number that does not fit its field is written as
+    zeros (its pax record carries it)."""
+    numbers = b"%07o\0%07o\0%07o\0%011o\0%011o\0" % (
+        mode if 0 <= mode < _FITS_8 else 0,
+        uid if 0 <= uid < _FITS_8 else 0,
+        gid if 0 <= gid < _FITS_8 else 0,
+        size if 0 <= size < _FITS_12 else 0,
+        mtime if 0 <= mtime < _FITS_12 else 0,
+    )
+    devices = b"%07o\0%07o\0" % (devmajor if 0 <= devmajor < _FITS_8 else 0,
+                                   devminor if 0 <= devminor < _FITS_8 else 0)
+    # The checksum is the sum of the header's bytes (POSIX ustar); summing the
+    # parts that vary is a fifth of summing the 512-byte block.
+    checksum = (_FIXED_SUM + sum(name) + sum(numbers) + typeflag[0] + sum(linkname)
+                + sum(devices) + sum(prefix))
+    return b"".join((
+        name.ljust(100, b"\0"), numbers, b"%06o\0 " % checksum, typeflag,
+        linkname.ljust(100, b"\0"), b"ustar\x0000", _ZEROS_64, devices,
+        prefix.ljust(155, b"\0"), _ZEROS_12,
+    ))
 
 
 class TarWriter:
@@ -130,8 +134,8 @@ class TarWriter:
     ) -> None:
         """Write one entry's header(s); a regular file's data must follow via
         ``add_data`` (exactly ``size`` bytes)."""
-        raw_name = os.fsencode(name)
-        raw_link = os.fsencode(linkname)
+        raw_name = name.encode(_FS_ENCODING, _FS_ERRORS)
+        raw_link = linkname.encode(_FS_ENCODING, _FS_ERRORS) if linkname else b""
         pax: list[bytes] = []
         split = _split_ustar(raw_name) if raw_name.isascii() else None
         if split is None:
@@ -139,13 +143,13 @@ class TarWriter:
             split = (b"", raw_name[:100])
         if len(raw_link) > 100 or not raw_link.isascii():
             pax.append(_pax_record("linkpath", raw_link))
-        if _octal(uid, 8) is None:
+        if not 0 <= uid < _FITS_8:
             pax.append(_pax_record("uid", b"%d" % uid))
-        if _octal(gid, 8) is None:
+        if not 0 <= gid < _FITS_8:
             pax.append(_pax_record("gid", b"%d" % gid))
-        if _octal(size, 12) is None:
+        if not 0 <= size < _FITS_12:
             pax.append(_pax_record("size", b"%d" % size))
-        if _octal(mtime, 12) is None:
+        if not 0 <= mtime < _FITS_12:
             pax.append(_pax_record("mtime", b"%d" % mtime))
         for key, value in xattrs or ():
             pax.append(_pax_record("SCHILY.xattr." + key, value))
@@ -168,13 +172,21 @@ class TarWriter:
         one that grew is cut, so the archive stays well-formed; both are logged.
         """
         remaining = size
+        grew = False
         if size <= _FLUSH_AT:
+            # One byte more than is left: a file that grew shows without another read
+            # (a read from a regular file returns less than asked only at its end).
             while remaining:
-                data = os.read(fd, remaining)
+                data = os.read(fd, remaining + 1)
                 if not data:
                     break
+                if len(data) > remaining:
+                    grew = True
+                    data = data[:remaining]
                 self._buf += data
                 remaining -= len(data)
+            if size == 0:
+                grew = os.read(fd, 1) != b""
         else:
             self._flush()
             view = memoryview(self._chunk)
@@ -188,7 +200,7 @@ class TarWriter:
             log.warning("%s shrank while being archived; padded with %d zero bytes",
                         what, remaining)
             self._buf += b"\0" * remaining
-        elif os.read(fd, 1):
+        elif grew or (size > _FLUSH_AT and os.read(fd, 1)):
             log.warning("%s grew while being archived; only its first %d bytes kept",
                         what, size)
         self._buf += b"\0" * (-size % BLOCK)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import platform
 import re
 from pathlib import Path
@@ -56,6 +57,34 @@ def test_multi_stage_builds_needed_stages_in_order(
     assert (rootfs / "inherited").read_text() == "built\n"
     assert (rootfs / "artifact").read_text() == "built\n", "FROM builder inherits its files"
     assert not (rootfs / "second").exists()
+
+
+def _layer_bytes(stderr: str) -> dict[str, int | None]:
+    """Each step's layer size from the JSON summary, by its instruction text."""
+    summary = [json.loads(line) for line in stderr.splitlines()
+               if line.startswith("{") and '"summary"' in line][-1]
+    return {step["instruction"]: step["layer_bytes"] for step in summary["steps"]}
+
+
+def test_stage_only_copied_from_makes_no_layer(tmp_path: Path, registry: Registry,
+                                               base_images: BaseImages) -> None:
+    """Issue 14: a stage read only by COPY --from is not in the image, so its steps make
+    no layer (nothing to snapshot, tar or compress); its files still reach the stage
+    that copies them, and a stage the final one is built FROM keeps its layers."""
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": _multi_stage(base_images.oci)})
+    dest = registry.ref("e2e/stages-layers:latest")
+    result = build(context, "-d", dest, "--log-format", "json").check()
+    sizes = _layer_bytes(result.stderr)
+    assert sizes["RUN echo second > /second"] is None, sizes
+    assert (sizes["RUN echo built > /artifact"] or 0) > 0, "FROM builder: its layer is needed"
+    assert (sizes["COPY --from=1 /second /from-index"] or 0) > 0
+    rootfs = unpack_image(dest, tmp_path / "out")
+    assert (rootfs / "from-index").read_text() == "second\n"
+    config = json.loads(run_tool(["skopeo", "inspect", "--tls-verify=false", "--config",
+                                  f"docker://{dest}"]))
+    made = [h["created_by"] for h in config["history"] if not h.get("empty_layer")]
+    assert not any("echo second" in text for text in made), made
+    assert len(made) == len(config["rootfs"]["diff_ids"])
 
 
 def test_target_builds_only_what_it_needs(tmp_path: Path, registry: Registry,

@@ -470,3 +470,51 @@ def test_copy_of_a_link_leading_out_of_the_context_names_it(tmp_path: Path,
     assert "'link1' not found in the build context (it is a symbolic link whose target " \
            "is not in the source)" in info.value.message
     assert not (tmp_path / "root" / "x" / "link1").exists()
+
+
+def test_copy_of_a_large_tree_keeps_every_entrys_metadata(tmp_path: Path) -> None:
+    """Every entry of a copied tree ends up with its source's bytes, mode, link target
+    and mtime, directories included: a directory's metadata is set after everything
+    under it is written (nested directories with their own modes and times)."""
+    needs_root()
+    context = tmp_path / "context"
+    expected: dict[str, tuple[int, int, bytes | str]] = {}
+    for d in range(6):
+        sub = context / "tree" / f"d{d}" / "inner"
+        sub.mkdir(parents=True)
+        for i in range(120):
+            path = sub.parent / f"f{i}" if i % 2 else sub / f"f{i}"
+            path.write_bytes(b"x" * i + bytes([d]))
+            os.chmod(path, 0o600 + i % 8)
+            os.utime(path, ns=(0, 1_000_000_000 * (i + 1)))
+        os.symlink(f"../f{d}", sub / "link")
+        os.utime(sub / "link", ns=(0, 7_000_000_000), follow_symlinks=False)
+    for dirpath, dirnames, _files in os.walk(context / "tree"):
+        for name in dirnames:
+            os.chmod(Path(dirpath) / name, 0o750)
+    for dirpath, dirnames, filenames in os.walk(context / "tree", topdown=False):
+        for name in [*filenames, *dirnames]:
+            path = Path(dirpath) / name
+            rel = str(path.relative_to(context / "tree"))
+            st = os.lstat(path)
+            content: bytes | str = os.readlink(path) if path.is_symlink() else \
+                b"" if path.is_dir() else path.read_bytes()
+            expected[rel] = (st.st_mode, st.st_mtime_ns, content)
+        os.utime(dirpath, ns=(0, 3_000_000_000))  # after its entries: theirs is set
+    for rel in list(expected):
+        path = context / "tree" / rel
+        if path.is_dir() and not path.is_symlink():
+            st = os.lstat(path)
+            expected[rel] = (st.st_mode, st.st_mtime_ns, b"")
+    steps("FROM scratch\nCOPY tree/ /dst/\n", tmp_path)
+    dst = tmp_path / "root" / "dst"
+    found: dict[str, tuple[int, int, bytes | str]] = {}
+    for dirpath, dirnames, filenames in os.walk(dst):
+        for name in [*filenames, *dirnames]:
+            path = Path(dirpath) / name
+            st = os.lstat(path)
+            content = os.readlink(path) if path.is_symlink() else \
+                b"" if path.is_dir() else path.read_bytes()
+            found[str(path.relative_to(dst))] = (st.st_mode, st.st_mtime_ns, content)
+    assert len(found) == len(expected) == 6 * (120 + 2 + 1)
+    assert found == expected

@@ -142,6 +142,27 @@ def _chain_of_40_followed(root: Path) -> None:
     assert (root / "d/f").read_bytes() == b"x"
 
 
+def _link_to_queued_dir_followed(root: Path) -> None:
+    assert (root / "usr/lib/x").read_bytes() == b"through"
+    assert os.readlink(root / "lib") == "usr/lib"
+
+
+def _second_write_wins(root: Path) -> None:
+    assert (root / "f").read_bytes() == b"second"
+    assert (root / "s").read_bytes() == b"file now"
+
+
+def _hardlink_to_queued_file(root: Path) -> None:
+    assert os.lstat(root / "h").st_ino == os.lstat(root / "d/f299").st_ino
+    assert (root / "h").read_bytes() == b"299"
+
+
+def _queued_files(count: int) -> list[tuple[tarfile.TarInfo, bytes]]:
+    """A directory of ``count`` files ahead of the entries under test."""
+    return [entry("d/", tarfile.DIRTYPE),
+            *[entry(f"d/f{i}", data=str(i).encode()) for i in range(count)]]
+
+
 MANY = 20_000  # sparse segments; the map alone is about 200 KB
 
 
@@ -267,6 +288,27 @@ def crafted_layers() -> list[Crafted]:
                 ConfinementError, r"entry 'up/\.wh\.sentinel' has a parent path that leads"),
         Crafted("file-through-symlink-out", tar_of([entry("up/sentinel", data=b"pwned")]),
                 ConfinementError, r"entry 'up/sentinel' has a parent path that leads"),
+        # 4. A path written earlier in the same layer is what later entries meet: a
+        # directory replaced by a symlink leaving the root, a symlink resolved, a
+        # name given twice, a hardlink to a file just written (issue 14 tried
+        # writing files on threads; these are the orders that must hold).
+        Crafted("queued-dir-replaced-by-symlink-out", tar_of([
+            *_queued_files(300), entry("d", tarfile.SYMTYPE, linkname="../.."),
+            entry("d/sentinel", data=b"pwned")]), ConfinementError,
+            r"entry 'd/sentinel' has a parent path that leads"),
+        Crafted("queued-symlink-resolved", tar_of([
+            *_queued_files(300), entry("usr/", tarfile.DIRTYPE),
+            entry("usr/lib/", tarfile.DIRTYPE),
+            entry("lib", tarfile.SYMTYPE, linkname="usr/lib"),
+            entry("lib/x", data=b"through")]), None, check=_link_to_queued_dir_followed),
+        Crafted("queued-path-named-twice", tar_of([
+            *_queued_files(300), entry("f", data=b"first"),
+            entry("s", tarfile.SYMTYPE, linkname="../../sentinel"),
+            entry("f", data=b"second"), entry("s", data=b"file now")]), None,
+            check=_second_write_wins),
+        Crafted("queued-file-hardlinked", tar_of([
+            *_queued_files(300), entry("h", tarfile.LNKTYPE, linkname="d/f299")]), None,
+            check=_hardlink_to_queued_file),
     ]
 
 

@@ -157,3 +157,45 @@ def test_whiteouts_and_mtime_clamp(tree: Path, tmp_path: Path) -> None:
 def test_no_changes_no_layer(tmp_path: Path) -> None:
     store = BlobStore(tmp_path / "store")
     assert write_layer(tmp_path, Changes(), store, media_type=mediatypes.OCI_LAYER_GZIP) is None
+
+
+@pytest.mark.parametrize(("size", "actual", "kept", "message"), [
+    (5, b"12345678", b"12345", "grew while being archived"),
+    (0, b"abc", b"", "grew while being archived"),
+    (8, b"123", b"123\0\0\0\0\0", "shrank while being archived"),
+    (3, b"abc", b"abc", None),
+], ids=["grew", "grew-from-empty", "shrank", "unchanged"])
+def test_file_changing_while_archived_keeps_the_archive_well_formed(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, size: int, actual: bytes,
+        kept: bytes, message: str | None) -> None:
+    """A file whose size changed after its header was written is cut or padded to
+    the header's size, so the entries after it still read, and it is logged."""
+    from kanipy.fs.tarwriter import REGTYPE, TarWriter
+
+    path = tmp_path / "f"
+    path.write_bytes(actual)
+    out = tmp_path / "out.tar"
+    with open(out, "wb") as sink:
+        writer = TarWriter(sink)
+        writer.add("f", REGTYPE, mode=0o644, uid=0, gid=0, mtime=0, size=size)
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            writer.add_data(fd, size, "/f")
+        finally:
+            os.close(fd)
+        writer.add("after", REGTYPE, mode=0o644, uid=0, gid=0, mtime=0, size=2)
+        (tmp_path / "after").write_bytes(b"ok")
+        fd = os.open(tmp_path / "after", os.O_RDONLY)
+        try:
+            writer.add_data(fd, 2, "/after")
+        finally:
+            os.close(fd)
+        writer.close()
+    with tarfile.open(out) as tar:
+        assert [m.name for m in tar.getmembers()] == ["f", "after"]
+        assert tar.extractfile("f").read() == kept  # type: ignore[union-attr]
+        assert tar.extractfile("after").read() == b"ok"  # type: ignore[union-attr]
+    if message is None:
+        assert "while being archived" not in caplog.text
+    else:
+        assert message in caplog.text
