@@ -224,6 +224,9 @@ class _Unpacker:
         self.file_bytes = 0
         self.top: set[str] = set()
         self._warned_xattr = False
+        # Set by every removal (a replaced entry, a whiteout, an opaque directory):
+        # until then every directory this archive made or merged is still one.
+        self._removed_any = False
 
     def _fail(self, name: str, reason: str) -> ConfinementError:
         return ConfinementError(f"{self.what}: entry {_shown(name)} {reason}")
@@ -330,6 +333,7 @@ class _Unpacker:
             del self._dirs[key]
 
     def _remove(self, host: str, st: os.stat_result) -> None:
+        self._removed_any = True
         if stat.S_ISDIR(st.st_mode):
             self._forget(host)
             shutil.rmtree(host)
@@ -366,22 +370,24 @@ class _Unpacker:
         is_dir = kind == DIRTYPE
         if kind == SYMTYPE and self.rules.confine_symlinks:
             self._check_symlink(parts, member)
-        try:
-            existing: os.stat_result | None = os.lstat(path)
-        except FileNotFoundError:
-            existing = None
-        if existing is not None and not (is_dir and stat.S_ISDIR(existing.st_mode)):
-            if kind == LNKTYPE and self._link_target(member) == path:
-                return  # a hardlink to itself: nothing to do
-            self._replace(path, existing, name)
-            existing = None
+        if is_dir or kind == SYMTYPE:
+            # Create first and look at what is there only when that fails, as for
+            # regular files: a base layer's paths are new, and the lstat before each
+            # create was a syscall per entry that found nothing.
+            self._create_dir_or_symlink(path, member, is_dir)
+        else:
+            try:
+                existing: os.stat_result | None = os.lstat(path)
+            except FileNotFoundError:
+                existing = None
+            if existing is not None:
+                if kind == LNKTYPE and self._link_target(member) == path:
+                    return  # a hardlink to itself: nothing to do
+                self._replace(path, existing, name)
 
         self.entries += 1
-        if is_dir:
-            if existing is None:
-                os.mkdir(path, 0o700)
-        elif kind == SYMTYPE:
-            os.symlink(member.linkname, path)
+        if is_dir or kind == SYMTYPE:
+            pass  # created above
         elif kind == LNKTYPE:
             target = self._link_target(member)
             try:
@@ -421,6 +427,28 @@ class _Unpacker:
             # After chown, which clears setuid/setgid bits.
             os.chmod(path, member.mode & 0o7777)
         os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+
+    def _create_dir_or_symlink(self, path: str, member: TarEntry, is_dir: bool) -> None:
+        """Make the directory or symlink ``member`` at ``path``, replacing what is there
+        (an existing directory is kept for a directory entry: its contents merge).
+
+        mkdir and symlink never follow a symlink in the final component, so whatever
+        an earlier entry planted at ``path`` is found by the lstat after EEXIST."""
+        try:
+            if is_dir:
+                os.mkdir(path, 0o700)
+            else:
+                os.symlink(member.linkname, path)
+            return
+        except FileExistsError:
+            existing = os.lstat(path)
+        if is_dir and stat.S_ISDIR(existing.st_mode):
+            return
+        self._replace(path, existing, member.name)
+        if is_dir:
+            os.mkdir(path, 0o700)
+        else:
+            os.symlink(member.linkname, path)
 
     def _link_target(self, member: TarEntry) -> str:
         try:
@@ -585,6 +613,7 @@ class _Unpacker:
         removed = False
         for child in children:
             if child.path not in self._added:
+                self._removed_any = True
                 if child.is_dir(follow_symlinks=False):
                     shutil.rmtree(child.path)
                 else:
@@ -600,8 +629,10 @@ class _Unpacker:
         """Directory modes and mtimes, last: writing into a directory changes its mtime."""
         for path, mode, mtime_ns in self._dir_meta:
             try:
-                if not stat.S_ISDIR(os.lstat(path).st_mode):
-                    continue  # replaced by a non-directory later in the same layer
+                # Replaced by a non-directory later in the same layer (chmod would
+                # follow a symlink put there): only possible after a removal.
+                if self._removed_any and not stat.S_ISDIR(os.lstat(path).st_mode):
+                    continue
                 os.chmod(path, mode)
                 os.utime(path, ns=(mtime_ns, mtime_ns))
             except FileNotFoundError:

@@ -157,6 +157,21 @@ def _hardlink_to_queued_file(root: Path) -> None:
     assert (root / "h").read_bytes() == b"299"
 
 
+def _dir_replaced_by_link_keeps_its_target(root: Path) -> None:
+    assert os.readlink(root / "d") == "../../sentinel"
+
+
+def _dir_entry_replaces_symlink(root: Path) -> None:
+    assert not (root / "up").is_symlink() and (root / "up").is_dir()
+    assert (root / "up/sentinel").read_bytes() == b"inside"
+
+
+def _links_replace_what_is_there(root: Path) -> None:
+    assert os.readlink(root / "up") == "etc"
+    assert os.readlink(root / "etc") == "nowhere"
+    assert not os.path.lexists(root / "etc/passwd")
+
+
 def _queued_files(count: int) -> list[tuple[tarfile.TarInfo, bytes]]:
     """A directory of ``count`` files ahead of the entries under test."""
     return [entry("d/", tarfile.DIRTYPE),
@@ -306,6 +321,19 @@ def crafted_layers() -> list[Crafted]:
             entry("s", tarfile.SYMTYPE, linkname="../../sentinel"),
             entry("f", data=b"second"), entry("s", data=b"file now")]), None,
             check=_second_write_wins),
+        # Directories and symlinks are created first and what is there looked at
+        # only on EEXIST; a directory's mode and mtime are set after the layer.
+        Crafted("dir-replaced-by-symlink-out-before-its-mode", tar_of([
+            entry("d/", tarfile.DIRTYPE, mode=0o777), entry("d/f", data=b"x"),
+            entry("d", tarfile.SYMTYPE, linkname="../../sentinel")]), None,
+            check=_dir_replaced_by_link_keeps_its_target),
+        Crafted("dir-entry-over-symlink-out", tar_of([
+            entry("up/", tarfile.DIRTYPE, mode=0o777), entry("up/sentinel", data=b"inside")]),
+            None, check=_dir_entry_replaces_symlink),
+        Crafted("symlinks-over-symlink-and-dir", tar_of([
+            entry("up", tarfile.SYMTYPE, linkname="etc"),
+            entry("etc", tarfile.SYMTYPE, linkname="nowhere")]), None,
+            check=_links_replace_what_is_there),
         Crafted("queued-file-hardlinked", tar_of([
             *_queued_files(300), entry("h", tarfile.LNKTYPE, linkname="d/f299")]), None,
             check=_hardlink_to_queued_file),
