@@ -6,15 +6,26 @@ Each phase runs in a forked child so its peak RSS is its own. No assertions.
 
     /work/venv/bin/python benchmarks/bench_layers.py                 # modest sizes
     /work/venv/bin/python benchmarks/bench_layers.py --files 100000 --big-mb 300
+
+``--bases`` measures only the unpack of real base layers (busybox from
+tests/fixtures/images.py, the Debian minbase of scripts/make_debian_base.sh if
+cached) for this tree, GNU ``tar -xpf`` and, with ``--kanipy-before PATH``, a
+checkout of an earlier commit, interleaved round by round (medians):
+
+    .venv/bin/python benchmarks/bench_layers.py --bases --rounds 5 \
+        --kanipy-before /tmp/kanipy-before
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable
@@ -127,15 +138,102 @@ def workload(label: str, tree: Path, scratch: Path, level: int) -> None:
           flush=True)
 
 
+# A child interpreter unpacks one layer with the kanipy tree at argv[1] and
+# prints the seconds the unpack alone took (interpreter start and imports left out).
+_UNPACK_CHILD = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from kanipy.fs.rootfs import Rootfs
+from kanipy.fs.unpack import unpack_layer
+with open(sys.argv[2], "rb") as f:
+    start = time.perf_counter()
+    stats = unpack_layer(Rootfs(sys.argv[3]), f, layer_name="bench")
+    print(time.perf_counter() - start, stats.entries)
+"""
+
+
+def base_layers(scratch: Path) -> dict[str, Path]:
+    """Uncompressed layer tars of the busybox base and, when cached, Debian's minbase."""
+    from tests.fixtures.images import make_busybox_rootfs, tar_layer
+    layers = {}
+    busybox = scratch / "busybox.tar"
+    busybox.write_bytes(tar_layer(make_busybox_rootfs(scratch / "busybox-root")))
+    layers["busybox"] = busybox
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kanipy-bench"
+    debian = cache / "debian-bookworm-minbase.tar"
+    if debian.exists():
+        layers["debian"] = debian
+    else:
+        print(f"(no {debian}: run benchmarks/bench_build.py once to make it)", flush=True)
+    return layers
+
+
+def unpack_once(tree: str | None, layer: Path, target: Path) -> tuple[float, float]:
+    """(wall seconds of the unpack, CPU seconds of the child) for one tool on one layer;
+    ``tree`` is a kanipy checkout, None for GNU tar."""
+    target.mkdir()
+    try:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        start = time.perf_counter()
+        if tree is None:
+            argv = ["tar", "-C", str(target), "-xpf", str(layer)]
+        else:
+            argv = [sys.executable, "-c", _UNPACK_CHILD, tree, str(layer), str(target)]
+        out = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True).stdout
+        wall = time.perf_counter() - start if tree is None else float(out.split()[0])
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+        return wall, cpu
+    finally:
+        shutil.rmtree(target)
+
+
+def bench_bases(scratch: Path, rounds: int, before: str | None) -> None:
+    """Interleaved unpack of each base: every tool once per round, order rotated."""
+    tools: list[tuple[str, str | None]] = [
+        ("kanipy", str(Path(__file__).resolve().parent.parent)), ("GNU tar -xpf", None)]
+    if before:
+        tools.insert(1, ("kanipy-before", str(Path(before).resolve())))
+    for base, layer in base_layers(scratch).items():
+        with tarfile.open(layer) as archive:
+            entries = sum(1 for _ in archive)
+        times: dict[str, list[float]] = {tool: [] for tool, _ in tools}
+        cpus: dict[str, list[float]] = {tool: [] for tool, _ in tools}
+        for round_ in range(rounds):
+            shift = round_ % len(tools)
+            for tool, tree in tools[shift:] + tools[:shift]:
+                wall, cpu = unpack_once(tree, layer, scratch / "target")
+                times[tool].append(wall)
+                cpus[tool].append(cpu)
+        print(f"{base} ({entries} entries, {layer.stat().st_size >> 20} MB tar), "
+              f"median of {rounds}:", flush=True)
+        floor = statistics.median(times["GNU tar -xpf"])
+        for tool, _ in tools:
+            median = statistics.median(times[tool])
+            # CPU: the whole child, kanipy's interpreter start and imports included.
+            print(f"  {tool:<14} {median:7.3f} s  {entries / median:9.0f} entries/s  "
+                  f"{median / floor:5.2f} x GNU tar  "
+                  f"{statistics.median(cpus[tool]):6.3f} s cpu  "
+                  f"(runs: {' '.join(f'{t:.3f}' for t in times[tool])})", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--files", type=int, default=20000, help="small files (0 skips)")
     parser.add_argument("--big-mb", type=int, default=50, help="MB of big files (0 skips)")
     parser.add_argument("--level", type=int, default=1, help="gzip level compared (default 1)")
     parser.add_argument("--workdir", default=None, help="scratch directory (default: $TMPDIR)")
+    parser.add_argument("--bases", action="store_true",
+                        help="only the unpack of the busybox and Debian base layers")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds for --bases")
+    parser.add_argument("--kanipy-before", default=None, metavar="PATH",
+                        help="a checkout of an earlier commit, measured with --bases")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="kanipy-bench-", dir=args.workdir))
     try:
+        if args.bases:
+            bench_bases(scratch, args.rounds, args.kanipy_before)
+            return
         if args.files:
             small = scratch / "small"
             make_small_files(small, args.files)
