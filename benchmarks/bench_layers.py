@@ -168,8 +168,10 @@ def base_layers(scratch: Path) -> dict[str, Path]:
     return layers
 
 
-def unpack_once(tree: str | None, layer: Path, target: Path) -> tuple[float, float]:
-    """(wall seconds of the unpack, CPU seconds of the child) for one tool on one layer;
+def unpack_once(tree: str | None, layer: Path,
+                target: Path) -> tuple[float, tuple[float, float]]:
+    """(wall seconds of the unpack, (user, system) CPU seconds of the child) for one
+    tool on one layer;
     ``tree`` is a kanipy checkout, None for GNU tar."""
     target.mkdir()
     try:
@@ -182,8 +184,7 @@ def unpack_once(tree: str | None, layer: Path, target: Path) -> tuple[float, flo
         out = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True).stdout
         wall = time.perf_counter() - start if tree is None else float(out.split()[0])
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-        return wall, cpu
+        return wall, (after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime)
     finally:
         shutil.rmtree(target)
 
@@ -198,7 +199,7 @@ def bench_bases(scratch: Path, rounds: int, before: str | None) -> None:
         with tarfile.open(layer) as archive:
             entries = sum(1 for _ in archive)
         times: dict[str, list[float]] = {tool: [] for tool, _ in tools}
-        cpus: dict[str, list[float]] = {tool: [] for tool, _ in tools}
+        cpus: dict[str, list[tuple[float, float]]] = {tool: [] for tool, _ in tools}
         for round_ in range(rounds):
             shift = round_ % len(tools)
             for tool, tree in tools[shift:] + tools[:shift]:
@@ -210,10 +211,12 @@ def bench_bases(scratch: Path, rounds: int, before: str | None) -> None:
         floor = statistics.median(times["GNU tar -xpf"])
         for tool, _ in tools:
             median = statistics.median(times[tool])
-            # CPU: the whole child, kanipy's interpreter start and imports included.
+            # CPU: the whole child, kanipy's interpreter start and imports (about
+            # 0.05 s of user time) included.
             print(f"  {tool:<14} {median:7.3f} s  {entries / median:9.0f} entries/s  "
                   f"{median / floor:5.2f} x GNU tar  "
-                  f"{statistics.median(cpus[tool]):6.3f} s cpu  "
+                  f"{statistics.median(u for u, _ in cpus[tool]):6.3f} usr "
+                  f"{statistics.median(s for _, s in cpus[tool]):6.3f} sys  "
                   f"(runs: {' '.join(f'{t:.3f}' for t in times[tool])})", flush=True)
 
 
