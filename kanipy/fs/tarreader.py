@@ -136,6 +136,13 @@ def _block_sum(view: memoryview) -> int:
 
 def _number(raw: bytes) -> int:
     """A numeric header field: NUL/space-terminated octal, or GNU base-256."""
+    try:
+        # The common case in one call: octal digits padded with NULs or spaces.
+        # Whatever int() refuses (base-256, text after a NUL) takes the full path,
+        # which reads the same value from every field this path accepts.
+        return int(raw.rstrip(b"\0 ") or b"0", 8)
+    except ValueError:
+        pass
     if raw and raw[0] & 0x80:
         # GNU tar: 0x80 marks a positive big-endian number in the remaining
         # bytes, 0xff a negative one in two's complement over the whole field.
@@ -287,8 +294,11 @@ class TarReader:
 
     def _next(self) -> TarEntry | None:
         if self._entry is not None:
-            where = f"the data of entry {self._entry.name!r}"
-            self._skip(self._remaining + self._padding, where)
+            left = self._remaining + self._padding
+            if len(self._buf) - self._pos >= left:
+                self._pos += left  # in the buffer: no message to format
+            else:
+                self._skip(left, f"the data of entry {self._entry.name!r}")
             self._remaining = self._padding = 0
             self._segments = []
             self._segment = self._lpos = self._lsize = 0
@@ -417,9 +427,24 @@ class TarReader:
             records = {**self._globals, **pax} if pax is not None else self._globals
             try:
                 for key, value in records.items():
+                    if key not in _PAX_KEYS:
+                        # atime, ctime and the like (most records) end here at once.
+                        if key.startswith("GNU.sparse."):
+                            sparse = True
+                        elif not value:
+                            pass  # POSIX: an empty value deletes the keyword
+                        elif key.startswith("SCHILY.xattr."):
+                            xattrs[key[13:]] = value
+                        elif key.startswith("LIBARCHIVE.xattr."):
+                            xattrs[urllib.parse.unquote(key[17:], errors="surrogateescape")] = (
+                                base64.b64decode(value + b"=" * (-len(value) % 4),
+                                                 validate=True))
+                        continue
                     if not value:
                         continue  # POSIX: an empty value deletes the keyword
-                    if key == "path":
+                    if key == "mtime":
+                        mtime_ns = _pax_time_ns(value)
+                    elif key == "path":
                         name = _decode(value)
                     elif key == "linkpath":
                         linkname = _decode(value)
@@ -429,21 +454,13 @@ class TarReader:
                         uid = _pax_int(value)
                     elif key == "gid":
                         gid = _pax_int(value)
-                    elif key == "mtime":
-                        mtime_ns = _pax_time_ns(value)
                     elif key == "SCHILY.devmajor":
                         devmajor = _pax_int(value)
                     elif key == "SCHILY.devminor":
                         devminor = _pax_int(value)
-                    elif key.startswith("SCHILY.xattr."):
-                        xattrs[key[13:]] = value
-                    elif key.startswith("LIBARCHIVE.xattr."):
-                        xattrs[urllib.parse.unquote(key[17:], errors="surrogateescape")] = (
-                            base64.b64decode(value + b"=" * (-len(value) % 4), validate=True))
             except (ValueError, binascii.Error) as exc:
                 raise self._bad(offset, f"pax record ({exc})") from None
-            if any(key.startswith("GNU.sparse.") for key in records):
-                sparse = True
+            if sparse:
                 version = (records.get("GNU.sparse.major"), records.get("GNU.sparse.minor"))
                 real_name = records.get("GNU.sparse.name")
                 if real_name:

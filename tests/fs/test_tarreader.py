@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 
 from kanipy.errors import IntegrityError
+from kanipy.fs import tarreader
 from kanipy.fs.tarreader import BLOCK, REGTYPE, TarEntry, TarReader
 from kanipy.fs.tarwriter import DIRTYPE, LNKTYPE, SYMTYPE, TarWriter
 from tests.tools import require_tool
@@ -384,3 +385,18 @@ def test_unpacked_sparse_file_keeps_its_holes(tmp_path: Path) -> None:
     out = rootfs.path / "lastlog"
     assert out.read_bytes() == (src / "lastlog").read_bytes()
     assert os.lstat(out).st_blocks * 512 < 1 << 20  # still holes, not 64 MB of zeros
+
+
+@pytest.mark.parametrize(("raw", "value"), [
+    (b"0000644\0", 0o644), (b"  644 \0\0", 0o644), (b"\0\0\0\0\0\0\0\0", 0),
+    (b"        ", 0), (b"12\0junk!", 0o12), (b"12\0 \0 \0 ", 0o12),
+    (b"\x80\0\0\0\0\x2d\xc6\xc0", 3_000_000), (b"\xff" * 8, -1)])
+def test_numeric_fields_read_as_gnu_tar_reads_them(raw: bytes, value: int) -> None:
+    # The one-call path for plain octal and the full one (base-256, text after
+    # a NUL) must agree on every field either accepts.
+    assert tarreader._number(raw) == value
+
+
+def test_numeric_field_that_is_not_a_number_is_refused() -> None:
+    with pytest.raises(ValueError):
+        tarreader._number(b"12 34\0\0\0")
