@@ -275,7 +275,10 @@ class Build:
                 with unreachable_hint(f"push to {ref.name}"):
                     self.client.check_push_permission(ref)
 
-        store = BlobStore(options.cache_dir or build_dir / "blobs")
+        # The per-build store goes with the work directory at the end of the
+        # build: its blobs need no fsync (a --cache-dir outlives the build: they do).
+        store = (BlobStore(options.cache_dir) if options.cache_dir
+                 else BlobStore(build_dir / "blobs", durable=False))
         epoch = _source_date_epoch(options)
         policy = LayerPolicy(
             compression=options.compression,

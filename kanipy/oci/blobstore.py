@@ -42,14 +42,25 @@ class BlobWriter(HashingWriter):
 class BlobStore:
     """Blobs by digest under ``root``; safe to share between builds and processes."""
 
-    def __init__(self, root: str | os.PathLike[str], *, readonly: bool = False) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], *, readonly: bool = False, durable: bool = True
+    ) -> None:
         """Open (creating when writable) the store at ``root``.
 
         ``readonly`` creates nothing, so someone else's layout (or a read-only
         mount) can be read without being touched; writing then fails.
+
+        ``durable=False`` skips the fsync of each blob and of its directory: for
+        a store that lives only as long as the build (the per-build store under
+        the work directory, removed at the end), which a crash of the machine
+        takes away whole with the build. Blobs still appear only complete and
+        verified under their names. A durable store that hardlinks a blob from a
+        store that is not (``link_from``: an OCI layout output) makes it durable
+        there.
         """
         self.root = Path(root)
         self.readonly = readonly
+        self.durable = durable
         self._tmp = self.root / "blobs" / ".tmp"
         if readonly:
             return
@@ -97,7 +108,8 @@ class BlobStore:
                 raw.flush()
                 # On disk before it has its name: after a crash of the machine a
                 # shared store must not hold a blob whose bytes never arrived.
-                os.fsync(raw.fileno())
+                if self.durable:
+                    os.fsync(raw.fileno())
                 # mkstemp made it 0600; a store shared by builds running as other
                 # users must stay readable by them.
                 os.fchmod(raw.fileno(), 0o644)
@@ -112,7 +124,8 @@ class BlobStore:
             final = self.path(blob.digest)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, final)
-            _fsync_directory(final.parent)
+            if self.durable:
+                _fsync_directory(final.parent)
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -154,6 +167,12 @@ class BlobStore:
         except OSError:
             with other.open(digest) as src:
                 self.ingest(src, expected=digest, what=str(digest))
+            return
+        if self.durable and not other.durable:
+            # The bytes were written without fsync (a per-build store); this
+            # store keeps them beyond the build, so they go to disk now.
+            _fsync_path(dst)
+            _fsync_directory(dst.parent)
 
 
 def remove_stale_ingests(directory: Path, older_than: float) -> int:
@@ -193,6 +212,15 @@ def write_file_atomically(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _fsync_path(path: Path) -> None:
+    """fsync the file at ``path`` (a blob linked in from a store that did not)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_directory(directory: Path) -> None:
