@@ -61,6 +61,9 @@ class BlobStore:
         self.root = Path(root)
         self.readonly = readonly
         self.durable = durable
+        # Blobs this object wrote, hashed as they came in: digest -> (inode, size,
+        # mtime_ns) of the file as it was renamed into place (see written_here).
+        self._written: dict[Digest, tuple[int, int, int]] = {}
         self._tmp = self.root / "blobs" / ".tmp"
         if readonly:
             return
@@ -80,6 +83,26 @@ class BlobStore:
 
     def size(self, digest: Digest) -> int:
         return self.path(digest).stat().st_size
+
+    def written_here(self, digest: Digest) -> int | None:
+        """The size of blob ``digest`` when this object wrote it (hashing its bytes on
+        the way in) and its file is still the one it renamed into place: same inode,
+        size and modification time. None otherwise: another process's blob, one
+        linked in, or a file rewritten since, whose bytes only a new hash can vouch for.
+        This guards against the build's own mistakes and faults, not an adversary:
+        a same-size rewrite in place within one filesystem timestamp tick, or one
+        that sets the mtime back, goes unseen (only root can write the store).
+        """
+        seen = self._written.get(digest)
+        if seen is None:
+            return None
+        try:
+            st = os.stat(self.path(digest))
+        except OSError:
+            return None
+        if (st.st_ino, st.st_size, st.st_mtime_ns) != seen:
+            return None
+        return st.st_size
 
     def open(self, digest: Digest) -> BinaryIO:
         return open(self.path(digest), "rb")
@@ -113,6 +136,7 @@ class BlobStore:
                 # mkstemp made it 0600; a store shared by builds running as other
                 # users must stay readable by them.
                 os.fchmod(raw.fileno(), 0o644)
+                st = os.fstat(raw.fileno())
             if size is not None and blob.size != size:
                 raise IntegrityError(
                     f"{what}: size mismatch, expected {size} bytes, got {blob.size}"
@@ -126,6 +150,7 @@ class BlobStore:
             os.replace(tmp, final)
             if self.durable:
                 _fsync_directory(final.parent)
+            self._written[blob.digest] = (st.st_ino, st.st_size, st.st_mtime_ns)
         finally:
             tmp.unlink(missing_ok=True)
 
