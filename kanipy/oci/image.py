@@ -275,7 +275,7 @@ def validate_image(image: Image, *, check_diff_ids: bool = True,
     Without ``check_diff_ids``, a layer of a StoredImage whose blob its store
     wrote in this process is not read again either (``BlobStore.written_here``):
     its digest was computed over the bytes as they were written, the blob got
-    its name from that digest, and the file is unchanged since (inode, size,
+    its name from that digest (decision 5), and the file is unchanged since (inode, size,
     mtime), so a second hash would only repeat the first (0.2 s for 300 MB).
     Its size is still checked against the descriptor.
     """
