@@ -270,12 +270,12 @@ class Build:
         if options.compression == "zstd" and options.image_format == "docker":
             raise UsageError("--compression zstd needs OCI media types: Docker schema 2 has no "
                              "zstd layer type; drop --image-format docker or use gzip")
-        if not options.no_push and not options.skip_push_permission_check:
-            for ref in destinations:
-                with unreachable_hint(f"push to {ref.name}"):
-                    self.client.check_push_permission(ref)
+        push_check: _PushCheck | None = None  # started with the first stage's pull
 
-        store = BlobStore(options.cache_dir or build_dir / "blobs")
+        # The per-build store goes with the work directory at the end of the
+        # build: its blobs need no fsync (a --cache-dir outlives the build: they do).
+        store = (BlobStore(options.cache_dir) if options.cache_dir
+                 else BlobStore(build_dir / "blobs", durable=False))
         epoch = _source_date_epoch(options)
         policy = LayerPolicy(
             compression=options.compression,
@@ -303,9 +303,18 @@ class Build:
                                f"pulling and unpacking the base of stage {number}",
                                needs=room_taken_since([build_dir, store.root])):
                 # layer cache hook: with the cache, the base is unpacked only when needed
-                base = bases.stage_base(stage, self.stages,
-                                        lazy=self.cache is not None and not single,
-                                        stage_root=self._stage_root)
+                try:
+                    base = bases.stage_base(stage, self.stages,
+                                            lazy=self.cache is not None and not single,
+                                            stage_root=self._stage_root)
+                except Exception:
+                    # A refused push is what the user hears of first (a signal is
+                    # not waited on: the check may be what stalls).
+                    if push_check is not None:
+                        push_check.result()
+                    raise
+            if push_check is not None:
+                push_check.result()  # before the first step that runs anything
             builder = StageBuilder(
                 plan=plan, stage=stage, number=number, count=count, base=base,
                 ctx_factory=self._ctx_factory(plan, stage, context, build_dir, store),
@@ -329,6 +338,8 @@ class Build:
         numbered = {stage.index: (number, stage)
                     for number, stage in enumerate(plan.stages, start=1)}
         self._rebuild = lambda index: build_stage(*numbered[index], hits=False)
+        if not options.no_push and not options.skip_push_permission_check and destinations:
+            push_check = _PushCheck(self.client, destinations)
         for number, stage in enumerate(plan.stages, start=1):
             try:
                 build_stage(number, stage)
@@ -558,6 +569,43 @@ def run_build(options: BuildOptions, reporter: BuildReporter,
     RUN steps go through ``runner`` (default: the namespaced ``ChrootRunner``).
     """
     return Build(options, reporter, runner).run()
+
+
+class _PushCheck:
+    """The push-permission check, run on a thread while the first base is pulled.
+
+    Kaniko's check comes before the build so that a refused destination costs
+    seconds, not a build. Its round trips (a token for push, opening an upload,
+    cancelling it) need nothing from the build, so they overlap the first pull
+    instead of preceding it; ``result()`` is called after that pull and before
+    the first step runs, and raises the check's error, so a refused push still
+    stops the build before any step and is reported ahead of a failed pull.
+    """
+
+    def __init__(self, client: RegistryClient, destinations: list[Reference]) -> None:
+        self._error: BaseException | None = None
+        self._done = False
+        self._thread = threading.Thread(target=self._check, args=(client, destinations),
+                                        name="kanipy-push-check", daemon=True)
+        self._thread.start()
+
+    def _check(self, client: RegistryClient, destinations: list[Reference]) -> None:
+        try:
+            for ref in destinations:
+                with unreachable_hint(f"push to {ref.name}"):
+                    client.check_push_permission(ref)
+        except BaseException as exc:  # handed to the main thread by result()
+            self._error = exc
+
+    def result(self) -> None:
+        """Wait for the check (once); raise its error if the push was refused."""
+        if self._done:
+            return
+        self._thread.join()
+        self._done = True
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
 
 
 def _remove_work_dirs(paths: list[Path], cleaner: threading.Thread | None) -> None:

@@ -42,14 +42,28 @@ class BlobWriter(HashingWriter):
 class BlobStore:
     """Blobs by digest under ``root``; safe to share between builds and processes."""
 
-    def __init__(self, root: str | os.PathLike[str], *, readonly: bool = False) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], *, readonly: bool = False, durable: bool = True
+    ) -> None:
         """Open (creating when writable) the store at ``root``.
 
         ``readonly`` creates nothing, so someone else's layout (or a read-only
         mount) can be read without being touched; writing then fails.
+
+        ``durable=False`` skips the fsync of each blob and of its directory: for
+        a store that lives only as long as the build (the per-build store under
+        the work directory, removed at the end), which a crash of the machine
+        takes away whole with the build. Blobs still appear only complete and
+        verified under their names. A durable store that hardlinks a blob from a
+        store that is not (``link_from``: an OCI layout output) makes it durable
+        there.
         """
         self.root = Path(root)
         self.readonly = readonly
+        self.durable = durable
+        # Blobs this object wrote, hashed as they came in: digest -> (inode, size,
+        # mtime_ns) of the file as it was renamed into place (see written_here).
+        self._written: dict[Digest, tuple[int, int, int]] = {}
         self._tmp = self.root / "blobs" / ".tmp"
         if readonly:
             return
@@ -69,6 +83,26 @@ class BlobStore:
 
     def size(self, digest: Digest) -> int:
         return self.path(digest).stat().st_size
+
+    def written_here(self, digest: Digest) -> int | None:
+        """The size of blob ``digest`` when this object wrote it (hashing its bytes on
+        the way in) and its file is still the one it renamed into place: same inode,
+        size and modification time. None otherwise: another process's blob, one
+        linked in, or a file rewritten since, whose bytes only a new hash can vouch for.
+        This guards against the build's own mistakes and faults, not an adversary:
+        a same-size rewrite in place within one filesystem timestamp tick, or one
+        that sets the mtime back, goes unseen (only root can write the store).
+        """
+        seen = self._written.get(digest)
+        if seen is None:
+            return None
+        try:
+            st = os.stat(self.path(digest))
+        except OSError:
+            return None
+        if (st.st_ino, st.st_size, st.st_mtime_ns) != seen:
+            return None
+        return st.st_size
 
     def open(self, digest: Digest) -> BinaryIO:
         return open(self.path(digest), "rb")
@@ -97,10 +131,12 @@ class BlobStore:
                 raw.flush()
                 # On disk before it has its name: after a crash of the machine a
                 # shared store must not hold a blob whose bytes never arrived.
-                os.fsync(raw.fileno())
+                if self.durable:
+                    os.fsync(raw.fileno())
                 # mkstemp made it 0600; a store shared by builds running as other
                 # users must stay readable by them.
                 os.fchmod(raw.fileno(), 0o644)
+                st = os.fstat(raw.fileno())
             if size is not None and blob.size != size:
                 raise IntegrityError(
                     f"{what}: size mismatch, expected {size} bytes, got {blob.size}"
@@ -112,7 +148,9 @@ class BlobStore:
             final = self.path(blob.digest)
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, final)
-            _fsync_directory(final.parent)
+            if self.durable:
+                _fsync_directory(final.parent)
+            self._written[blob.digest] = (st.st_ino, st.st_size, st.st_mtime_ns)
         finally:
             tmp.unlink(missing_ok=True)
 
@@ -154,6 +192,12 @@ class BlobStore:
         except OSError:
             with other.open(digest) as src:
                 self.ingest(src, expected=digest, what=str(digest))
+            return
+        if self.durable and not other.durable:
+            # The bytes were written without fsync (a per-build store); this
+            # store keeps them beyond the build, so they go to disk now.
+            _fsync_path(dst)
+            _fsync_directory(dst.parent)
 
 
 def remove_stale_ingests(directory: Path, older_than: float) -> int:
@@ -193,6 +237,15 @@ def write_file_atomically(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _fsync_path(path: Path) -> None:
+    """fsync the file at ``path`` (a blob linked in from a store that did not)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_directory(directory: Path) -> None:
