@@ -189,7 +189,11 @@ class ChrootRunner:
 
     def run(self, spec: RunSpec, on_output: OnOutput) -> RunOutcome:
         _validate(spec)
-        with tempfile.TemporaryDirectory(prefix="kanipy-run-") as tmp:
+        # Beside the root, in the build's own 0700 directory rather than $TMPDIR:
+        # a build killed with SIGKILL leaves it where the next build's sweep of
+        # killed builds' directories removes it (executor/workdirs.py).
+        with tempfile.TemporaryDirectory(prefix="kanipy-run-",
+                                         dir=Path(spec.root).parent) as tmp:
             job = Path(tmp)
             (job / "resolv.conf").write_bytes(_read_or(self.resolv_conf, b""))
             hosts = _read_or(self.hosts, b"127.0.0.1\tlocalhost\n::1\tlocalhost\n")

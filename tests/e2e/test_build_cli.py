@@ -234,11 +234,13 @@ def test_a_later_build_removes_what_a_killed_build_left(
     context = write_tree(tmp_path / "ctx", {"Dockerfile": (
         f"FROM {base_images.oci}\nRUN echo started > /started && {marker}\n")})
     work = tmp_path / "work"
+    scratch = tmp_path / "tmp"  # TMPDIR: nothing of a step may be left here
+    scratch.mkdir()
     proc = subprocess.Popen(
         [sys.executable, "-m", "kanipy", "build", "-c", str(context),
          "-d", registry.ref("e2e/killed:x"), "--kanipy-dir", str(work)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(REPO)})
+        env={**os.environ, "PYTHONPATH": str(REPO), "TMPDIR": str(scratch)})
     try:
         deadline = time.monotonic() + 60
         while not processes_matching(marker):
@@ -250,6 +252,7 @@ def test_a_later_build_removes_what_a_killed_build_left(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+    assert list(scratch.iterdir()) == [], "the step's files live in the build directory"
     left = list(work.iterdir())
     assert len(left) == 1 and list(left[0].rglob("started")), \
         "SIGKILL leaves the killed build's directory, its root included"
