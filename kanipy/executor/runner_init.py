@@ -40,8 +40,18 @@ from kanipy.executor.sandbox_caps import (
     limit_capabilities,
     make_undumpable,
 )
-from kanipy.executor.sandbox_files import Provisioner
-from kanipy.executor.sandbox_isolate import pivot_into, protect_proc
+from kanipy.executor.sandbox_files import Provisioner, write_secret
+from kanipy.executor.sandbox_isolate import (
+    MS_BIND,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_RDONLY,
+    MS_REC,
+    MS_REMOUNT,
+    pivot_into,
+    protect_proc,
+)
 from kanipy.executor.sandbox_nomount import DEV_LINKS, DEVICES, provide_without_mounts
 from kanipy.executor.userdb import home_of_uid
 
@@ -56,13 +66,6 @@ CLONE_NEWUTS = 0x04000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
 
-MS_RDONLY = 0x1
-MS_NOSUID = 0x2
-MS_NODEV = 0x4
-MS_NOEXEC = 0x8
-MS_REMOUNT = 0x20
-MS_BIND = 0x1000
-MS_REC = 0x4000
 MS_PRIVATE = 0x40000
 MNT_DETACH = 0x2
 
@@ -451,17 +454,7 @@ def _stage_secrets(libc: _Libc, job: dict[str, Any], sources: dict[str, int]) ->
                f"mode=0700,size={size},nr_inodes={len(values) + 16}")
     for index, (m, value) in enumerate(zip(secrets, values, strict=True)):
         path = os.path.join(where, str(index))
-        # Made unreadable, given its owner and mode, then filled.
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-                     | os.O_CLOEXEC, 0)
-        try:
-            os.fchown(fd, m["uid"], m["gid"])
-            os.fchmod(fd, m["mode"])
-            view = memoryview(value)
-            while view:
-                view = view[os.write(fd, view):]
-        finally:
-            os.close(fd)
+        write_secret(path, value, m)
         sources[path] = os.open(path, os.O_PATH | os.O_CLOEXEC)
         m["source"] = path
 

@@ -28,8 +28,9 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 # Enough for any real image; a loop of links ends with ELOOP, as the kernel does.
 MAX_LINKS = 40
@@ -258,3 +259,23 @@ def move_or_copy(source: str, target: str) -> bool:
             raise
     copy_entry(source, target)
     return False
+
+
+def write_secret(host: str, value: bytes, m: Mapping[str, Any]) -> None:
+    """The secret ``value`` at ``host``, with the owner and mode of mount ``m``
+    (``uid``, ``gid``, ``mode``): never readable beyond them, even half-written.
+
+    Both modes use it: the isolated one on the step's private tmpfs, the
+    unprivileged one at the target inside the step's root (which lies in the
+    build's 0700 directory), taken back when the step ends, also when kanipy
+    was killed (runner_init: the helper's death reaches the init as SIGTERM).
+    """
+    fd = os.open(host, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0)
+    try:
+        os.fchown(fd, m["uid"], m["gid"])
+        os.fchmod(fd, m["mode"])
+        view = memoryview(value)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)

@@ -35,7 +35,13 @@ import os
 import stat
 from typing import Any
 
-from kanipy.executor.sandbox_files import Provisioner, copy_entry, move_or_copy, remove_entry
+from kanipy.executor.sandbox_files import (
+    Provisioner,
+    copy_entry,
+    move_or_copy,
+    remove_entry,
+    write_secret,
+)
 
 # The device nodes of a minimal /dev (as runc's default devices): name, major, minor.
 DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
@@ -149,25 +155,6 @@ def _proc(prov: Provisioner, job: dict[str, Any], missing: list[str]) -> None:
         missing.append(f"/proc is not provided ({exc.strerror or exc})")
 
 
-def _write_secret(host: str, value: bytes, m: dict[str, Any]) -> None:
-    """The secret at ``host``: never readable beyond its owner and mode, even half-written.
-
-    It exists only inside the step's root (which lies in the build's 0700
-    directory) and only for the step: the init takes it back when the step
-    ends, also when kanipy was killed (runner_init: the helper's death reaches
-    the init as SIGTERM).
-    """
-    fd = os.open(host, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0)
-    try:
-        os.fchown(fd, m["uid"], m["gid"])
-        os.fchmod(fd, m["mode"])
-        view = memoryview(value)
-        while view:
-            view = view[os.write(fd, view):]
-    finally:
-        os.close(fd)
-
-
 def _make_dirs(top: str, rel: str) -> None:
     """``top/rel`` and the directories on the way, each 0555 as in procfs."""
     current = top
@@ -198,7 +185,7 @@ def _extra(prov: Provisioner, m: dict[str, Any]) -> None:
             return
         if m["type"] == "secret":
             value = base64.b64decode(m["data"])
-            prov.place(target, lambda host: _write_secret(host, value, m))
+            prov.place(target, lambda host: write_secret(host, value, m))
             return
         source = m["source"]
         if not os.path.lexists(source):
