@@ -18,7 +18,6 @@ import struct
 import subprocess
 import sys
 import termios
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -35,90 +34,17 @@ from tests.e2e.helpers import REPO, kanipy, run_tool, write_tree
 from tests.fixtures.images import BaseImages
 from tests.fixtures.registry import Registry
 from tests.registry.images import random_image
+from tests.terminal import HEIGHT, WIDTH, Screen, TerminalRun
+from tests.terminal import on_a_terminal as run_on_a_terminal
 from tests.tools import require_root
 
-WIDTH, HEIGHT = 110, 30
-ESC = re.compile(rb"\x1b\[([0-9;?]*)([A-Za-z])")
 TEN_LINES = "for i in 1 2 3 4 5 6 7 8 9 10; do echo line-$i; done"
-
-
-@dataclass
-class Screen:
-    """A terminal of unlimited height: what a user sees, frame by frame."""
-
-    lines: list[str] = field(default_factory=lambda: [""])
-    row: int = 0
-    col: int = 0
-    frames: list[list[str]] = field(default_factory=list)  # the screen before each erase
-
-    def feed(self, data: bytes) -> None:
-        pos = 0
-        while pos < len(data):
-            match = ESC.match(data, pos)
-            if match:
-                arg, command = match.group(1).decode(), match.group(2)
-                if command == b"A":
-                    self.row = max(0, self.row - int(arg or 1))
-                elif command == b"J":
-                    self.frames.append(list(self.lines))
-                    self.lines[self.row] = self.lines[self.row][: self.col]
-                    del self.lines[self.row + 1:]
-                elif command == b"K":
-                    self.lines[self.row] = self.lines[self.row][: self.col]
-                pos = match.end()  # SGR (m) and others draw nothing
-                continue
-            char = data[pos:pos + 1]
-            pos += 1
-            if char == b"\r":
-                self.col = 0
-            elif char == b"\n":
-                self.row += 1
-                if self.row == len(self.lines):
-                    self.lines.append("")
-            else:
-                text = self.lines[self.row].ljust(self.col)
-                self.lines[self.row] = text[: self.col] + char.decode("latin-1") \
-                    + text[self.col + 1:]
-                self.col += 1
-
-
-@dataclass
-class TerminalRun:
-    status: int
-    stdout: str
-    raw: bytes
-    screen: Screen
 
 
 def on_a_terminal(args: list[str], env: dict[str, str] | None = None) -> TerminalRun:
     """Run ``kanipy ARGS`` as root with stderr on a 110x30 pseudo-terminal."""
     require_root()
-    main, child = pty.openpty()
-    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", HEIGHT, WIDTH, 0, 0))
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kanipy", *args], stdout=subprocess.PIPE, stderr=child,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONPATH": str(REPO), "TERM": "xterm", **(env or {})})
-        os.close(child)
-        chunks = []
-        while True:
-            try:
-                data = os.read(main, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not data:
-                break
-            chunks.append(data)
-        assert proc.stdout is not None
-        stdout = proc.stdout.read().decode()
-        status = proc.wait(timeout=120)
-    finally:
-        os.close(main)
-    raw = b"".join(chunks)
-    screen = Screen()
-    screen.feed(raw)
-    return TerminalRun(status, stdout, raw, screen)
+    return run_on_a_terminal(args, env)
 
 
 def _context(tmp_path: Path, base: str, *runs: str) -> Path:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import pty
 import re
 import signal
 import subprocess
@@ -18,7 +17,7 @@ from tests.e2e.build_support import processes_matching, tag_exists
 from tests.e2e.helpers import REPO, build, write_tree
 from tests.fixtures.images import BaseImages
 from tests.fixtures.registry import Registry, free_port
-from tests.test_cli_terminal import Screen
+from tests.terminal import on_a_terminal
 
 
 def test_dry_run_prints_the_plan_without_a_registry(tmp_path: Path) -> None:
@@ -151,30 +150,10 @@ def test_live_transfer_line_on_a_terminal(tmp_path: Path, registry: Registry,
     context = write_tree(tmp_path / "ctx", {"Dockerfile": (
         f"FROM {base_images.docker}\nRUN echo x > /x\n")})
     dest = registry.ref("e2e/tty:latest")
-    main, child = pty.openpty()
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kanipy", "build", "-c", str(context), "-d", dest],
-            stdout=subprocess.PIPE, stderr=child, stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONPATH": str(REPO)})
-        os.close(child)
-        chunks = []
-        while True:
-            try:
-                data = os.read(main, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not data:
-                break
-            chunks.append(data)
-        assert proc.stdout is not None
-        stdout = proc.stdout.read().decode()
-        assert proc.wait(timeout=120) == 0
-    finally:
-        os.close(main)
-    assert stdout.startswith(f"{registry.host}/e2e/tty@sha256:")
-    screen = Screen()
-    screen.feed(b"".join(chunks))
+    run = on_a_terminal(["build", "-c", str(context), "-d", dest])
+    assert run.status == 0, run.raw.decode(errors="replace")
+    assert run.stdout.startswith(f"{registry.host}/e2e/tty@sha256:")
+    screen = run.screen
     drawn = [line.rstrip() for frame in screen.frames for line in frame]
     assert any(re.match(r"=> => download [0-9a-f]{12} \[", line) for line in drawn), drawn
     # The push's frames (after the last step collapsed) count only the push's blobs.

@@ -8,20 +8,17 @@ build against the registry fixture, and on failures.
 from __future__ import annotations
 
 import json
-import os
-import pty
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from kanipy.cliflags import FLAGS, NOOP, Flag
-from tests.e2e.helpers import REPO, build, kanipy, skopeo_manifest, write_tree
+from tests.e2e.helpers import build, kanipy, skopeo_manifest, write_tree
 from tests.fixtures.images import BaseImages
 from tests.fixtures.registry import Registry
+from tests.terminal import on_a_terminal
 
 VALUES: dict[str, str] = {
     "dockerfile": "Dockerfile", "context_sub_path": ".", "git": "branch=main",
@@ -190,32 +187,6 @@ def test_json_log_of_a_usage_error_is_json_too(tmp_path: Path) -> None:
     assert error["exit_code"] == 2 and error["error"] == "UsageError"
 
 
-def _on_a_terminal(args: list[str], env: dict[str, str]) -> tuple[int, str]:
-    """Run kanipy with stderr on a pseudo-terminal; its exit status and what it drew."""
-    main, child = pty.openpty()
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "kanipy", *args], stdout=subprocess.PIPE, stderr=child,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, "PYTHONPATH": str(REPO), **env})
-        os.close(child)
-        chunks = []
-        while True:
-            try:
-                data = os.read(main, 65536)
-            except OSError:  # EIO: the child closed the terminal
-                break
-            if not data:
-                break
-            chunks.append(data)
-        assert proc.stdout is not None
-        proc.stdout.read()
-        status = proc.wait(timeout=60)
-    finally:
-        os.close(main)
-    return status, b"".join(chunks).decode(errors="replace")
-
-
 @pytest.mark.parametrize(("log_format", "no_color", "coloured"), [
     ("color", None, True),
     ("color", "1", False),
@@ -227,9 +198,10 @@ def test_colour_on_a_terminal_only_as_asked(tmp_path: Path, log_format: str,
     env = {"NO_COLOR": no_color} if no_color is not None else {}
     if no_color is None:
         env["NO_COLOR"] = ""  # present but empty: colour stays on (no-color.org)
-    status, drawn = _on_a_terminal(
+    run = on_a_terminal(
         ["build", "-c", str(context), "--dry-run", "--cleanup", f"--log-format={log_format}",
-         "--progress=plain"], env)
+         "--progress=plain"], env, timeout=60)
+    status, drawn = run.status, run.raw.decode(errors="replace")
     assert status == 0, drawn
     assert ("\x1b[34mINFO\x1b[0m --cleanup has no effect" in drawn) is coloured, drawn
     if not coloured:
