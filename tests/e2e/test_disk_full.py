@@ -16,19 +16,13 @@ import pytest
 from tests.e2e.build_support import add_file, layer_tar, push_image
 from tests.e2e.helpers import build, write_tree
 from tests.fixtures.registry import Registry
-from tests.tools import require_root
+from tests.tools import small_tmpfs
 
 
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
-    require_root()
-    mount = tmp_path / "small"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], check=True)
-    try:
+    with small_tmpfs(tmp_path / "small", "2m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def _big_context(tmp_path: Path) -> Path:

@@ -5,7 +5,6 @@ it had taken when the disk filled (``room_taken_since``)."""
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,19 +12,13 @@ import pytest
 
 from kanipy.errors import BuildError
 from kanipy.fs.diskspace import NoSpaceError, no_space_left, room_taken_since
-from tests.tools import require_root
+from tests.tools import small_tmpfs
 
 
 @pytest.fixture
 def tiny_fs(tmp_path: Path) -> Iterator[Path]:
-    require_root()
-    mount = tmp_path / "tiny"
-    mount.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], check=True)
-    try:
+    with small_tmpfs(tmp_path / "tiny", "1m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def fill(path: Path) -> None:
