@@ -18,6 +18,7 @@ from tests.fixtures.images import (
 )
 from tests.fixtures.registry import CertificateAuthority, Registry
 from tests.fixtures.runc import make_kanipy_rootfs
+from tests.registry.servers import FaultProxy
 from tests.tools import require_tool
 
 AUTH_USER = "kanipy"
@@ -58,6 +59,16 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
         yield reg
     finally:
         reg.stop()
+
+
+@pytest.fixture
+def fault_proxy(registry: Registry) -> Iterator[FaultProxy]:
+    """A fault-injecting proxy in front of the plain registry, one per test."""
+    proxy = FaultProxy(registry.url).start()
+    try:
+        yield proxy
+    finally:
+        proxy.stop()
 
 
 @pytest.fixture(scope="session")

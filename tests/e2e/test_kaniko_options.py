@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,13 +23,9 @@ from tests.tools import require_tool
 
 
 @pytest.fixture
-def proxy(registry: Registry) -> Iterator[FaultProxy]:
-    """A fault-injecting proxy in front of the plain registry, one per test."""
-    server = FaultProxy(registry.url).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def proxy(fault_proxy: FaultProxy) -> FaultProxy:
+    """The shared per-test fault proxy (tests/conftest.py) under this module's name."""
+    return fault_proxy
 
 
 def _copy_context(tmp_path: Path, base: str) -> Path:

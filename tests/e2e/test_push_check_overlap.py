@@ -8,7 +8,6 @@ ran, what was pushed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,12 +21,9 @@ DENIED = "requested access to the resource is denied"
 
 
 @pytest.fixture
-def proxy(registry: Registry) -> Iterator[FaultProxy]:
-    server = FaultProxy(registry.url).start()
-    try:
-        yield server
-    finally:
-        server.stop()
+def proxy(fault_proxy: FaultProxy) -> FaultProxy:
+    """The shared per-test fault proxy (tests/conftest.py) under this module's name."""
+    return fault_proxy
 
 
 def test_a_refused_push_stops_the_build_before_its_first_step(

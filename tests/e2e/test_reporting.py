@@ -4,7 +4,6 @@ the pre-build push check retries as --push-retry says."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,10 +16,9 @@ from tests.registry.servers import FaultProxy
 
 
 @pytest.fixture
-def proxy(registry: Registry) -> Iterator[FaultProxy]:
-    fault_proxy = FaultProxy(registry.url).start()
-    yield fault_proxy
-    fault_proxy.stop()
+def proxy(fault_proxy: FaultProxy) -> FaultProxy:
+    """The shared per-test fault proxy (tests/conftest.py) under this module's name."""
+    return fault_proxy
 
 
 def _context(tmp_path: Path, base: str) -> Path:

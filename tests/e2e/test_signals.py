@@ -10,7 +10,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,7 +18,6 @@ import pytest
 from tests.e2e.build_support import processes_matching
 from tests.e2e.helpers import REPO, write_tree
 from tests.fixtures.images import BaseImages
-from tests.fixtures.registry import Registry
 from tests.registry.servers import FaultProxy
 from tests.tools import require_root
 
@@ -27,10 +26,9 @@ IDS = ["SIGTERM", "SIGINT"]
 
 
 @pytest.fixture
-def proxy(registry: Registry) -> Iterator[FaultProxy]:
-    fault_proxy = FaultProxy(registry.url).start()
-    yield fault_proxy
-    fault_proxy.stop()
+def proxy(fault_proxy: FaultProxy) -> FaultProxy:
+    """The shared per-test fault proxy (tests/conftest.py) under this module's name."""
+    return fault_proxy
 
 
 def _start(context: Path, workdir: Path, *, via_tmpdir: bool = False

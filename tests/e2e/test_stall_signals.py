@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,16 +15,14 @@ import pytest
 from tests.e2e.helpers import REPO, write_tree
 from tests.e2e.test_signals import IDS, SIGNALS, _stop_and_check, _wait_for
 from tests.fixtures.images import BaseImages
-from tests.fixtures.registry import Registry
 from tests.registry.servers import FaultProxy
 from tests.tools import require_root
 
 
 @pytest.fixture
-def stall_proxy(registry: Registry) -> Iterator[FaultProxy]:
-    fault_proxy = FaultProxy(registry.url).start()
-    yield fault_proxy
-    fault_proxy.stop()
+def stall_proxy(fault_proxy: FaultProxy) -> FaultProxy:
+    """The shared per-test fault proxy (tests/conftest.py) under this module's name."""
+    return fault_proxy
 
 
 def _start(context: Path, workdir: Path, *args: str) -> subprocess.Popen[bytes]:

@@ -9,8 +9,7 @@ import pytest
 
 from kanipy.oci.blobstore import BlobStore
 from kanipy.registry import RegistryClient, RegistryOptions
-from tests.fixtures.registry import Registry
-from tests.registry.servers import FaultProxy, TokenRegistry, TokenServer
+from tests.registry.servers import TokenRegistry, TokenServer
 from tests.tools import require_tool
 
 TOKEN_USER = "tokenuser"
@@ -34,15 +33,6 @@ def store(tmp_path: Path) -> BlobStore:
 @pytest.fixture
 def client(docker_config: Path) -> RegistryClient:
     return RegistryClient(RegistryOptions(backoff=0.05))
-
-
-@pytest.fixture
-def fault_proxy(registry: Registry) -> Iterator[FaultProxy]:
-    proxy = FaultProxy(registry.url).start()
-    try:
-        yield proxy
-    finally:
-        proxy.stop()
 
 
 @pytest.fixture(scope="session")
