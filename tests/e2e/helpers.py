@@ -147,3 +147,26 @@ def finish_copy_context(root: Path, mtime: int) -> Path:
     for path in root.rglob("*"):
         os.utime(path, (mtime, mtime), follow_symlinks=False)
     return root
+
+
+def step_records(stderr: str) -> dict[str, dict]:
+    """A ``--log-format json`` build log's finished steps by instruction text, and its
+    layer-cache miss lines (under ``"misses"``: step label to reason)."""
+    out: dict[str, dict] = {}
+    for line in stderr.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("event") == "step_done":
+            out[record["instruction"]] = record
+        elif "cache miss" in record.get("msg", ""):
+            out.setdefault("misses", {})[record["msg"].split(": cache miss")[0]] = \
+                record.get("reason")
+    return out
+
+
+def cached_steps(stderr: str) -> dict[str, bool]:
+    """Whether each step that makes a layer came from the cache, by its first 26 characters."""
+    return {text[:26]: r["cached"] for text, r in step_records(stderr).items()
+            if text.startswith(("RUN", "COPY", "WORKDIR"))}

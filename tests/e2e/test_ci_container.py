@@ -19,7 +19,15 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.ci_container import CIContainer
-from tests.e2e.helpers import build, lstat_info, unpack_image, write_tree
+from tests.e2e.helpers import (
+    build,
+    cached_steps,
+    lstat_info,
+    skopeo_manifest,
+    unpack_image,
+    write_tree,
+)
+from tests.fixtures.images import BaseImages
 from tests.fixtures.registry import Registry
 from tests.fixtures.runc import Bind
 from tests.tools import unavailable
@@ -187,6 +195,46 @@ def test_workloads_give_the_same_image_with_full_rights_and_in_a_ci_container(
         assert not (root / "mnt/data").exists() and not (root / "scratch").exists()
         assert sorted(p.name for p in (root / "proc").iterdir()) == []
         assert sorted(p.name for p in (root / "dev").iterdir()) == []
+
+
+def test_the_layer_cache_is_shared_by_the_host_and_ci_containers(
+        tmp_path: Path, registry: Registry, base_images: BaseImages,
+        ci_container: CIContainer) -> None:
+    """Kaniko's users share --cache-repo between runners: entries a host build wrote
+    are hit by a CI step (no mount rights), and a step that misses there runs
+    unprivileged on a root filled from the cached layers."""
+    context = write_tree(tmp_path / "ctx", {
+        "Dockerfile": (f"FROM {base_images.oci}\n"
+                       "RUN echo early > /early\n"
+                       "COPY late.txt /late.txt\n"
+                       "RUN cat /early /late.txt > /both\n"),
+        "late.txt": "one\n",
+    })
+    args = ("--cache", "--cache-copy-layers", "--log-format", "json",
+            "--cache-repo", registry.ref("ci/shared-cache/cache"))
+
+    def layers(ref: str) -> list[str]:
+        return [layer["digest"] for layer in skopeo_manifest(ref)["layers"]]
+
+    host_ref = registry.ref("ci/shared-cache:host")
+    host = build(context, "-d", host_ref, *args).check()
+    assert not any(cached_steps(host.stderr).values()), cached_steps(host.stderr)
+
+    warm_ref = registry.ref("ci/shared-cache:warm")
+    warm = ci_container.build(context, "-d", warm_ref, *args, name="cache-warm")
+    assert warm.returncode == 0, warm.stderr[-3000:]
+    assert all(cached_steps(warm.stderr).values()), cached_steps(warm.stderr)
+    assert layers(warm_ref) == layers(host_ref)
+
+    (context / "late.txt").write_text("two\n")
+    edited_ref = registry.ref("ci/shared-cache:edited")
+    edited = ci_container.build(context, "-d", edited_ref, *args, name="cache-edited")
+    assert edited.returncode == 0, edited.stderr[-3000:]
+    assert list(cached_steps(edited.stderr).values()) == [True, False, False], \
+        cached_steps(edited.stderr)
+    assert "RUN steps run unprivileged" in edited.stderr
+    assert layers(edited_ref)[:-2] == layers(host_ref)[:-2]
+    assert (unpack_image(edited_ref, tmp_path / "out") / "both").read_text() == "early\ntwo\n"
 
 
 def test_a_non_root_ci_step_is_told_what_it_needs(tmp_path: Path, registry: Registry,

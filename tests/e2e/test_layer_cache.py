@@ -20,9 +20,11 @@ from tests.conftest import AUTH_PASSWORD, AUTH_USER
 from tests.e2e.helpers import (
     REPO,
     build,
+    cached_steps,
     run_tool,
     skopeo_config,
     skopeo_manifest,
+    step_records,
     unpack_image,
     write_tree,
 )
@@ -57,28 +59,6 @@ def _context(root: Path) -> Path:
     })
 
 
-def _steps(stderr: str) -> dict[str, dict]:
-    """The JSON log's finished steps by instruction text, and the cache miss lines."""
-    out: dict[str, dict] = {}
-    for line in stderr.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if record.get("event") == "step_done":
-            out[record["instruction"]] = record
-        elif "cache miss" in record.get("msg", ""):
-            out.setdefault("misses", {})[record["msg"].split(": cache miss")[0]] = \
-                record.get("reason")
-    return out
-
-
-def _cached(stderr: str) -> dict[str, bool]:
-    """Whether each step that makes a layer came from the cache, by its first 26 characters."""
-    return {text[:26]: r["cached"] for text, r in _steps(stderr).items()
-            if text.startswith(("RUN", "COPY", "WORKDIR"))}
-
-
 def _kanipy(context: Path, *args: str, env: dict[str, str] | None = None) -> str:
     result = build(context, "--cache", "--cache-copy-layers", "--log-format", "json",
                    "--secret", "id=token,env=TOKEN", "--build-arg", f"BASE={_base(args)}",
@@ -92,7 +72,7 @@ def _base(args: tuple[str, ...]) -> str:
 
 
 def _miss_reasons(stderr: str) -> list[str]:
-    return [f"{k} — {v}" for k, v in _steps(stderr).get("misses", {}).items()]
+    return [f"{k} — {v}" for k, v in step_records(stderr).get("misses", {}).items()]
 
 
 def _layers(ref: str) -> list[str]:
@@ -105,7 +85,7 @@ def test_registry_cache_hits_misses_and_says_why(
     dest = registry.ref("cache/app:1")
     base = f"BASE={base_images.oci}"
     cold = _kanipy(context, "-d", dest, base)
-    assert not any(_cached(cold).values()), _cached(cold)
+    assert not any(cached_steps(cold).values()), cached_steps(cold)
     first_layers = _layers(dest)
 
     # Unchanged but for mtimes and an ignored file: every step is a hit, and the
@@ -114,7 +94,7 @@ def test_registry_cache_hits_misses_and_says_why(
         os.utime(path, (1, 1))
     (context / "ignored.txt").write_text("changed, but ignored\n")
     warm = _kanipy(context, "-d", dest, base)
-    assert all(_cached(warm).values()), _cached(warm)
+    assert all(cached_steps(warm).values()), cached_steps(warm)
     assert _layers(dest) == first_layers
     # Entries are images in <destination>/cache, tagged by key, readable by skopeo.
     tags = json.loads(run_tool(["skopeo", "list-tags", "--tls-verify=false",
@@ -124,7 +104,7 @@ def test_registry_cache_hits_misses_and_says_why(
     # A one-byte edit: that COPY and the steps after it miss, and say why.
     (context / "app/sub/b.txt").write_text("betA\n")
     edited = _kanipy(context, "-d", dest, base)
-    cached = _cached(edited)
+    cached = cached_steps(edited)
     assert [k for k, v in cached.items() if not v] == \
         ["COPY app/ /app/", "RUN --mount=type=secret,id"], cached
     reasons = _miss_reasons(edited)
@@ -142,7 +122,7 @@ def test_registry_cache_hits_misses_and_says_why(
     version = _kanipy(context, "-d", dest, base)
     assert any("RUN echo" in r and "ARG VERSION changed (1 → 3)" in r
                for r in _miss_reasons(version)), _miss_reasons(version)
-    assert _cached(version)["COPY req.txt $DEST/"], _cached(version)  # as written
+    assert cached_steps(version)["COPY req.txt $DEST/"], cached_steps(version)  # as written
     (context / "Dockerfile").write_text(DOCKERFILE)
     given = _kanipy(context, "-d", dest, base, "--build-arg", "VERSION=2")
     assert any("RUN echo" in r and "ARG VERSION changed (value given by --build-arg)" in r
@@ -181,9 +161,9 @@ def test_oci_layout_cache_survives_corruption_and_never_holds_secrets(
     base = f"BASE={base_images.oci}"
     common = ("--no-push", "--cache-repo", f"oci:{cache}", base)
     cold = _kanipy(context, *common, "--oci-layout-path", str(tmp_path / "out1"))
-    assert not any(_cached(cold).values()), _cached(cold)
+    assert not any(cached_steps(cold).values()), cached_steps(cold)
     warm = _kanipy(context, *common, "--oci-layout-path", str(tmp_path / "out2"))
-    assert all(_cached(warm).values()), _cached(warm)
+    assert all(cached_steps(warm).values()), cached_steps(warm)
     assert _layout_layers(tmp_path / "out2") == _layout_layers(tmp_path / "out1")
 
     # Entries are images that umoci can unpack: the RUN entry holds the RUN's file.
@@ -209,11 +189,11 @@ def test_oci_layout_cache_survives_corruption_and_never_holds_secrets(
         path = cache / "blobs" / "sha256" / hexdigest
         path.write_bytes(b"\0" * path.stat().st_size)
     broken = _kanipy(context, *common, "--oci-layout-path", str(tmp_path / "out3"))
-    assert not any(_cached(broken).values()), _cached(broken)
+    assert not any(cached_steps(broken).values()), cached_steps(broken)
     assert '"level": "warning"' in broken and "layer cache" in broken
     # The entries written again mend the cache.
     mended = _kanipy(context, *common)
-    assert all(_cached(mended).values()), _cached(mended)
+    assert all(cached_steps(mended).values()), cached_steps(mended)
 
 
 def test_cache_on_a_tls_registry_with_auth(
@@ -225,9 +205,9 @@ def test_cache_on_a_tls_registry_with_auth(
             "--registry-certificate", f"{auth_registry.host}={auth_registry.tls.ca_cert}")
     env = {"DOCKER_CONFIG": str(config)}
     cold = _kanipy(context, *args, env=env)
-    assert not any(_cached(cold).values()), _cached(cold)
+    assert not any(cached_steps(cold).values()), cached_steps(cold)
     warm = _kanipy(context, *args, env=env)
-    assert all(_cached(warm).values()), _cached(warm)
+    assert all(cached_steps(warm).values()), cached_steps(warm)
     assert AUTH_PASSWORD not in warm
 
 
@@ -242,20 +222,20 @@ def test_registry_faults_with_the_cache_are_warnings(
         # Every blob read from the cache arrives corrupted: each step warns and runs.
         proxy.inject("GET", "/blobs/sha256:", "corrupt", times=1000)
         corrupt = _kanipy(context, *args)
-        assert not any(_cached(corrupt).values()), _cached(corrupt)
+        assert not any(cached_steps(corrupt).values()), cached_steps(corrupt)
         assert "digest mismatch" in corrupt or "does not match" in corrupt, corrupt
         # The cache repository refuses us: one warning, and the build goes on without it.
         proxy.faults.clear()
         proxy.inject_error("GET", "/manifests/", 403, "DENIED", "not for you", times=1000)
         denied = _kanipy(context, *args)
-        assert not any(_cached(denied).values()), _cached(denied)
+        assert not any(cached_steps(denied).values()), cached_steps(denied)
         assert denied.count("without the layer cache") == 1, denied
         # The cache answering again, a fully cached build pushed to the same registry
         # mounts the cached layers from the cache repository instead of uploading them.
         proxy.faults.clear()
         before = len(proxy.requests)
         hits = _kanipy(context, *args[1:], "-d", f"{proxy.host}/cache/dest:1")
-        assert all(_cached(hits).values()), _cached(hits)
+        assert all(cached_steps(hits).values()), cached_steps(hits)
         mounts = [p for m, p in proxy.requests[before:]
                   if m == "POST" and "mount=" in p and "faulty" in p]
         assert len(mounts) >= 5, "\n".join(f"{m} {p[:90]}" for m, p in proxy.requests[before:])
@@ -283,12 +263,12 @@ def test_multi_stage_rebuild_hits_through_copy_from(
     common = ("--no-push", "--cache-repo", f"oci:{cache}", f"BASE={base_images.oci}")
     _kanipy(context, *common, "--oci-layout-path", str(tmp_path / "out1"))
     warm = _kanipy(context, *common, "--oci-layout-path", str(tmp_path / "out2"))
-    assert all(_cached(warm).values()), _cached(warm)
+    assert all(cached_steps(warm).values()), cached_steps(warm)
     assert _layout_layers(tmp_path / "out2") == _layout_layers(tmp_path / "out1")
     # What the builder stage makes changed: the copies from it miss and name the file.
     (context / "src" / "a.txt").write_text("one, two\n")
     edited = _kanipy(context, *common, "--oci-layout-path", str(tmp_path / "out3"))
-    assert not any(_cached(edited).values()), _cached(edited)
+    assert not any(cached_steps(edited).values()), cached_steps(edited)
     reasons = _miss_reasons(edited)
     assert any("COPY --from=builder /built.txt" in r and "built.txt changed" in r
                for r in reasons), reasons
@@ -316,7 +296,7 @@ def test_two_builds_sharing_a_cache_repository_at_once_both_succeed(
     # Whichever wrote an entry last, the cache holds a full set: a third build hits.
     third = _kanipy(context, "-d", registry.ref("cache/concurrent-3:1"), "--cache-repo", repo,
                     f"BASE={base_images.oci}")
-    assert all(_cached(third).values()), _cached(third)
+    assert all(cached_steps(third).values()), cached_steps(third)
 
 
 def _blob_gets(proxy: FaultProxy, since: int, digests: set[str]) -> list[str]:
@@ -335,7 +315,7 @@ def test_a_full_hit_downloads_no_layer_and_pushes_by_mounting(
         base = f"BASE={base_ref}"
         first = f"{proxy.host}/cache/lazy:1"
         cold = _kanipy(context, "-d", first, base)
-        assert not any(_cached(cold).values()), _cached(cold)
+        assert not any(cached_steps(cold).values()), cached_steps(cold)
         cold_layers = skopeo_manifest(registry.ref("cache/lazy:1"))["layers"]
         base_layers = {layer["digest"] for layer in skopeo_manifest(base_images.oci)["layers"]}
         layer_digests = {layer["digest"] for layer in cold_layers} | base_layers
@@ -345,7 +325,7 @@ def test_a_full_hit_downloads_no_layer_and_pushes_by_mounting(
         before = len(proxy.requests)
         repo = ("--cache-repo", f"{proxy.host}/cache/lazy/cache")
         warm = _kanipy(context, "-d", f"{proxy.host}/cache/lazy-other:1", base, *repo)
-        assert all(_cached(warm).values()), _cached(warm)
+        assert all(cached_steps(warm).values()), cached_steps(warm)
         assert _blob_gets(proxy, before, layer_digests) == []
         mounts = [p for m, p in proxy.requests[before:] if m == "POST" and "mount=" in p]
         assert len(mounts) == len({layer["digest"] for layer in cold_layers}), mounts
@@ -366,7 +346,7 @@ def test_a_full_hit_downloads_no_layer_and_pushes_by_mounting(
                            "gone", times=1000)
         lost = _kanipy(context, "-d", f"{proxy.host}/cache/lazy-third:1", base, *repo)
         assert "building the stage again without cache hits" in lost, lost
-        assert not any(_cached(lost).values()), _cached(lost)
+        assert not any(cached_steps(lost).values()), cached_steps(lost)
         rootfs = unpack_image(registry.ref("cache/lazy-third:1"), tmp_path / "check3")
         assert (rootfs / "app.list").read_text().split() == ["a.txt", "sub"]
     finally:
@@ -389,7 +369,7 @@ def test_a_fully_cached_stage_that_nothing_reads_is_not_unpacked(
                    in skopeo_manifest(registry.ref("cache/stages:1"))["layers"]}
         before = len(proxy.requests)
         warm = _kanipy(context, "-d", dest, f"BASE={base_ref}")
-        assert all(_cached(warm).values()), _cached(warm)
+        assert all(cached_steps(warm).values()), cached_steps(warm)
         # Neither stage's root was made: not one layer blob was fetched.
         assert _blob_gets(proxy, before, digests) == []
         rootfs = unpack_image(registry.ref("cache/stages:1"), tmp_path / "check")
@@ -421,7 +401,8 @@ def test_a_late_miss_gives_the_image_an_uncached_build_gives(
     (context / "late.txt").write_text("two\n")
     edited = _kanipy(context, *common, "--cache-repo", f"oci:{cache}",
                      "--oci-layout-path", str(tmp_path / "cached"))
-    assert [v for k, v in _cached(edited).items()] == [True, False, False], _cached(edited)
+    assert [v for k, v in cached_steps(edited).items()] == [True, False, False], \
+        cached_steps(edited)
     # The same context built without any cache.
     build(context, "--no-push", "--reproducible", "--build-arg", f"BASE={base_images.oci}",
           "--oci-layout-path", str(tmp_path / "uncached")).check()
@@ -462,17 +443,17 @@ def test_a_rerun_that_makes_the_same_layer_lets_later_steps_hit(
     # Both RUNs see APP_VERSION and run again, each making the layer it made before:
     # the COPY after them still hits.
     v2 = run("2", "v2")
-    assert [v for v in _cached(v2).values()] == [True, False, False, True], _cached(v2)
+    assert [v for v in cached_steps(v2).values()] == [True, False, False, True], cached_steps(v2)
     assert v2.count('"cache": "same-layer"') == 2, v2
     assert _layout_layers(tmp_path / "v2") == _layout_layers(tmp_path / "v1")
     # The entries the re-runs made carry the chain on: the same build hits throughout.
     again = run("2", "v2b")
-    assert all(_cached(again).values()), _cached(again)
+    assert all(cached_steps(again).values()), cached_steps(again)
     # A step that makes the same layer on a different root does not chain: the RUN that
     # reads the edited file runs again and sees it.
     (context / "req.txt").write_text("flask\ndjango\n")
     edited = run("2", "edited")
-    assert not any(_cached(edited).values()), _cached(edited)
+    assert not any(cached_steps(edited).values()), cached_steps(edited)
     bundle = tmp_path / "bundle"
     run_tool(["umoci", "unpack", "--image", f"{tmp_path / 'edited'}:latest", str(bundle)])
     assert (bundle / "rootfs/deps/installed").read_text() == "flask\ndjango\n"
@@ -494,7 +475,7 @@ def test_a_build_arg_value_is_in_no_cache_blob_and_no_log(
     cold = _kanipy(context, "-d", first, *args)
     second = registry.ref("cache/secret:2")
     warm = _kanipy(context, "-d", second, *args)
-    assert all(_cached(warm).values()), _cached(warm)
+    assert all(cached_steps(warm).values()), cached_steps(warm)
     # The hit gives the history the uncached build wrote (BuildKit's |1 TOKEN=...),
     # filled back from this build's own value.
     assert skopeo_config(second)["history"] == skopeo_config(first)["history"]
