@@ -29,7 +29,7 @@ import kanipy
 from kanipy import __version__
 from kanipy.cliflags import GroupedCommand, add_flags
 from kanipy.cliopts import note_compat_flags, options_from_flags
-from kanipy.console import TerminalReporter
+from kanipy.console import TerminalReporter, human_bytes
 from kanipy.errors import BuildError, DockerfileError, KanipyError, RegistryError, UsageError
 
 if TYPE_CHECKING:  # annotations only: a build imports these itself, --version does not
@@ -222,14 +222,7 @@ def _build(kw: dict[str, Any], env: dict[str, str],
 
 
 def _human_size(size: int | None) -> str:
-    if size is None:
-        return "-"
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{size} B"
+    return "-" if size is None else human_bytes(size)
 
 
 @dataclass
