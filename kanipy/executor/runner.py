@@ -77,6 +77,15 @@ OnOutput = Callable[[bytes], None]
 # mounting itself is in runner_init.
 SCAFFOLDING = ("/proc", "/dev", "/sys", "/etc/resolv.conf", "/etc/hosts", "/etc/hostname")
 
+# How each step's helper interpreter starts: isolated from the environment and
+# without site-packages (it needs only kanipy's own helper modules, found
+# through argv[1]); what it imports is kept small, as every RUN step pays for
+# it before the step starts (runner_init's docstring).
+HELPER_FLAGS = ("-I", "-S")
+HELPER_IMPORT = ("import sys; sys.path.insert(0, sys.argv[1]); "
+                 "from kanipy.executor.runner_init import _helper_main")
+HELPER_BOOT = HELPER_IMPORT + "; _helper_main(sys.argv[2:])"
+
 MODE_LINES = {
     "isolated": "RUN steps run isolated: mount, PID and UTS namespaces, pivot_root into "
                 "the root, Docker's default capabilities",
@@ -247,13 +256,9 @@ class ChrootRunner:
         status_r, status_w = os.pipe()
         out_r, out_w = os.pipe()
         spec_r, spec_w = os.pipe()
-        boot = (
-            "import sys; sys.path.insert(0, sys.argv[1]); "
-            "from kanipy.executor.runner_init import _helper_main; _helper_main(sys.argv[2:])"
-        )
         try:
             proc = subprocess.Popen(
-                [self.python, "-I", "-S", "-c", boot, package_parent, str(spec_r),
+                [self.python, *HELPER_FLAGS, "-c", HELPER_BOOT, package_parent, str(spec_r),
                  str(status_w)],
                 stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w,
                 pass_fds=(status_w, spec_r), close_fds=True,

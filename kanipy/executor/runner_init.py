@@ -13,8 +13,13 @@ things into the root as files instead (``sandbox_nomount``) and the step
 chroots itself. It reports back over a status pipe as JSON lines:
 ``{"exit", "missing", "warnings", "mounted", "mode"}`` or ``{"error"}``.
 
-Only the standard library and ``kanipy.executor.userdb`` may be used here: the
-helper does not load the engine's dependencies.
+Only the standard library and the helper's own modules (``sandbox_*``,
+``passwdfile``) may be used here, and of the standard library only what starts
+fast: every RUN step starts a fresh interpreter that imports all of this before
+the step runs (issue 14). ``typing``, ``dataclasses``, ``logging``, ``tempfile``,
+``shutil``, ``pathlib`` and ``secrets`` stay out of the helper's imports
+(tests/executor/test_runner_start.py checks it); a module used by one rare path
+is imported where it is used.
 """
 
 from __future__ import annotations
@@ -24,16 +29,14 @@ import ctypes
 import errno
 import fcntl
 import json
-import logging
 import os
 import signal
 import socket
 import stat
 import struct
-from collections.abc import Callable
-from typing import Any, NoReturn
 
 from kanipy.executor import sandbox_procfs
+from kanipy.executor.passwdfile import home_of_uid
 from kanipy.executor.sandbox_caps import (
     CHROOT_ONLY_CAPS,
     DOCKER_DEFAULT_CAPS,
@@ -53,10 +56,12 @@ from kanipy.executor.sandbox_isolate import (
     protect_proc,
 )
 from kanipy.executor.sandbox_nomount import DEV_LINKS, DEVICES, provide_without_mounts
-from kanipy.executor.userdb import home_of_uid
 
-# The helper has no log handlers: what the engine must know goes over the status pipe.
-log = logging.getLogger(__name__)
+# typing.TYPE_CHECKING without importing typing (the helper's start-up time).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, NoReturn
 
 # Docker's default PATH for Linux containers (moby oci/defaults, BuildKit's
 # system.DefaultPathEnvUnix).

@@ -17,7 +17,9 @@ followed as the step would see it, never out of the root (``..`` stops at
 the root, absolute targets start from it). The last component is never
 followed: a symlink at the path itself is stashed, not written through.
 
-Only the standard library may be used here: this runs in the step helper.
+Only the standard library may be used here, and only what imports fast: this
+runs in the step helper (runner_init's docstring). ``shutil`` is imported by
+the functions that copy or remove trees.
 """
 
 from __future__ import annotations
@@ -25,12 +27,13 @@ from __future__ import annotations
 import errno
 import functools
 import os
-import shutil
 import stat
-import tempfile
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+
+# typing.TYPE_CHECKING without importing typing (the helper's start-up time).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any
 
 # Enough for any real image; a loop of links ends with ELOOP, as the kernel does.
 MAX_LINKS = 40
@@ -78,32 +81,37 @@ def resolve_parent(root: str, image_path: str) -> tuple[str, str]:
     return os.path.join(root, *resolved), name
 
 
-@dataclass
 class _Placed:
-    image_path: str
-    host: str
-    stashed: str | None  # where the image's own entry waits, if it had one
-    # What takes our entry away after the step (default: remove it); a cache
-    # directory is renamed (or copied) back to where it lives.
-    give_back: Callable[[str], None] | None = None
+    # Plain classes rather than dataclasses: ``dataclasses`` imports ``inspect``,
+    # several milliseconds of every RUN step's start.
+    __slots__ = ("image_path", "host", "stashed", "give_back")
+
+    def __init__(self, image_path: str, host: str, stashed: str | None,
+                 give_back: Callable[[str], None] | None = None) -> None:
+        self.image_path = image_path
+        self.host = host
+        self.stashed = stashed  # where the image's own entry waits, if it had one
+        # What takes our entry away after the step (default: remove it); a cache
+        # directory is renamed (or copied) back to where it lives.
+        self.give_back = give_back
 
 
-@dataclass
 class Provisioner:
-    """Places things at image paths in ``root`` for one step; ``restore`` undoes it all."""
+    """Places things at image paths in ``root`` for one step; ``restore`` undoes it all.
 
-    root: str
-    stash: str = ""
-    placed: list[_Placed] = field(default_factory=list)
-    created_dirs: list[str] = field(default_factory=list)
-    # parent dir -> (atime_ns, mtime_ns before we touched it, mtime_ns after our last touch)
-    parents: dict[str, tuple[int, int, int]] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
+    The image's own entries wait in ``stash``, a new private directory beside
+    ``root`` unless one is given.
+    """
 
-    def __post_init__(self) -> None:
-        if not self.stash:
-            parent = os.path.dirname(os.path.abspath(self.root))
-            self.stash = tempfile.mkdtemp(prefix=".kanipy-stash-", dir=parent)
+    def __init__(self, root: str, stash: str = "") -> None:
+        self.root = root
+        self.stash = stash or _make_private_dir(
+            os.path.dirname(os.path.abspath(root)), ".kanipy-stash-")
+        self.placed: list[_Placed] = []
+        self.created_dirs: list[str] = []
+        # parent dir -> (atime_ns, mtime_ns before we touched it, mtime_ns after our last touch)
+        self.parents: dict[str, tuple[int, int, int]] = {}
+        self.warnings: list[str] = []
 
     @property
     def image_paths(self) -> list[str]:
@@ -204,10 +212,24 @@ class Provisioner:
             self.warnings.append(f"could not put the image's {entry.image_path} back: {exc}")
 
 
+def _make_private_dir(parent: str, prefix: str) -> str:
+    """A new directory (mode 0700) with a random name under ``parent``, as
+    ``tempfile.mkdtemp`` makes one (without importing ``tempfile`` and ``random``)."""
+    while True:
+        path = os.path.join(parent, prefix + os.urandom(6).hex())
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        return path
+
+
 def remove_entry(path: str) -> None:
     """Remove a file, symlink or whole directory, never following a symlink."""
     st = os.lstat(path)
     if stat.S_ISDIR(st.st_mode):
+        import shutil
+
         shutil.rmtree(path)
     else:
         os.unlink(path)
@@ -217,6 +239,8 @@ def copy_entry(source: str, target: str) -> None:
     """Copy a file or directory tree with modes, owners and times (symlinks as symlinks)."""
     st = os.lstat(source)
     if stat.S_ISDIR(st.st_mode):
+        import shutil
+
         shutil.copytree(source, target, symlinks=True, copy_function=_copy_file)
         _copy_owner_tree(source, target)
     else:
@@ -227,6 +251,8 @@ def _copy_file(source: str, target: str) -> None:
     if os.path.islink(source):
         os.symlink(os.readlink(source), target)
     else:
+        import shutil
+
         shutil.copy2(source, target, follow_symlinks=False)
     st = os.lstat(source)
     os.lchown(target, st.st_uid, st.st_gid)

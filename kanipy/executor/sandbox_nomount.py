@@ -33,7 +33,6 @@ import errno
 import functools
 import os
 import stat
-from typing import Any
 
 from kanipy.executor.sandbox_files import (
     Provisioner,
@@ -42,6 +41,11 @@ from kanipy.executor.sandbox_files import (
     remove_entry,
     write_secret,
 )
+
+# typing.TYPE_CHECKING without importing typing (the helper's start-up time).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # The device nodes of a minimal /dev (as runc's default devices): name, major, minor.
 DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),

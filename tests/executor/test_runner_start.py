@@ -1,0 +1,85 @@
+"""What each RUN step's helper interpreter loads before (and while) it runs the step.
+
+Every RUN step starts a fresh helper interpreter (``executor/runner.py``), so
+every module it imports is paid once per step (issue 14). These tests name the
+modules that made it slow (``typing``, ``dataclasses``, ``logging``,
+``tempfile``, ``shutil``, ``pathlib``, ``secrets``...) and fail when one of them
+is loaded again: by the helper's import path, and during real steps in both
+runner modes, seen through ``python -X importtime``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import kanipy
+from kanipy.executor.runner import (
+    DEFAULT_PATH,
+    HELPER_FLAGS,
+    HELPER_IMPORT,
+    ChrootRunner,
+    RunSpec,
+)
+
+PACKAGE_PARENT = str(Path(kanipy.__file__).resolve().parent.parent)
+
+# Modules of the standard library (and the engine's dependencies) that a step's
+# helper does not need: each costs milliseconds of every step's start.
+SLOW = ("typing", "dataclasses", "inspect", "logging", "tempfile", "random", "shutil",
+        "pathlib", "urllib.parse", "secrets", "hashlib", "platform",
+        "requests", "click", "kanipy.executor.userdb")
+# shutil is imported, by the unprivileged mode only, to remove the /dev
+# directory it put into the root (shutil.rmtree never follows a symlink).
+SLOW_UNPRIVILEGED = tuple(m for m in SLOW if m != "shutil")
+
+
+def imported_by_helper_start() -> set[str]:
+    """``sys.modules`` after the helper's own import line, run as the runner runs it."""
+    done = subprocess.run(
+        [sys.executable, *HELPER_FLAGS, "-c",
+         HELPER_IMPORT + "; print(' '.join(sorted(sys.modules)))", PACKAGE_PARENT],
+        capture_output=True, text=True, check=True, env={"PATH": DEFAULT_PATH},
+    )
+    return set(done.stdout.split())
+
+
+def test_the_helper_imports_only_fast_modules() -> None:
+    loaded = imported_by_helper_start()
+    assert "kanipy.executor.runner_init" in loaded
+    assert sorted(loaded.intersection(SLOW)) == []
+
+
+def test_importing_kanipy_does_not_import_typing() -> None:
+    # The package __init__ is on every helper's import path.
+    done = subprocess.run(
+        [sys.executable, *HELPER_FLAGS, "-c",
+         "import sys; sys.path.insert(0, sys.argv[1]); import kanipy; "
+         "print(' '.join(sorted(sys.modules)))", PACKAGE_PARENT],
+        capture_output=True, text=True, check=True,
+    )
+    assert "typing" not in done.stdout.split()
+
+
+@pytest.mark.parametrize("degraded", [False, True], ids=["detected-mode", "unprivileged"])
+def test_a_real_step_loads_no_slow_module(rootfs: Path, tmp_path: Path,
+                                          degraded: bool) -> None:
+    # The runner starts "python -X importtime <helper flags> -c <boot>": every
+    # import of the helper, its init and the step's set-up and clean-up is
+    # reported on stderr, which the runner hands on as the step's output.
+    python = tmp_path / "python-importtime"
+    python.write_text(f'#!/bin/sh\nexec {sys.executable} -X importtime "$@"\n')
+    python.chmod(0o755)
+    runner = ChrootRunner(degraded=degraded, python=str(python))
+    lines: list[bytes] = []
+    outcome = runner.run(RunSpec(rootfs, ["/bin/sh", "-c", "echo step ran"]), lines.append)
+    assert outcome.status == 0
+    assert b"step ran" in [line.rstrip(b"\n") for line in lines]
+    imported = {line.decode().rsplit("|", 1)[1].strip()
+                for line in lines if line.startswith(b"import time:")}
+    assert "kanipy.executor.runner_init" in imported
+    slow = SLOW_UNPRIVILEGED if runner.mode == "unprivileged" else SLOW
+    assert sorted(imported.intersection(slow)) == []
