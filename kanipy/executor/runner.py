@@ -45,9 +45,9 @@ the umask is 0022, stdin is /dev/null, stdout and stderr are merged.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
+import marshal
 import os
 import select
 import signal
@@ -216,7 +216,8 @@ class ChrootRunner:
             # The spec (the step's environment and its secrets, env= and file
             # alike) goes to the helper through a pipe: never to a file a killed
             # build would leave behind (issue 11).
-            status = self._spawn(json.dumps(self._job(spec, job)).encode(), on_output)
+            # marshal: the helper loads it without importing json (its start-up time).
+            status = self._spawn(marshal.dumps(self._job(spec, job)), on_output)
         return self._conclude(status)
 
     def _job(self, spec: RunSpec, job: Path) -> dict[str, Any]:
@@ -233,7 +234,7 @@ class ChrootRunner:
                                      "source": str(m.source) if m.source else None,
                                      "readonly": m.readonly, "required": True}
             if m.type == "secret":
-                entry.update(data=base64.b64encode(m.data or b"").decode("ascii"),
+                entry.update(data=m.data or b"",
                              uid=m.uid, gid=m.gid, mode=m.mode, readonly=True)
             binds.append(entry)
         return {

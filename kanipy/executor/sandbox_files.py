@@ -19,7 +19,7 @@ followed: a symlink at the path itself is stashed, not written through.
 
 Only the standard library may be used here, and only what imports fast: this
 runs in the step helper (runner_init's docstring). ``shutil`` is imported by
-the functions that copy or remove trees.
+the functions that copy trees (only for ``RUN --mount``).
 """
 
 from __future__ import annotations
@@ -228,11 +228,31 @@ def remove_entry(path: str) -> None:
     """Remove a file, symlink or whole directory, never following a symlink."""
     st = os.lstat(path)
     if stat.S_ISDIR(st.st_mode):
-        import shutil
-
-        shutil.rmtree(path)
+        remove_tree(path)
     else:
         os.unlink(path)
+
+
+def remove_tree(path: str) -> None:
+    """Remove the directory ``path`` and all in it, never following a symlink.
+
+    What ``shutil.rmtree`` does, through directory descriptors as it does; the
+    unprivileged mode removes the ``/dev`` it placed after every step, and
+    importing ``shutil`` (with ``re``, ``bz2`` and ``lzma``) would add to each
+    step more than the removal itself costs.
+    """
+    for _, dirnames, filenames, dirfd in os.fwalk(path, topdown=False,
+                                                  follow_symlinks=False):
+        for name in filenames:
+            os.unlink(name, dir_fd=dirfd)
+        for name in dirnames:
+            try:
+                os.rmdir(name, dir_fd=dirfd)
+            except NotADirectoryError:
+                # fwalk lists a symlink to a directory among the directories
+                # (without entering it): the link is removed, not its target.
+                os.unlink(name, dir_fd=dirfd)
+    os.rmdir(path)
 
 
 def copy_entry(source: str, target: str) -> None:
@@ -245,6 +265,29 @@ def copy_entry(source: str, target: str) -> None:
         _copy_owner_tree(source, target)
     else:
         _copy_file(source, target)
+
+
+def copy_plain_file(source: str, target: str) -> None:
+    """Copy a regular file with its mode, owner and times, as ``shutil.copy2`` would
+    for the runner's own DNS and host-name files, which every unprivileged step
+    gets: without importing ``shutil`` (with ``re``, ``bz2`` and ``lzma``)."""
+    src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(src)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, f"{source} is not a regular file")
+        dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                      | os.O_CLOEXEC, 0o600)
+        try:
+            while os.sendfile(dst, src, None, 1 << 20):
+                pass
+            os.fchown(dst, st.st_uid, st.st_gid)
+            os.fchmod(dst, stat.S_IMODE(st.st_mode))
+            os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
 
 
 def _copy_file(source: str, target: str) -> None:

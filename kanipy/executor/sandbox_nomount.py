@@ -28,7 +28,6 @@ Only the standard library may be used here: this runs in the step helper.
 
 from __future__ import annotations
 
-import base64
 import errno
 import functools
 import os
@@ -37,6 +36,7 @@ import stat
 from kanipy.executor.sandbox_files import (
     Provisioner,
     copy_entry,
+    copy_plain_file,
     move_or_copy,
     remove_entry,
     write_secret,
@@ -87,7 +87,8 @@ def provide_without_mounts(prov: Provisioner, job: dict[str, Any], missing: list
                 _extra(prov, m)
                 continue
             try:
-                prov.place(m["target"], functools.partial(copy_entry, m["source"]))
+                # The runner's own resolv.conf, hosts and hostname files.
+                prov.place(m["target"], functools.partial(copy_plain_file, m["source"]))
             except OSError as exc:
                 missing.append(f"{m['target']} is not provided ({exc.strerror or exc})")
     finally:
@@ -188,7 +189,7 @@ def _extra(prov: Provisioner, m: dict[str, Any]) -> None:
             prov.place(target, lambda host: os.mkdir(host, 0o1777))
             return
         if m["type"] == "secret":
-            value = base64.b64decode(m["data"])
+            value: bytes = m["data"]
             prov.place(target, lambda host: write_secret(host, value, m))
             return
         source = m["source"]

@@ -10,6 +10,8 @@ runner modes, seen through ``python -X importtime``.
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +19,7 @@ from pathlib import Path
 import pytest
 
 import kanipy
+from kanipy.executor import runner_init, sandbox_files
 from kanipy.executor.runner import (
     DEFAULT_PATH,
     HELPER_FLAGS,
@@ -30,7 +33,7 @@ PACKAGE_PARENT = str(Path(kanipy.__file__).resolve().parent.parent)
 # Modules of the standard library (and the engine's dependencies) that a step's
 # helper does not need: each costs milliseconds of every step's start.
 SLOW = ("typing", "dataclasses", "inspect", "logging", "tempfile", "random", "shutil",
-        "pathlib", "urllib.parse", "secrets", "hashlib", "platform",
+        "pathlib", "urllib.parse", "secrets", "hashlib", "platform", "re", "json",
         "requests", "click", "kanipy.executor.userdb")
 # shutil is imported, by the unprivileged mode only, to remove the /dev
 # directory it put into the root (shutil.rmtree never follows a symlink).
@@ -83,3 +86,38 @@ def test_a_real_step_loads_no_slow_module(rootfs: Path, tmp_path: Path,
     assert "kanipy.executor.runner_init" in imported
     slow = SLOW_UNPRIVILEGED if runner.mode == "unprivileged" else SLOW
     assert sorted(imported.intersection(slow)) == []
+
+
+def test_status_lines_read_back_as_sent() -> None:
+    # The helper writes its status as JSON without the json package; the engine
+    # reads it with json.loads. Odd characters must come back unchanged: an
+    # error names a path that may hold any byte (surrogate escapes), quotes,
+    # control characters, non-ASCII text.
+    message = {"exit": 130, "error": 'no "x"\\\n\t\x00 \udcff é 漢 \U0001f600',
+               "missing": [], "warnings": ["a", "b"], "mounted": ["/dev", "/proc"],
+               "mode": None, "flags": [True, False]}
+    assert json.loads(runner_init._json(message)) == message
+    with pytest.raises(TypeError):
+        runner_init._json({"x": 1.5})
+
+
+def test_remove_tree_never_follows_a_symlink(tmp_path: Path) -> None:
+    # The unprivileged mode removes what it placed (its /dev) after the step,
+    # whose symlinks there may point anywhere in the build container.
+    outside = tmp_path / "outside"
+    (outside / "sub").mkdir(parents=True)
+    (outside / "sub" / "kept").write_text("kept")
+    (outside / "file").write_text("kept")
+    tree = tmp_path / "dev"
+    (tree / "shm" / "deep" / "er").mkdir(parents=True)
+    (tree / "shm" / "deep" / "er" / "f").write_text("x")
+    (tree / "shm" / "deep" / "to-dir").symlink_to(outside)
+    (tree / "to-sub").symlink_to(outside / "sub")
+    (tree / "to-file").symlink_to(outside / "file")
+    (tree / "dangling").symlink_to(tmp_path / "nothing")
+    os.mkfifo(tree / "fifo")
+    (tree / "locked").mkdir(mode=0)
+    sandbox_files.remove_tree(str(tree))
+    assert not os.path.lexists(tree)
+    assert (outside / "sub" / "kept").read_text() == "kept"
+    assert (outside / "file").read_text() == "kept"
