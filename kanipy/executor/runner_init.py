@@ -30,7 +30,6 @@ import fcntl
 import marshal
 import os
 import signal
-import socket
 import stat
 import struct
 
@@ -66,6 +65,7 @@ except ImportError:  # an interpreter built without the accelerator
 # typing.TYPE_CHECKING without importing typing (the helper's start-up time).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import socket
     from collections.abc import Callable
     from typing import Any, NoReturn
 
@@ -223,6 +223,8 @@ def _unshare(libc: _Libc, job: dict[str, Any]) -> bool:
 
 def _loopback_up() -> None:
     # A new network namespace has only `lo`, and it is down (netdevice(7)).
+    import socket  # here, not at the top: most steps have the host's network
+
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         request = struct.pack("16sh22x", b"lo", 0)
         flags = struct.unpack("16sh22x", fcntl.ioctl(s, SIOCGIFFLAGS, request))[1]
@@ -413,7 +415,11 @@ def _init_main(libc: _Libc, job: dict[str, Any], status_fd: int, isolated: bool)
     signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
     # Chrooted root steps get a live /proc/self and /dev/fd (sandbox_procfs).
     live_proc = not chrooted and job["uid"] == 0 and sandbox_procfs.supported()
-    ends = socket.socketpair() if live_proc else None
+    ends = None
+    if live_proc:
+        import socket  # here, not at the top: the isolated mode has a real /proc
+
+        ends = socket.socketpair()
     step_pid = os.fork()
     if step_pid == 0:
         _exec_step(job, chrooted, status_fd, ends[1] if ends else None)

@@ -31,9 +31,13 @@ import errno
 import os
 import posixpath
 import select
-import socket
 import struct
 import threading
+
+# typing.TYPE_CHECKING without importing typing (the helper's start-up time).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
 
 # (audit arch, seccomp syscall, openat, open or -1); asm/unistd.h, audit.h.
 _ARCHES = {"x86_64": (0xC000003E, 317, 257, 2), "aarch64": (0xC00000B7, 277, 56, -1)}
@@ -128,12 +132,16 @@ def install_filter() -> int:
 
 
 def send_listener(sock: socket.socket, fd: int | None) -> None:
+    import socket  # here: only root steps without mount rights get a live /proc
+
     sock.sendmsg([b"1" if fd is not None else b"0"],
                  [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))]
                  if fd is not None else [])
 
 
 def receive_listener(sock: socket.socket) -> int | None:
+    import socket
+
     sock.settimeout(10)
     try:
         _, fds, _, _ = socket.recv_fds(sock, 1, 1)
