@@ -29,11 +29,9 @@ import errno
 import fcntl
 import marshal
 import os
-import signal
 import stat
 import struct
 
-from kanipy.executor import sandbox_procfs
 from kanipy.executor.passwdfile import home_of_uid
 from kanipy.executor.sandbox_caps import (
     CHROOT_ONLY_CAPS,
@@ -65,9 +63,15 @@ except ImportError:  # an interpreter built without the accelerator
 # typing.TYPE_CHECKING without importing typing (the helper's start-up time).
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import signal
     import socket
     from collections.abc import Callable
     from typing import Any, NoReturn
+else:
+    # The C module that signal.py re-exports: the same functions and numbers,
+    # without the enum classes signal.py builds around them (enum, functools and
+    # collections, a sixth of the helper's start). mypy checks against signal.
+    import _signal as signal
 
 # Docker's default PATH for Linux containers (moby oci/defaults, BuildKit's
 # system.DefaultPathEnvUnix).
@@ -414,7 +418,12 @@ def _init_main(libc: _Libc, job: dict[str, Any], status_fd: int, isolated: bool)
     # nothing: it waits, blocked, until the pid is known (the step unblocks it).
     signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
     # Chrooted root steps get a live /proc/self and /dev/fd (sandbox_procfs).
-    live_proc = not chrooted and job["uid"] == 0 and sandbox_procfs.supported()
+    live_proc = False
+    if not chrooted and job["uid"] == 0:
+        # Imported here: its supervisor thread is needed by these steps only.
+        from kanipy.executor import sandbox_procfs
+
+        live_proc = sandbox_procfs.supported()
     ends = None
     if live_proc:
         import socket  # here, not at the top: the isolated mode has a real /proc
@@ -687,6 +696,8 @@ def _exec_step(job: dict[str, Any], chrooted: bool, status_fd: int,
         _send(status_fd, {"error": f"{exc}"})
         os._exit(125)
     if procfs is not None:
+        from kanipy.executor import sandbox_procfs  # loaded by the init already
+
         # Last before exec: from here on the step's opens stop for the init.
         try:
             listener: int | None = sandbox_procfs.install_filter()

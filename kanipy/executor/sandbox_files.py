@@ -25,7 +25,6 @@ the functions that copy trees (only for ``RUN --mount``).
 from __future__ import annotations
 
 import errno
-import functools
 import os
 import stat
 
@@ -136,7 +135,8 @@ class Provisioner:
         for part in rel.split("/"):
             path = os.path.join(current, part)
             if not os.path.lexists(path):
-                self._touch_parent(current, functools.partial(os.mkdir, path, 0o755))
+                # Called at once, inside this iteration.
+                self._touch_parent(current, lambda: os.mkdir(path, 0o755))  # noqa: B023
                 self.created_dirs.append(path)
             elif not os.path.isdir(path) or os.path.islink(path):
                 raise OSError(errno.ENOTDIR, f"{path[len(self.root):]} in the image is not "

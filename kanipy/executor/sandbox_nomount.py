@@ -29,7 +29,6 @@ Only the standard library may be used here: this runs in the step helper.
 from __future__ import annotations
 
 import errno
-import functools
 import os
 import stat
 
@@ -87,8 +86,10 @@ def provide_without_mounts(prov: Provisioner, job: dict[str, Any], missing: list
                 _extra(prov, m)
                 continue
             try:
-                # The runner's own resolv.conf, hosts and hostname files.
-                prov.place(m["target"], functools.partial(copy_plain_file, m["source"]))
+                # The runner's own resolv.conf, hosts and hostname files (place
+                # calls the function at once, inside this iteration).
+                source = m["source"]
+                prov.place(m["target"], lambda host: copy_plain_file(source, host))  # noqa: B023
             except OSError as exc:
                 missing.append(f"{m['target']} is not provided ({exc.strerror or exc})")
     finally:
