@@ -17,9 +17,9 @@ Only the standard library and the helper's own modules (``sandbox_*``,
 ``passwdfile``) may be used here, and of the standard library only what starts
 fast: every RUN step starts a fresh interpreter that imports all of this before
 the step runs (issue 14). ``typing``, ``dataclasses``, ``logging``, ``tempfile``,
-``shutil``, ``pathlib`` and ``secrets`` stay out of the helper's imports
-(tests/executor/test_runner_start.py checks it); a module used by one rare path
-is imported where it is used.
+``shutil``, ``pathlib``, ``secrets``, ``json`` (with ``re``) and ``signal``'s enum
+classes stay out of the helper's imports (tests/executor/test_runner_start.py
+checks it); a module used by one rare path is imported where it is used.
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ class _Libc:
                     "prctl")
 
 
-def _json(value: object) -> str:
+def _to_json(value: object) -> str:
     """JSON text for what a status message holds: str, int, bool, None, lists, dicts."""
     if isinstance(value, str):
         return _quote(value)
@@ -139,16 +139,16 @@ def _json(value: object) -> str:
     if isinstance(value, int):
         return str(int(value))
     if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_json(v) for v in value) + "]"
+        return "[" + ",".join(_to_json(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ",".join(f"{_quote(str(k))}:{_json(v)}" for k, v in value.items()) + "}"
+        return "{" + ",".join(f"{_quote(str(k))}:{_to_json(v)}" for k, v in value.items()) + "}"
     raise TypeError(f"a status message cannot hold {type(value).__name__}")
 
 
 def _send(fd: int, message: dict[str, Any]) -> None:
     """One status line for the engine, which reads them with json.loads."""
     try:
-        os.write(fd, _json(message).encode() + b"\n")
+        os.write(fd, _to_json(message).encode() + b"\n")
     except BrokenPipeError:
         pass  # the engine is gone (killed): the cleanup that follows still matters
 

@@ -100,9 +100,9 @@ def test_status_lines_read_back_as_sent() -> None:
     message = {"exit": 130, "error": 'no "x"\\\n\t\x00 \udcff é 漢 \U0001f600',
                "missing": [], "warnings": ["a", "b"], "mounted": ["/dev", "/proc"],
                "mode": None, "flags": [True, False]}
-    assert json.loads(runner_init._json(message)) == message
+    assert json.loads(runner_init._to_json(message)) == message
     with pytest.raises(TypeError):
-        runner_init._json({"x": 1.5})
+        runner_init._to_json({"x": 1.5})
 
 
 def test_remove_tree_never_follows_a_symlink(tmp_path: Path) -> None:
