@@ -92,6 +92,13 @@ def make_busybox(ctx: Path, scale: float) -> str:
             'ENV GREETING=hello\nCMD ["cat", "/hello.txt"]\n')
 
 
+def make_busybox_runs(ctx: Path, scale: float) -> str:
+    (ctx / "hello.txt").write_text("hello from the benchmark\n")
+    return ("COPY hello.txt /hello.txt\n"
+            + "".join(f"RUN echo {n} > /step{n}\n" for n in range(1, 6))
+            + 'ENV GREETING=hello\nCMD ["cat", "/hello.txt"]\n')
+
+
 def make_copy_tree(ctx: Path, scale: float) -> str:
     """8,000 files, 90 MB in 40 directories; sizes vary, content half compressible."""
     rng = random.Random(8000)
@@ -172,6 +179,8 @@ def make_two_builders(ctx: Path, scale: float) -> str:
 WORKLOADS = {w.name: w for w in [
     Workload("busybox", ("busybox",), "COPY one file, one RUN, ENV, CMD on busybox",
              make_busybox),
+    Workload("busybox-runs", ("busybox",), "COPY one file, five one-line RUN, ENV, CMD",
+             make_busybox_runs, default=False),
     Workload("copy-tree", ("debian",), "COPY 8,000 files / 90 MB onto Debian, two RUN",
              make_copy_tree, floor_tree="tree"),
     Workload("big-run", ("busybox",), "3 RUN steps writing 300 MB half-compressible data",

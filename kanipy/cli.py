@@ -28,11 +28,12 @@ import click
 import kanipy
 from kanipy import __version__
 from kanipy.cliflags import GroupedCommand, add_flags
-from kanipy.cliopts import note_compat_flags, options_from_flags
-from kanipy.console import TerminalReporter, human_bytes
 from kanipy.errors import BuildError, DockerfileError, KanipyError, RegistryError, UsageError
 
-if TYPE_CHECKING:  # annotations only: a build imports these itself, --version does not
+# Annotations only, or imported where a build uses them: `kanipy --version` and
+# `--help` load neither the option conversion nor the terminal view (issue 14).
+if TYPE_CHECKING:
+    from kanipy.console import TerminalReporter
     from kanipy.executor.progress import StepInfo, StepSummary
     from kanipy.registry.progress import ProgressEvent
 
@@ -177,6 +178,8 @@ def build(**kw: Any) -> None:
     log_format = kw["log_format"] or "color"
     reporter: ConsoleReporter | TerminalReporter
     if live_view(kw["progress"], kw["log_format"], sys.stderr, env):
+        from kanipy.console import TerminalReporter
+
         reporter = TerminalReporter(sys.stderr, colour=colour, timestamps=timestamps)
         configure_logging(kw["verbosity"], log_format, timestamps=timestamps, colour=colour,
                           stream=reporter.log_stream)
@@ -192,6 +195,8 @@ def build(**kw: Any) -> None:
 
 def _build(kw: dict[str, Any], env: dict[str, str],
            reporter: ConsoleReporter | TerminalReporter) -> None:
+    from kanipy.cliopts import note_compat_flags, options_from_flags
+
     try:
         note_compat_flags(kw, env)
         options = options_from_flags(kw, env)
@@ -222,6 +227,8 @@ def _build(kw: dict[str, Any], env: dict[str, str],
 
 
 def _human_size(size: int | None) -> str:
+    from kanipy.console import human_bytes
+
     return "-" if size is None else human_bytes(size)
 
 

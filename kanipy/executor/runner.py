@@ -45,9 +45,9 @@ the umask is 0022, stdin is /dev/null, stdout and stderr are merged.
 
 from __future__ import annotations
 
-import base64
 import json
 import logging
+import marshal
 import os
 import select
 import signal
@@ -76,6 +76,15 @@ OnOutput = Callable[[bytes], None]
 # The image paths the runner provides during every step (issue 4, RUN). The
 # mounting itself is in runner_init.
 SCAFFOLDING = ("/proc", "/dev", "/sys", "/etc/resolv.conf", "/etc/hosts", "/etc/hostname")
+
+# How each step's helper interpreter starts: isolated from the environment and
+# without site-packages (it needs only kanipy's own helper modules, found
+# through argv[1]); what it imports is kept small, as every RUN step pays for
+# it before the step starts (runner_init's docstring).
+HELPER_FLAGS = ("-I", "-S")
+HELPER_IMPORT = ("import sys; sys.path.insert(0, sys.argv[1]); "
+                 "from kanipy.executor.runner_init import _helper_main")
+HELPER_BOOT = HELPER_IMPORT + "; _helper_main(sys.argv[2:])"
 
 MODE_LINES = {
     "isolated": "RUN steps run isolated: mount, PID and UTS namespaces, pivot_root into "
@@ -207,7 +216,8 @@ class ChrootRunner:
             # The spec (the step's environment and its secrets, env= and file
             # alike) goes to the helper through a pipe: never to a file a killed
             # build would leave behind (issue 11).
-            status = self._spawn(json.dumps(self._job(spec, job)).encode(), on_output)
+            # marshal: the helper loads it without importing json (its start-up time).
+            status = self._spawn(marshal.dumps(self._job(spec, job)), on_output)
         return self._conclude(status)
 
     def _job(self, spec: RunSpec, job: Path) -> dict[str, Any]:
@@ -224,7 +234,7 @@ class ChrootRunner:
                                      "source": str(m.source) if m.source else None,
                                      "readonly": m.readonly, "required": True}
             if m.type == "secret":
-                entry.update(data=base64.b64encode(m.data or b"").decode("ascii"),
+                entry.update(data=m.data or b"",
                              uid=m.uid, gid=m.gid, mode=m.mode, readonly=True)
             binds.append(entry)
         return {
@@ -247,13 +257,9 @@ class ChrootRunner:
         status_r, status_w = os.pipe()
         out_r, out_w = os.pipe()
         spec_r, spec_w = os.pipe()
-        boot = (
-            "import sys; sys.path.insert(0, sys.argv[1]); "
-            "from kanipy.executor.runner_init import _helper_main; _helper_main(sys.argv[2:])"
-        )
         try:
             proc = subprocess.Popen(
-                [self.python, "-I", "-S", "-c", boot, package_parent, str(spec_r),
+                [self.python, *HELPER_FLAGS, "-c", HELPER_BOOT, package_parent, str(spec_r),
                  str(status_w)],
                 stdin=subprocess.DEVNULL, stdout=out_w, stderr=out_w,
                 pass_fds=(status_w, spec_r), close_fds=True,

@@ -13,27 +13,26 @@ things into the root as files instead (``sandbox_nomount``) and the step
 chroots itself. It reports back over a status pipe as JSON lines:
 ``{"exit", "missing", "warnings", "mounted", "mode"}`` or ``{"error"}``.
 
-Only the standard library and ``kanipy.executor.userdb`` may be used here: the
-helper does not load the engine's dependencies.
+Only the standard library and the helper's own modules (``sandbox_*``,
+``passwdfile``) may be used here, and of the standard library only what starts
+fast: every RUN step starts a fresh interpreter that imports all of this before
+the step runs (issue 14). ``typing``, ``dataclasses``, ``logging``, ``tempfile``,
+``shutil``, ``pathlib``, ``secrets``, ``json`` (with ``re``) and ``signal``'s enum
+classes stay out of the helper's imports (tests/executor/test_runner_start.py
+checks it); a module used by one rare path is imported where it is used.
 """
 
 from __future__ import annotations
 
-import base64
 import ctypes
 import errno
 import fcntl
-import json
-import logging
+import marshal
 import os
-import signal
-import socket
 import stat
 import struct
-from collections.abc import Callable
-from typing import Any, NoReturn
 
-from kanipy.executor import sandbox_procfs
+from kanipy.executor.passwdfile import home_of_uid
 from kanipy.executor.sandbox_caps import (
     CHROOT_ONLY_CAPS,
     DOCKER_DEFAULT_CAPS,
@@ -53,10 +52,26 @@ from kanipy.executor.sandbox_isolate import (
     protect_proc,
 )
 from kanipy.executor.sandbox_nomount import DEV_LINKS, DEVICES, provide_without_mounts
-from kanipy.executor.userdb import home_of_uid
 
-# The helper has no log handlers: what the engine must know goes over the status pipe.
-log = logging.getLogger(__name__)
+try:
+    # The C string quoter json.dumps uses. The json package itself is not imported:
+    # its decoder imports re, enum and functools, a fifth of the helper's start.
+    from _json import encode_basestring_ascii as _quote
+except ImportError:  # an interpreter built without the accelerator
+    from json import dumps as _quote  # type: ignore[assignment]
+
+# typing.TYPE_CHECKING without importing typing (the helper's start-up time).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal
+    import socket
+    from collections.abc import Callable
+    from typing import Any, NoReturn
+else:
+    # The C module that signal.py re-exports: the same functions and numbers,
+    # without the enum classes signal.py builds around them (enum, functools and
+    # collections, a sixth of the helper's start). mypy checks against signal.
+    import _signal as signal
 
 # Docker's default PATH for Linux containers (moby oci/defaults, BuildKit's
 # system.DefaultPathEnvUnix).
@@ -113,9 +128,27 @@ class _Libc:
                     "prctl")
 
 
+def _to_json(value: object) -> str:
+    """JSON text for what a status message holds: str, int, bool, None, lists, dicts."""
+    if isinstance(value, str):
+        return _quote(value)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_to_json(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{_quote(str(k))}:{_to_json(v)}" for k, v in value.items()) + "}"
+    raise TypeError(f"a status message cannot hold {type(value).__name__}")
+
+
 def _send(fd: int, message: dict[str, Any]) -> None:
+    """One status line for the engine, which reads them with json.loads."""
     try:
-        os.write(fd, json.dumps(message).encode() + b"\n")
+        os.write(fd, _to_json(message).encode() + b"\n")
     except BrokenPipeError:
         pass  # the engine is gone (killed): the cleanup that follows still matters
 
@@ -127,8 +160,10 @@ def _helper_main(args: list[str]) -> NoReturn:
     # what an interrupt means and sends SIGTERM, which is handled below.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
+        # marshal, not JSON: it loads without importing anything, and only the
+        # engine, which made this pipe, writes the spec.
         with os.fdopen(spec_fd, "rb") as f:
-            job = json.loads(f.read())
+            job = marshal.loads(f.read())
         libc = _Libc()
         # If the engine dies, so does the step.
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -192,6 +227,8 @@ def _unshare(libc: _Libc, job: dict[str, Any]) -> bool:
 
 def _loopback_up() -> None:
     # A new network namespace has only `lo`, and it is down (netdevice(7)).
+    import socket  # here, not at the top: most steps have the host's network
+
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
         request = struct.pack("16sh22x", b"lo", 0)
         flags = struct.unpack("16sh22x", fcntl.ioctl(s, SIOCGIFFLAGS, request))[1]
@@ -381,8 +418,17 @@ def _init_main(libc: _Libc, job: dict[str, Any], status_fd: int, isolated: bool)
     # nothing: it waits, blocked, until the pid is known (the step unblocks it).
     signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
     # Chrooted root steps get a live /proc/self and /dev/fd (sandbox_procfs).
-    live_proc = not chrooted and job["uid"] == 0 and sandbox_procfs.supported()
-    ends = socket.socketpair() if live_proc else None
+    live_proc = False
+    if not chrooted and job["uid"] == 0:
+        # Imported here: its supervisor thread is needed by these steps only.
+        from kanipy.executor import sandbox_procfs
+
+        live_proc = sandbox_procfs.supported()
+    ends = None
+    if live_proc:
+        import socket  # here, not at the top: the isolated mode has a real /proc
+
+        ends = socket.socketpair()
     step_pid = os.fork()
     if step_pid == 0:
         _exec_step(job, chrooted, status_fd, ends[1] if ends else None)
@@ -447,7 +493,7 @@ def _stage_secrets(libc: _Libc, job: dict[str, Any], sources: dict[str, int]) ->
     secrets = [m for m in job["mounts"] if m["type"] == "secret"]
     if not secrets:
         return
-    values = [base64.b64decode(m["data"]) for m in secrets]
+    values: list[bytes] = [m["data"] for m in secrets]
     where = job["secrets_dir"]
     size = sum(len(v) + 4096 for v in values) + 4096
     libc.mount("tmpfs", where, "tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC,
@@ -650,6 +696,8 @@ def _exec_step(job: dict[str, Any], chrooted: bool, status_fd: int,
         _send(status_fd, {"error": f"{exc}"})
         os._exit(125)
     if procfs is not None:
+        from kanipy.executor import sandbox_procfs  # loaded by the init already
+
         # Last before exec: from here on the step's opens stop for the init.
         try:
             listener: int | None = sandbox_procfs.install_filter()

@@ -17,20 +17,22 @@ followed as the step would see it, never out of the root (``..`` stops at
 the root, absolute targets start from it). The last component is never
 followed: a symlink at the path itself is stashed, not written through.
 
-Only the standard library may be used here: this runs in the step helper.
+Only the standard library may be used here, and only what imports fast: this
+runs in the step helper (runner_init's docstring). ``shutil`` is imported by
+the functions that copy trees (only for ``RUN --mount``).
 """
 
 from __future__ import annotations
 
 import errno
-import functools
 import os
-import shutil
 import stat
-import tempfile
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+
+# typing.TYPE_CHECKING without importing typing (the helper's start-up time).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any
 
 # Enough for any real image; a loop of links ends with ELOOP, as the kernel does.
 MAX_LINKS = 40
@@ -78,32 +80,37 @@ def resolve_parent(root: str, image_path: str) -> tuple[str, str]:
     return os.path.join(root, *resolved), name
 
 
-@dataclass
 class _Placed:
-    image_path: str
-    host: str
-    stashed: str | None  # where the image's own entry waits, if it had one
-    # What takes our entry away after the step (default: remove it); a cache
-    # directory is renamed (or copied) back to where it lives.
-    give_back: Callable[[str], None] | None = None
+    # Plain classes rather than dataclasses: ``dataclasses`` imports ``inspect``,
+    # several milliseconds of every RUN step's start.
+    __slots__ = ("image_path", "host", "stashed", "give_back")
+
+    def __init__(self, image_path: str, host: str, stashed: str | None,
+                 give_back: Callable[[str], None] | None = None) -> None:
+        self.image_path = image_path
+        self.host = host
+        self.stashed = stashed  # where the image's own entry waits, if it had one
+        # What takes our entry away after the step (default: remove it); a cache
+        # directory is renamed (or copied) back to where it lives.
+        self.give_back = give_back
 
 
-@dataclass
 class Provisioner:
-    """Places things at image paths in ``root`` for one step; ``restore`` undoes it all."""
+    """Places things at image paths in ``root`` for one step; ``restore`` undoes it all.
 
-    root: str
-    stash: str = ""
-    placed: list[_Placed] = field(default_factory=list)
-    created_dirs: list[str] = field(default_factory=list)
-    # parent dir -> (atime_ns, mtime_ns before we touched it, mtime_ns after our last touch)
-    parents: dict[str, tuple[int, int, int]] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
+    The image's own entries wait in ``stash``, a new private directory beside
+    ``root`` unless one is given.
+    """
 
-    def __post_init__(self) -> None:
-        if not self.stash:
-            parent = os.path.dirname(os.path.abspath(self.root))
-            self.stash = tempfile.mkdtemp(prefix=".kanipy-stash-", dir=parent)
+    def __init__(self, root: str, stash: str = "") -> None:
+        self.root = root
+        self.stash = stash or _make_private_dir(
+            os.path.dirname(os.path.abspath(root)), ".kanipy-stash-")
+        self.placed: list[_Placed] = []
+        self.created_dirs: list[str] = []
+        # parent dir -> (atime_ns, mtime_ns before we touched it, mtime_ns after our last touch)
+        self.parents: dict[str, tuple[int, int, int]] = {}
+        self.warnings: list[str] = []
 
     @property
     def image_paths(self) -> list[str]:
@@ -128,7 +135,8 @@ class Provisioner:
         for part in rel.split("/"):
             path = os.path.join(current, part)
             if not os.path.lexists(path):
-                self._touch_parent(current, functools.partial(os.mkdir, path, 0o755))
+                # Called at once, inside this iteration.
+                self._touch_parent(current, lambda: os.mkdir(path, 0o755))  # noqa: B023
                 self.created_dirs.append(path)
             elif not os.path.isdir(path) or os.path.islink(path):
                 raise OSError(errno.ENOTDIR, f"{path[len(self.root):]} in the image is not "
@@ -204,29 +212,90 @@ class Provisioner:
             self.warnings.append(f"could not put the image's {entry.image_path} back: {exc}")
 
 
+def _make_private_dir(parent: str, prefix: str) -> str:
+    """A new directory (mode 0700) with a random name under ``parent``, as
+    ``tempfile.mkdtemp`` makes one (without importing ``tempfile`` and ``random``)."""
+    while True:
+        path = os.path.join(parent, prefix + os.urandom(6).hex())
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            continue
+        return path
+
+
 def remove_entry(path: str) -> None:
     """Remove a file, symlink or whole directory, never following a symlink."""
     st = os.lstat(path)
     if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(path)
+        remove_tree(path)
     else:
         os.unlink(path)
+
+
+def remove_tree(path: str) -> None:
+    """Remove the directory ``path`` and all in it, never following a symlink.
+
+    What ``shutil.rmtree`` does, through directory descriptors as it does; the
+    unprivileged mode removes the ``/dev`` it placed after every step, and
+    importing ``shutil`` (with ``re``, ``bz2`` and ``lzma``) would add to each
+    step more than the removal itself costs.
+    """
+    for _, dirnames, filenames, dirfd in os.fwalk(path, topdown=False,
+                                                  follow_symlinks=False):
+        for name in filenames:
+            os.unlink(name, dir_fd=dirfd)
+        for name in dirnames:
+            try:
+                os.rmdir(name, dir_fd=dirfd)
+            except NotADirectoryError:
+                # fwalk lists a symlink to a directory among the directories
+                # (without entering it): the link is removed, not its target.
+                os.unlink(name, dir_fd=dirfd)
+    os.rmdir(path)
 
 
 def copy_entry(source: str, target: str) -> None:
     """Copy a file or directory tree with modes, owners and times (symlinks as symlinks)."""
     st = os.lstat(source)
     if stat.S_ISDIR(st.st_mode):
+        import shutil
+
         shutil.copytree(source, target, symlinks=True, copy_function=_copy_file)
         _copy_owner_tree(source, target)
     else:
         _copy_file(source, target)
 
 
+def copy_plain_file(source: str, target: str) -> None:
+    """Copy a regular file with its mode, owner and times, as ``shutil.copy2`` would
+    for the runner's own DNS and host-name files, which every unprivileged step
+    gets: without importing ``shutil`` (with ``re``, ``bz2`` and ``lzma``)."""
+    src = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        st = os.fstat(src)
+        if not stat.S_ISREG(st.st_mode):
+            raise OSError(errno.EINVAL, f"{source} is not a regular file")
+        dst = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+                      | os.O_CLOEXEC, 0o600)
+        try:
+            while os.sendfile(dst, src, None, 1 << 20):
+                pass
+            os.fchown(dst, st.st_uid, st.st_gid)
+            os.fchmod(dst, stat.S_IMODE(st.st_mode))
+            os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+        finally:
+            os.close(dst)
+    finally:
+        os.close(src)
+
+
 def _copy_file(source: str, target: str) -> None:
     if os.path.islink(source):
         os.symlink(os.readlink(source), target)
     else:
+        import shutil
+
         shutil.copy2(source, target, follow_symlinks=False)
     st = os.lstat(source)
     os.lchown(target, st.st_uid, st.st_gid)

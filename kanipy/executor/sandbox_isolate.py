@@ -20,10 +20,19 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
-import secrets
-from collections.abc import Callable
-from typing import Protocol
+
+# typing.TYPE_CHECKING without importing typing: the helper's start-up time
+# (runner_init's docstring).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Protocol
+
+    class MountCalls(Protocol):
+        def mount(self, source: str | None, target: str, fstype: str | None, flags: int,
+                  data: str | None = None) -> None: ...
+
+        def umount(self, target: str) -> None: ...
 
 MS_RDONLY = 0x1
 MS_NOSUID = 0x2
@@ -46,13 +55,6 @@ MASKED_PATHS = (
 READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
 
 
-class MountCalls(Protocol):
-    def mount(self, source: str | None, target: str, fstype: str | None, flags: int,
-              data: str | None = None) -> None: ...
-
-    def umount(self, target: str) -> None: ...
-
-
 def pivot_into(libc: MountCalls, root: str) -> Callable[[], None]:
     """Make ``root`` this mount namespace's ``/``; returns what detaches the old root.
 
@@ -63,16 +65,16 @@ def pivot_into(libc: MountCalls, root: str) -> Callable[[], None]:
     it, removes the directory and puts the root directory's times back, all
     before the step starts.
     """
-    number = SYS_PIVOT_ROOT.get(platform.machine())
+    number = SYS_PIVOT_ROOT.get(os.uname().machine)
     if number is None:
-        raise OSError(38, f"pivot_root: unknown syscall number on {platform.machine()}")
+        raise OSError(38, f"pivot_root: unknown syscall number on {os.uname().machine}")
     # pivot_root needs the new root to be a mount point. nodev: a device
     # node a step makes there cannot be opened (no devices cgroup here).
     libc.mount(root, root, None, MS_BIND | MS_REC)
     libc.mount(None, root, None, MS_REMOUNT | MS_BIND | MS_NODEV)
     os.chdir(root)
     before = os.stat(".")
-    put_old = f".kanipy-old-root-{secrets.token_hex(8)}"
+    put_old = f".kanipy-old-root-{os.urandom(8).hex()}"
     os.mkdir(put_old, 0o700)
 
     def restore_times() -> None:

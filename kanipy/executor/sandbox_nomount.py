@@ -28,20 +28,23 @@ Only the standard library may be used here: this runs in the step helper.
 
 from __future__ import annotations
 
-import base64
 import errno
-import functools
 import os
 import stat
-from typing import Any
 
 from kanipy.executor.sandbox_files import (
     Provisioner,
     copy_entry,
+    copy_plain_file,
     move_or_copy,
     remove_entry,
     write_secret,
 )
+
+# typing.TYPE_CHECKING without importing typing (the helper's start-up time).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # The device nodes of a minimal /dev (as runc's default devices): name, major, minor.
 DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
@@ -83,7 +86,10 @@ def provide_without_mounts(prov: Provisioner, job: dict[str, Any], missing: list
                 _extra(prov, m)
                 continue
             try:
-                prov.place(m["target"], functools.partial(copy_entry, m["source"]))
+                # The runner's own resolv.conf, hosts and hostname files (place
+                # calls the function at once, inside this iteration).
+                source = m["source"]
+                prov.place(m["target"], lambda host: copy_plain_file(source, host))  # noqa: B023
             except OSError as exc:
                 missing.append(f"{m['target']} is not provided ({exc.strerror or exc})")
     finally:
@@ -184,7 +190,7 @@ def _extra(prov: Provisioner, m: dict[str, Any]) -> None:
             prov.place(target, lambda host: os.mkdir(host, 0o1777))
             return
         if m["type"] == "secret":
-            value = base64.b64decode(m["data"])
+            value: bytes = m["data"]
             prov.place(target, lambda host: write_secret(host, value, m))
             return
         source = m["source"]

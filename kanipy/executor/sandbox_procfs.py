@@ -29,12 +29,15 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import platform
 import posixpath
 import select
-import socket
 import struct
 import threading
+
+# typing.TYPE_CHECKING without importing typing (the helper's start-up time).
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
 
 # (audit arch, seccomp syscall, openat, open or -1); asm/unistd.h, audit.h.
 _ARCHES = {"x86_64": (0xC000003E, 317, 257, 2), "aarch64": (0xC00000B7, 277, 56, -1)}
@@ -57,7 +60,7 @@ _STD = {"/dev/stdin": "0", "/dev/stdout": "1", "/dev/stderr": "2"}
 
 
 def supported() -> bool:
-    return platform.machine() in _ARCHES
+    return os.uname().machine in _ARCHES
 
 
 # Entries under /proc/PID whose lookup would go on from a directory of the
@@ -92,7 +95,7 @@ def host_path(path: str, pid: int) -> str | None:
 
 
 def _filter() -> bytes:
-    audit_arch, _, openat, open_ = _ARCHES[platform.machine()]
+    audit_arch, _, openat, open_ = _ARCHES[os.uname().machine]
 
     def op(code: int, jt: int, jf: int, k: int) -> bytes:
         return struct.pack("HBBI", code, jt, jf, k & 0xFFFFFFFF)
@@ -120,7 +123,7 @@ def install_filter() -> int:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_NO_NEW_PRIVS)")
     code = ctypes.create_string_buffer(_filter())
     prog = _Fprog(len(code.raw) // 8, ctypes.cast(code, ctypes.c_void_p))
-    number = _ARCHES[platform.machine()][1]
+    number = _ARCHES[os.uname().machine][1]
     fd = int(lib.syscall(ctypes.c_long(number), SECCOMP_SET_MODE_FILTER,
                          SECCOMP_FILTER_FLAG_NEW_LISTENER, ctypes.byref(prog)))
     if fd < 0:
@@ -129,12 +132,16 @@ def install_filter() -> int:
 
 
 def send_listener(sock: socket.socket, fd: int | None) -> None:
+    import socket  # here: only root steps without mount rights get a live /proc
+
     sock.sendmsg([b"1" if fd is not None else b"0"],
                  [(socket.SOL_SOCKET, socket.SCM_RIGHTS, struct.pack("i", fd))]
                  if fd is not None else [])
 
 
 def receive_listener(sock: socket.socket) -> int | None:
+    import socket
+
     sock.settimeout(10)
     try:
         _, fds, _, _ = socket.recv_fds(sock, 1, 1)
@@ -182,7 +189,7 @@ class ProcSupervisor(threading.Thread):
 
     def _answer(self, notif_id: int, pid: int, _flags: int, nr: int, _arch: int, _ip: int,
                 *args: int) -> None:
-        openat = _ARCHES[platform.machine()][2]
+        openat = _ARCHES[os.uname().machine][2]
         path_at, flags, mode = (args[1], args[2], args[3]) if nr == openat else \
             (args[0], args[1], args[2])
         target = None

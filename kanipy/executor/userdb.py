@@ -23,14 +23,14 @@ root (never the host's own /etc); a missing file reads as empty, as in runc.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 from kanipy.errors import BuildError
+from kanipy.executor.passwdfile import entry_lines, fields, home_of_uid, to_id
 
-log = logging.getLogger(__name__)
+__all__ = ["ExecUser", "GroupEntry", "PasswdEntry", "home_of_uid", "parse_group",
+           "parse_passwd", "resolve_exec_user", "resolve_user"]
 
 # runc accepts ids in [0, 2^31 - 1]; larger ones are ErrRange.
 MAX_ID = 2**31 - 1
@@ -77,44 +77,22 @@ class ExecUser:
         return (self.gid, *(g for g in self.groups if g != self.gid))
 
 
-def _fields(line: str, count: int) -> list[str]:
-    parts = line.split(":")
-    return (parts + [""] * count)[:count]
-
-
-def _to_id(text: str) -> int:
-    # runc's parseLine leaves a field that does not parse as a number at 0.
-    try:
-        return int(text)
-    except ValueError:
-        return 0
-
-
-def _lines(text: str) -> Iterable[str]:
-    for raw in text.splitlines():
-        line = raw.strip()
-        # Comments and NIS compat lines (+/-) are not entries.
-        if not line or line.startswith(("#", "+", "-")):
-            continue
-        yield line
-
-
 def parse_passwd(text: str) -> list[PasswdEntry]:
     """The entries of a passwd file's text, in file order."""
     entries = []
-    for line in _lines(text):
-        name, _pw, uid, gid, _gecos, home, shell = _fields(line, 7)
-        entries.append(PasswdEntry(name, _to_id(uid), _to_id(gid), home, shell))
+    for line in entry_lines(text):
+        name, _pw, uid, gid, _gecos, home, shell = fields(line, 7)
+        entries.append(PasswdEntry(name, to_id(uid), to_id(gid), home, shell))
     return entries
 
 
 def parse_group(text: str) -> list[GroupEntry]:
     """The entries of a group file's text, in file order."""
     entries = []
-    for line in _lines(text):
-        name, _pw, gid, members = _fields(line, 4)
+    for line in entry_lines(text):
+        name, _pw, gid, members = fields(line, 4)
         listed = tuple(m.strip() for m in members.split(",") if m.strip())
-        entries.append(GroupEntry(name, _to_id(gid), listed))
+        entries.append(GroupEntry(name, to_id(gid), listed))
     return entries
 
 
@@ -195,11 +173,3 @@ def resolve_user(user: str, passwd_file: Path | None, group_file: Path | None) -
     return resolve_exec_user(
         user, parse_passwd(_read(passwd_file)), parse_group(_read(group_file))
     )
-
-
-def home_of_uid(passwd_text: str, uid: int) -> str:
-    """The home of the first passwd entry with ``uid``, else ``/`` (runc's HOME default)."""
-    for entry in parse_passwd(passwd_text):
-        if entry.uid == uid:
-            return entry.home or "/"
-    return "/"
