@@ -78,12 +78,17 @@ class _CancellableStream:
 
 
 class EarlyPush:
-    """Background uploads of finished layer blobs to every destination."""
+    """Background uploads of finished layer blobs to every destination's repository."""
 
     def __init__(self, client: RegistryClient, destinations: Sequence[Reference],
                  store: BlobStore, on_progress: ProgressCallback | None = None) -> None:
         self._client = client
-        self._destinations = list(destinations)
+        # One upload per repository: two tags of one repository need the blob once,
+        # and two uploads of one blob at once meet the registry's link race (issue 13).
+        repositories: dict[tuple[str, str], Reference] = {}
+        for ref in destinations:
+            repositories.setdefault((ref.registry, ref.repository), ref)
+        self._destinations = list(repositories.values())
         self._store = store
         self._on_progress = on_progress
         self._cancelled = threading.Event()

@@ -153,3 +153,26 @@ def test_a_zstd_build_without_reproducible_holds_its_diff_ids(
 
 def _blob(layout: Path, digest: str) -> bytes:
     return (layout / "blobs/sha256" / digest.split(":", 1)[1]).read_bytes()
+
+
+def test_every_destination_gets_the_image_and_a_repository_gets_each_blob_once(
+        tmp_path: Path, registry: Registry, fault_proxy: FaultProxy,
+        base_images: BaseImages) -> None:
+    require_tool("skopeo")
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": (
+        f"FROM {base_images.oci}\n{FIRST_STEP}RUN echo two > /two\n")})
+    # Two tags of one repository through the proxy (which counts uploads), and a
+    # repository on another registry host (the registry itself).
+    via = [f"{fault_proxy.host}/early/multi:a", f"{fault_proxy.host}/early/multi:b"]
+    direct = registry.ref("early/multi-direct:c")
+    result = build(context, *[arg for ref in [*via, direct] for arg in ("-d", ref)],
+                   "--reproducible").check()
+    digests = {line.split("@", 1)[1] for line in result.stdout.splitlines()}
+    assert len(result.stdout.splitlines()) == 3 and len(digests) == 1, result.stdout
+    for ref in [registry.ref("early/multi:a"), registry.ref("early/multi:b"), direct]:
+        assert skopeo_manifest(ref)["layers"], ref
+    manifest = skopeo_manifest(direct)
+    for desc in [manifest["config"], *manifest["layers"]]:
+        hex_digest = desc["digest"].split(":", 1)[1]
+        assert fault_proxy.count("PUT", hex_digest) <= 1, desc["digest"]
+    assert fault_proxy.count("PUT", "/manifests/") == 2
