@@ -98,13 +98,9 @@ class EarlyPush:
         self._pool = ThreadPoolExecutor(max_workers=WORKERS,
                                         thread_name_prefix="kanipy-early-push")
 
-    @property
-    def uploads(self) -> int:
-        """How many uploads were started (one per blob and destination)."""
-        return len(self._uploads)
-
     def offer(self, desc: Descriptor) -> None:
-        """Upload the store's blob ``desc`` to every destination, in the background.
+        """Upload the store's blob ``desc`` to every destination's repository, in the
+        background.
 
         The caller vouches that the blob will be in the image (a layer of a stage
         in the image, not a cache hit: those are mounted by the push at the end).
