@@ -239,7 +239,9 @@ FLAGS: tuple[Flag, ...] = (
        "Strip timestamps (SOURCE_DATE_EPOCH, else the epoch) for identical digests.",
        status=DIFFERS, note="honours `SOURCE_DATE_EPOCH` when it is set"),
     _f("--compression", "compression", "choice", LAYERS, "Layer compression.",
-       choices=("gzip", "zstd"), default="gzip"),
+       choices=("gzip", "zstd"), default="gzip", status=DIFFERS,
+       note="zstd compresses on every CPU, on one under `--reproducible` or "
+       "`SOURCE_DATE_EPOCH` (multi-threaded zstd writes other bytes)"),
     _f("--compression-level", "compression_level", "int", LAYERS,
        "gzip 1-9 (mapped onto ISA-L's 0-3), zstd 1-22; 0 or less: the default.",
        status=DIFFERS, note="gzip levels map onto ISA-L's four levels"),

@@ -29,6 +29,7 @@ from kanipy.executor.bases import StageBases, unreachable_hint
 from kanipy.executor.cache import LayerCache
 from kanipy.executor.cache_root import CachedLayerLost, FetchingImage
 from kanipy.executor.cache_setup import open_layer_cache, stage_cache
+from kanipy.executor.early_push import EarlyPush
 from kanipy.executor.handlers.run import run_cache_root
 from kanipy.executor.options import BuildOptions, host_platform
 from kanipy.executor.progress import BuildReporter, StepSummary
@@ -197,6 +198,9 @@ class Build:
         self.bases: StageBases | None = None
         self._client: RegistryClient | None = None
         self._cleaner: threading.Thread | None = None
+        # Layer uploads while the build goes on (issue 14); made by _run once the
+        # push-permission check is under way, None when nothing is pushed early.
+        self._early: EarlyPush | None = None
         self.filename = "Dockerfile"
         self.cache: LayerCache | None = None  # the layer cache (issue 10), made by _run
         # Builds a stage again without cache hits (a cached layer was lost), by index.
@@ -227,6 +231,8 @@ class Build:
         try:
             return self._run(destinations, build_dir)
         except BaseException:
+            if self._early is not None:  # uploads under way stop; no manifest goes up
+                self._early.abandon()
             if self.cache is not None:  # layer cache hook: a failed build waits little
                 self.cache.close(abandon=True)
             preflight.remove_created(made_for_outputs)
@@ -282,6 +288,8 @@ class Build:
             level=_compression_level(options),
             mtime_clamp=epoch,
             created=_rfc3339(epoch if epoch is not None else time.time()),
+            # --reproducible and SOURCE_DATE_EPOCH promise the same digest: one thread.
+            zstd_threads=0 if epoch is not None else -1,
         )
         self.secrets = _read_secrets(options)
         bases = self.bases = StageBases(
@@ -325,6 +333,7 @@ class Build:
                 cache=stage_cache(self.cache, base, stage, self.filename, hits=hits,
                                   given=plan.build_args),
                 in_image=stage.index in in_image,
+                on_layer=self._early.offer if self._early is not None else None,
             )
             with no_space_left([build_dir, store.root],
                                f"building stage {number} (its root and its layers)",
@@ -340,6 +349,9 @@ class Build:
         self._rebuild = lambda index: build_stage(*numbered[index], hits=False)
         if not options.no_push and not options.skip_push_permission_check and destinations:
             push_check = _PushCheck(self.client, destinations)
+            # Layers go up as they are made, once the check passed (it is waited for
+            # before any step runs, so before any layer exists).
+            self._early = EarlyPush(self.client, destinations, store, self.reporter.transfer)
         for number, stage in enumerate(plan.stages, start=1):
             try:
                 build_stage(number, stage)
@@ -478,6 +490,10 @@ class Build:
                            final: BuiltStage, result: BuildResult) -> None:
         options = self.options
         if not options.no_push:
+            if self._early is not None:
+                # The blobs the steps made are up (or failed and go up again now);
+                # the config and the manifest follow, as without early uploads.
+                self._early.finish()
             outputs.push_to_registries(
                 image, destinations, client=self.client, layer_sources=final.layer_sources,
                 reporter=self.reporter,

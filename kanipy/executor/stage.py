@@ -82,6 +82,9 @@ class LayerPolicy:
     level: int | None
     mtime_clamp: int | None
     created: str
+    # zstd on every CPU (-1) or on one (0): builds that promise a digest use one,
+    # as multi-threaded zstd writes other bytes (issue 14).
+    zstd_threads: int = 0
 
     def media_type(self, image_format: str) -> str:
         return mediatypes.layer_media_type(image_format, self.compression)
@@ -108,6 +111,7 @@ class StageBuilder:
         ignore_paths: frozenset[str] = frozenset(),
         cache: StageCache | None = None,
         in_image: bool = True,
+        on_layer: Callable[[Descriptor], None] | None = None,
     ) -> None:
         self.plan = plan
         self.stage = stage
@@ -132,6 +136,9 @@ class StageBuilder:
         # what later stages read. The layer cache stores layers, so with it every
         # stage makes them as before.
         self.make_layers = in_image or self.cache is not None
+        # Handed each layer this stage writes that will be in the image, as soon as it
+        # is in the store (issue 14: the engine uploads it while later steps run).
+        self.on_layer = on_layer if in_image else None
 
     def build(self) -> BuiltStage:
         base = self.base
@@ -249,12 +256,15 @@ class StageBuilder:
                     compression=self.policy.compression, level=self.policy.level,
                     media_type=self.policy.media_type(base.image_format),
                     mtime_clamp=self.policy.mtime_clamp,
+                    zstd_threads=self.policy.zstd_threads,
                 )
                 if blob is not None:
                     layers.append(blob.descriptor)
                     new_config = new_config.with_layer(blob.diff_id, entry)
                     layer_size = blob.descriptor.size
                     layer_digest = blob.descriptor.digest
+                    if self.on_layer is not None:
+                        self.on_layer(blob.descriptor)
             if layer_size is None and created_by:
                 new_config = new_config.with_history(entry)
             state = dataclasses.replace(result.state, config=new_config)
@@ -275,10 +285,12 @@ class StageBuilder:
             blob = write_layer(
                 rootfs.path, changes, self.store, compression=self.policy.compression,
                 level=self.policy.level, media_type=self.policy.media_type(base.image_format),
-                mtime_clamp=self.policy.mtime_clamp,
+                mtime_clamp=self.policy.mtime_clamp, zstd_threads=self.policy.zstd_threads,
             )
             if blob is not None:
                 layers.append(blob.descriptor)
+                if self.on_layer is not None:
+                    self.on_layer(blob.descriptor)
                 config = _single_layer_history(config, len(base.config.history),
                                                blob.diff_id, self.policy.created)
         sources = dict(base.layer_sources)

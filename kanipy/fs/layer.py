@@ -2,9 +2,13 @@
 
 docs/architecture.md, decision 4: tar entries -> sha256 (the diff_id) -> compressor ->
 sha256 (the digest) -> a file in the blob store; memory does not grow with the
-layer. Decision 7: entries sorted parents first, pax headers, numeric owners,
-gzip header with mtime 0 and no file name, pinned compressor levels, and an
-optional mtime clamp for ``--reproducible`` (SOURCE_DATE_EPOCH).
+layer. Past its first MiB a layer's tar goes to the compressor through a small
+bounded queue: the calling thread reads files and hashes the tar, a second one
+compresses, hashes and writes the blob. ISA-L's deflate, zstd and sha256 all
+release the GIL, so the two halves use two cores (issue 14). Decision 7: entries
+sorted parents first, pax headers, numeric owners, gzip header with mtime 0 and
+no file name, pinned compressor levels, and an optional mtime clamp for
+``--reproducible`` (SOURCE_DATE_EPOCH).
 Whiteouts are empty ``.wh.NAME`` files (OCI image spec, "Whiteouts").
 """
 
@@ -12,8 +16,10 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import stat
 import struct
+import threading
 from dataclasses import dataclass
 from typing import BinaryIO, cast
 
@@ -51,6 +57,11 @@ DEFAULT_ZSTD_LEVEL = 3
 # the host's policy, overlayfs keeps its own bookkeeping under trusted.overlay.
 _SKIPPED_XATTRS = ("security.selinux", "trusted.overlay.")
 _OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+# The compressing thread starts once this much tar is waiting (a smaller layer is
+# compressed on the calling thread); at most _QUEUED writes (the tar writer's,
+# 1 MiB at most each) wait for it, so memory stays bounded whatever the layer.
+_HANDOFF = 1 << 20
+_QUEUED = 8
 
 
 @dataclass(frozen=True)
@@ -98,10 +109,17 @@ class _GzipWriter:
 
 
 class _ZstdWriter:
-    def __init__(self, target: Sink, level: int) -> None:
+    """zstd; ``threads`` 0 compresses on the calling thread, -1 on one per CPU.
+
+    zstd's multi-threaded format cuts the input into jobs, so its bytes differ
+    from the single-threaded output of the same level: builds that promise
+    the same digest (``--reproducible``, ``SOURCE_DATE_EPOCH``) use 0.
+    """
+
+    def __init__(self, target: Sink, level: int, threads: int = 0) -> None:
         import zstandard  # only when a build asks for zstd (start-up, issue 14)
 
-        self._writer = zstandard.ZstdCompressor(level=level).stream_writer(
+        self._writer = zstandard.ZstdCompressor(level=level, threads=threads).stream_writer(
             cast(BinaryIO, target), closefd=False, write_return_read=True
         )
 
@@ -110,6 +128,73 @@ class _ZstdWriter:
 
     def close(self) -> None:
         self._writer.close()
+
+
+class _CompressingThread:
+    """A sink that hands what it is given to ``target`` on a thread of its own.
+
+    Each write is copied (the tar writer reuses its buffer) and reaches
+    ``target`` as one write, so the compressed bytes are those of a direct
+    write: ISA-L's deflate output depends on where its input is cut. The
+    thread starts once ``_HANDOFF`` bytes wait, so a small layer is written on
+    the calling thread at ``close``; ``target`` is used by one thread at a
+    time. An error of the thread (a full disk) is raised in the caller at its
+    next write or at ``close``; ``abort`` ends the thread after a failure of
+    the caller.
+    """
+
+    def __init__(self, target: Sink) -> None:
+        self._target = target
+        self._waiting: list[bytes] = []  # before the thread starts
+        self._waiting_size = 0
+        self._queue: queue.Queue[bytes | None] = queue.Queue(_QUEUED)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def write(self, data: bytes | bytearray | memoryview, /) -> int:
+        piece = bytes(data)
+        if self._thread is not None:
+            if self._error is not None:
+                raise self._error
+            self._queue.put(piece)
+            return len(piece)
+        self._waiting.append(piece)
+        self._waiting_size += len(piece)
+        if self._waiting_size >= _HANDOFF:
+            self._thread = threading.Thread(target=self._work, name="kanipy-compress",
+                                            daemon=True)
+            self._thread.start()
+            for waiting in self._waiting:
+                self._queue.put(waiting)
+            self._waiting = []
+        return len(piece)
+
+    def _work(self) -> None:
+        try:
+            while (piece := self._queue.get()) is not None:
+                self._target.write(piece)
+        except BaseException as exc:  # handed to the caller's thread
+            self._error = exc
+            while self._queue.get() is not None:  # the caller must never block on put
+                pass
+
+    def close(self) -> None:
+        """Everything written reaches ``target``; raises the thread's error."""
+        if self._thread is None:
+            for piece in self._waiting:
+                self._target.write(piece)
+            self._waiting = []
+            return
+        self._queue.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def abort(self) -> None:
+        """The caller failed: stop the thread (it finishes the piece it holds)."""
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
 
 
 class _Plain:
@@ -231,6 +316,7 @@ def write_layer(
     level: int | None = None,
     media_type: str,
     mtime_clamp: int | None = None,
+    zstd_threads: int = 0,
 ) -> LayerBlob | None:
     """Archive ``changes`` under ``root`` into a layer blob in ``store``.
 
@@ -238,7 +324,8 @@ def write_layer(
     layer). ``compression`` is ``gzip``, ``zstd`` or ``none`` and must agree
     with ``media_type``; ``level`` defaults to the pinned level of that
     compressor. ``mtime_clamp`` (seconds since the epoch) lowers later mtimes
-    to it, for reproducible builds.
+    to it, for reproducible builds. ``zstd_threads`` (zstd only): 0 gives the
+    single-threaded bytes, -1 compresses on every CPU (other bytes, same files).
     """
     if changes.is_empty:
         return None
@@ -250,13 +337,22 @@ def write_layer(
             compressor = _GzipWriter(
                 blob, DEFAULT_GZIP_LEVEL if level is None else isal_level(level))
         elif compression == "zstd":
-            compressor = _ZstdWriter(blob, DEFAULT_ZSTD_LEVEL if level is None else level)
+            compressor = _ZstdWriter(blob, DEFAULT_ZSTD_LEVEL if level is None else level,
+                                     zstd_threads)
         elif compression == "none":
             compressor = _Plain(blob)
         else:
             raise ValueError(f"unknown compression {compression!r}")
-        tar_stream = HashingWriter(cast(BinaryIO, compressor))
-        entries = write_tar(root, changes, tar_stream, mtime_clamp=mtime_clamp)
+        pipe = _CompressingThread(compressor) if compression != "none" else None
+        tar_stream = HashingWriter(cast(BinaryIO, pipe or compressor))
+        try:
+            entries = write_tar(root, changes, tar_stream, mtime_clamp=mtime_clamp)
+            if pipe is not None:
+                pipe.close()
+        except BaseException:
+            if pipe is not None:
+                pipe.abort()
+            raise
         compressor.close()
     layer = LayerBlob(
         diff_id=tar_stream.digest,
