@@ -430,7 +430,8 @@ class Build:
 
     def _build_at_once(self, plan: BuildPlan, build_one: Callable[[int, Stage], None],
                        jobs: int) -> None:
-        """Build the stages on threads, each once the stages it reads are built."""
+        """Build the stages on threads, each once the stage it is built FROM is built; a
+        step reading another stage waits for it (``_wait_for_stage``)."""
         events = self._events
 
         def stop() -> None:
@@ -456,9 +457,9 @@ class Build:
 
     def _wait_for_stage(self, index: int) -> bool:
         """Wait until stage ``index`` is built, when it is being built at the same time as
-        the caller's stage, which reads it though planning did not see it (a ``--from``
-        value set by the base image's ENV, a base image's ONBUILD trigger). False when no
-        such stage is coming."""
+        the caller's stage, whose step reads it (COPY --from, RUN --mount from=; also a
+        ``--from`` planning could not resolve, set by the base image's ENV or ONBUILD).
+        False when no such stage is coming."""
         runner = self._stage_runner
         if runner is None or index not in {s.index for s in runner.stages}:
             return False

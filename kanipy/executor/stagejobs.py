@@ -2,9 +2,14 @@
 
 A stage reads the stages named by its ``FROM``, ``COPY --from`` and ``RUN --mount
 from=`` (``Stage.depends_on``, found by planning); an image named there is no
-stage. A stage starts once every stage it reads is built, on a thread of its own,
-with at most ``jobs`` stages under way; among the stages ready at once the first
-in the file starts first, so ``jobs=1`` builds in file order, as a plain loop does.
+stage. A stage starts, on a thread of its own, once the stage it is built ``FROM``
+is built (a stage from an image starts at once and pulls it); a step that reads
+another stage waits for that stage there (the engine's ``_wait_for_stage``), with
+its job slot free meanwhile. So a final stage pulls its base and runs its first
+steps while the builders it copies from still run, as BuildKit does. At most
+``jobs`` stages are under way; among the stages ready at once the first in the
+file starts first, and every stage only ever waits for earlier ones, so the
+earliest unfinished stage can always run: no stage waits forever.
 
 What a user sees stays that of one stage after another: the image and the step
 summaries are the same (the engine orders summaries by stage), each reporter
@@ -66,18 +71,20 @@ def stage_jobs(asked: int | None) -> int:
     return asked
 
 
-def stage_dependencies(stages: Sequence[Stage]) -> dict[int, frozenset[int]]:
-    """For each stage (by index), the stages among ``stages`` it reads."""
+def start_after(stages: Sequence[Stage]) -> dict[int, int | None]:
+    """For each stage (by index), the stage among ``stages`` it is built ``FROM``: it
+    starts once that one is built. None: its base is an image (or scratch)."""
     built = {stage.index for stage in stages}
-    return {stage.index: frozenset(d for d in stage.depends_on if d in built)
+    return {stage.index: stage.base.index
+            if not isinstance(stage.base, str) and stage.base.index in built else None
             for stage in stages}
 
 
 def overlap_possible(stages: Sequence[Stage]) -> bool:
-    """Whether two of ``stages`` could ever be built at once: false for a chain,
-    where each stage reads the one before it (and for a single stage)."""
-    deps = stage_dependencies(stages)
-    return any(stages[i - 1].index not in deps[stages[i].index] for i in range(1, len(stages)))
+    """Whether two of ``stages`` could ever be under way at once: false for a chain,
+    where each stage is built FROM the one before it (and for a single stage)."""
+    after = start_after(stages)
+    return any(after[stages[i].index] != stages[i - 1].index for i in range(1, len(stages)))
 
 
 class StageRunner:
@@ -89,7 +96,7 @@ class StageRunner:
         self.build = build
         self.jobs = jobs
         self.stop = stop
-        self._deps = stage_dependencies(self.stages)
+        self._after = start_after(self.stages)
         self._cond = threading.Condition()
         self._done: set[int] = set()
         self._active = 0  # stages under way, less those waiting in ``waiting()``
@@ -106,8 +113,9 @@ class StageRunner:
             while len(self._done) < len(self.stages):
                 with self._cond:
                     self._start_ready(numbered)
-                    while not self._outcomes:
-                        self._cond.wait()
+                    if not self._outcomes:
+                        self._cond.wait()  # an outcome, or a stage waiting (a free slot)
+                        continue
                     outcomes, self._outcomes = self._outcomes, []
                 for number, index, error in outcomes:
                     self._threads.pop(index).join()
@@ -138,7 +146,8 @@ class StageRunner:
                 return
             if stage.index in self._done or stage.index in self._threads:
                 continue
-            if not self._deps[stage.index] <= self._done:
+            after = self._after[stage.index]
+            if after is not None and after not in self._done:
                 continue
             thread = threading.Thread(target=self._work, args=(number, stage),
                                       name=f"kanipy-stage-{number}", daemon=True)
@@ -257,4 +266,4 @@ class StageEvents:
 
 
 __all__ = ["StageEvents", "StageRunner", "StagesStopped", "current_stage",
-           "overlap_possible", "stage_dependencies", "stage_jobs"]
+           "overlap_possible", "stage_jobs", "start_after"]

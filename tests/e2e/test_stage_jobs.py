@@ -211,8 +211,10 @@ def test_a_failing_stage_stops_the_others(
     assert error["exit_code"] == 1 and error["exit_status"] == 7, error
     assert error["line"] == 4 and error["stage"] == 2, error
     assert "Dockerfile:4" in error["msg"] and "7" in error["msg"], error
-    stopped = [r for r in records if r.get("event") == "stopped"]
-    assert [(r["stage"], r["line"]) for r in stopped] == [(1, 2)], stopped
+    stopped = {r["stage"]: r for r in records if r.get("event") == "stopped"}
+    # The sleeper was in its RUN; the final stage, from an image, started at once and
+    # was somewhere before or at its COPY --from=sleeper, which waits for the sleeper.
+    assert stopped[1]["line"] == 2 and set(stopped) <= {1, 3}, stopped
     assert not tag_exists(dest)
     assert [p.name for p in workdir.iterdir() if p.name != "run-cache"] == []
     _assert_gone([marker])
