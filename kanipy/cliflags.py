@@ -238,9 +238,10 @@ FLAGS: tuple[Flag, ...] = (
     _f("--jobs", "jobs", "int", LAYERS,
        "Stages built at the same time, at most (default: the CPUs kanipy may use, at least "
        "2; 1 builds them one after another).", status=OWN,
-       note="as `buildah bud --jobs`: stages that read nothing of each other (no `FROM`, "
-            "`COPY --from` or `RUN --mount from=` between them) are built at once; the image "
-            "is the same as with `--jobs 1`"),
+       note="as `buildah bud --jobs`: a stage starts once the stage it is built `FROM` is "
+            "built, and a `COPY --from` or `RUN --mount from=` step waits for the stage it "
+            "reads, so independent stages are built at once; the image is the same as with "
+            "`--jobs 1`"),
     _f("--reproducible", "reproducible", "bool", LAYERS,
        "Strip timestamps (SOURCE_DATE_EPOCH, else the epoch) for identical digests.",
        status=DIFFERS, note="honours `SOURCE_DATE_EPOCH` when it is set"),

@@ -112,8 +112,11 @@ class StageRunner:
         try:
             while len(self._done) < len(self.stages):
                 with self._cond:
-                    self._start_ready(numbered)
-                    if not self._outcomes:
+                    if not self._outcomes:  # no stage starts once a failure is in
+                        self._start_ready(numbered)
+                        if not self._threads:  # a stage none can start: a bug
+                            raise RuntimeError("no stage can start: "
+                                               f"{sorted(self._after.items())}")
                         self._cond.wait()  # an outcome, or a stage waiting (a free slot)
                         continue
                     outcomes, self._outcomes = self._outcomes, []

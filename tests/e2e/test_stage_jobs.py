@@ -32,6 +32,7 @@ from tests.e2e.helpers import (
 )
 from tests.fixtures.images import BaseImages
 from tests.fixtures.registry import Registry
+from tests.terminal import on_a_terminal
 from tests.tools import require_root
 
 # How long a build may take before the test gives up on it: generous, never reached
@@ -278,3 +279,39 @@ def _assert_gone(markers: list[str]) -> None:
         time.sleep(0.1)
     for marker in markers:
         assert processes_matching(marker) == [], f"{marker} outlived the build"
+
+
+def test_the_live_view_draws_both_running_steps_and_cancels_the_stopped_one(
+        tmp_path: Path, base_images: BaseImages, rendezvous: list[Rendezvous]) -> None:
+    """On a terminal: while both stages run, one frame shows both steps with their
+    output; when one fails, the other's step is left as CANCELED, the failed one as
+    ERROR with its output, as BuildKit leaves them."""
+    server = Rendezvous({"left", "right"})
+    rendezvous.append(server)
+    left = f"RUN echo left-waiting && wget -q -O- {server.url('left')} && sleep 9861"
+    right = f"RUN echo right-waiting && wget -q -O- {server.url('right')} && sleep 2 && exit 5"
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": (
+        f"FROM {base_images.oci} AS left\n{left}\n"
+        f"FROM {base_images.oci} AS right\n{right}\n"
+        f"FROM {base_images.oci}\n"
+        "COPY --from=left /etc/passwd /a\n"
+        "COPY --from=right /etc/passwd /b\n")})
+    require_root()
+    run = on_a_terminal(["build", "-c", str(context), "--no-push", "--jobs", "2"],
+                        {"NO_COLOR": "1"}, timeout=WAIT)
+    final = [line.rstrip() for line in run.screen.lines if line.strip()]
+    assert run.status == 1, "\n".join(final)
+    both = [frame for frame in run.screen.frames
+            if any(line.startswith("=> [1/3] STEP 2/2: RUN echo left") for line in frame)
+            and any(line.startswith("=> [2/3] STEP 2/2: RUN echo right") for line in frame)]
+    assert both, "no frame showed both running steps"
+    assert any(any("=> => # left-ok" in line for line in frame)
+               and any("=> => # right-ok" in line for line in frame) for frame in both)
+    canceled = [line for line in final if line.startswith("=> CANCELED [1/3] STEP 2/2")]
+    assert len(canceled) == 1, final
+    error = final.index(next(line for line in final if line.startswith("=> ERROR ")))
+    assert final[error].startswith("=> ERROR [2/3] STEP 2/2: RUN echo right"), final
+    assert final[error + 1:error + 5] == [
+        "------", f" > [2/3] STEP 2/2: {right}:", "   right-waiting", "   right-ok"], final
+    assert final[-1].startswith("kanipy: error: Dockerfile:4: ") and "exit code 5" in final[-1]
+    _assert_gone(["sleep 9861"])
