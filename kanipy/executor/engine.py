@@ -370,6 +370,7 @@ class Build:
         self._rebuild = lambda index: build_stage(*numbered[index], hits=False)
         if not options.no_push and not options.skip_push_permission_check and destinations:
             push_check = _PushCheck(self.client, destinations)
+
         def build_one(number: int, stage: Stage) -> None:
             try:
                 build_stage(number, stage)

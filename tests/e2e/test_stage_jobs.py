@@ -315,3 +315,45 @@ def test_the_live_view_draws_both_running_steps_and_cancels_the_stopped_one(
         "------", f" > [2/3] STEP 2/2: {right}:", "   right-waiting", "   right-ok"], final
     assert final[-1].startswith("kanipy: error: Dockerfile:4: ") and "exit code 5" in final[-1]
     _assert_gone(["sleep 9861"])
+
+
+def test_two_stages_from_one_cached_stage_with_its_layer_lost(
+        tmp_path: Path, base_images: BaseImages) -> None:
+    """The layer cache's lazy roots under concurrent stages (issue 10): two stages built
+    at once FROM one fully cached stage, both missing (a new SALT), need its root
+    together; its cached layer is gone, so it is built again without hits, once, and
+    the image is the one an uncached build gives."""
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": (
+        "ARG BASE\n"
+        "FROM $BASE AS common\nRUN echo common > /common.txt\n"
+        "FROM common AS left\nARG SALT\n"
+        "RUN cat /common.txt > /left.txt && echo $SALT >> /left.txt\n"
+        "FROM common AS right\nARG SALT\n"
+        "RUN cat /common.txt > /right.txt && echo $SALT >> /right.txt\n"
+        "FROM $BASE\nCOPY --from=left /left.txt /out/\nCOPY --from=right /right.txt /out/\n")})
+    cache = tmp_path / "cache"
+
+    def run(out: str, salt: str, *cached: str) -> list[dict]:
+        result = build(context, "--no-push", "--reproducible", *cached, "--build-arg",
+                       f"BASE={base_images.oci}", "--build-arg", f"SALT={salt}",
+                       "--log-format", "json", "--jobs", "3", "--oci-layout-path",
+                       str(tmp_path / out)).check()
+        return _json_records(result.stderr)
+
+    with_cache = ("--cache", "--cache-copy-layers", "--cache-repo", f"oci:{cache}")
+    cold = run("cold", "1", *with_cache)
+    common_layer = next(r["layer_digest"] for r in cold if r.get("event") == "step_done"
+                        and r["instruction"] == "RUN echo common > /common.txt")
+    (cache / "blobs" / "sha256" / common_layer.removeprefix("sha256:")).unlink()
+    lost = run("lost", "2", *with_cache)
+    again = [r for r in lost if "building the stage again" in r.get("msg", "")]
+    assert len(again) == 1 and again[0]["stage"] in (2, 3), again
+    run("uncached", "2")
+    digests = {out: json.loads((tmp_path / out / "index.json").read_text())["manifests"][0]
+               ["digest"] for out in ("lost", "uncached")}
+    assert digests["lost"] == digests["uncached"]
+    rootfs = tmp_path / "bundle"
+    subprocess.run(["umoci", "unpack", "--image", f"{tmp_path / 'lost'}:latest", str(rootfs)],
+                   check=True, capture_output=True)
+    assert (rootfs / "rootfs" / "out" / "left.txt").read_text() == "common\n2\n"
+    assert (rootfs / "rootfs" / "out" / "right.txt").read_text() == "common\n2\n"
