@@ -10,6 +10,7 @@ tarball, an OCI layout, digest files. A failed build writes nothing anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import tempfile
@@ -214,6 +215,7 @@ class Build:
         # is filled (a lazy root, issue 10) under a lock of its own.
         self._lock = threading.RLock()
         self._root_locks: dict[int, threading.RLock] = {}
+        self._pull_locks: dict[str, threading.Lock] = {}  # by base image (``_pulling``)
         self._built: dict[int, threading.Event] = {}
         self._events = StageEvents(reporter)
         self._stage_runner: StageRunner | None = None
@@ -329,9 +331,10 @@ class Build:
                                needs=room_taken_since([build_dir, store.root])):
                 # layer cache hook: with the cache, the base is unpacked only when needed
                 try:
-                    base = bases.stage_base(stage, self.stages,
-                                            lazy=self.cache is not None and not single,
-                                            stage_root=self._stage_root)
+                    with self._pulling(stage):
+                        base = bases.stage_base(stage, self.stages,
+                                                lazy=self.cache is not None and not single,
+                                                stage_root=self._stage_root)
                 except Exception:
                     # A refused push is what the user hears of first (a signal is
                     # not waited on: the check may be what stalls).
@@ -455,6 +458,15 @@ class Build:
             raise
         finally:
             self._stage_runner = None
+
+    def _pulling(self, stage: Stage) -> threading.Lock | contextlib.nullcontext[None]:
+        """Held while a stage pulls its base image: two stages built at once FROM one
+        image pull it one after the other, the second finding its blobs in the store,
+        rather than both downloading every blob."""
+        if not isinstance(stage.base, str) or stage.base == "scratch":
+            return contextlib.nullcontext()
+        with self._lock:
+            return self._pull_locks.setdefault(stage.base, threading.Lock())
 
     def _wait_for_stage(self, index: int) -> bool:
         """Wait until stage ``index`` is built, when it is being built at the same time as
