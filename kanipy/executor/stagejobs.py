@@ -47,8 +47,12 @@ current_stage: contextvars.ContextVar[int | None] = contextvars.ContextVar(
     "kanipy_current_stage", default=None)
 
 
-class StagesStopped(Exception):
-    """Raised in a stage's thread once the build is stopping (another stage failed)."""
+class StagesStopped(BaseException):
+    """Raised in a stage's thread once the build is stopping (another stage failed).
+
+    Not an ``Exception``, as KeyboardInterrupt is not: the handlers that turn problems
+    into warnings and go on (the layer cache's, a cached layer's fetch) must let it
+    through, not make a stopping stage go on uncached."""
 
 
 def stage_jobs(asked: int | None) -> int:
