@@ -29,6 +29,7 @@ import kanipy
 from kanipy import __version__
 from kanipy.cliflags import GroupedCommand, add_flags
 from kanipy.errors import BuildError, DockerfileError, KanipyError, RegistryError, UsageError
+from kanipy.executor.stagejobs import current_stage
 
 # Annotations only, or imported where a build uses them: `kanipy --version` and
 # `--help` load neither the option conversion nor the terminal view (issue 14).
@@ -120,6 +121,9 @@ class _JsonFormatter(logging.Formatter):
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             entry.update({k: v for k, v in fields.items() if k not in entry})
+        stage = current_stage.get()  # the stage whose thread logged it
+        if stage is not None and "stage" not in entry:
+            entry["stage"] = stage
         if record.exc_info:
             entry["traceback"] = self.formatException(record.exc_info)
         return json.dumps(entry)
@@ -287,23 +291,31 @@ class ConsoleReporter:
         self.json_lines = json_lines
         self.timestamps = timestamps
         self.colour = colour
-        self._running: StepInfo | None = None  # the step under way, for a failure's fields
+        # The step under way in each stage (stages may be built at once, --jobs), for
+        # a failure's fields; a stage pulling its base has None.
+        self._running: dict[int, StepInfo | None] = {}
+        self._stage_labels: dict[int, str] = {}
+        self._lock = threading.Lock()  # one whole line at a time
 
     def _line(self, text: str) -> None:
         if self.timestamps:
             text = f"{_utc()} {text}"
-        self.stream.write(text + "\n")
-        self.stream.flush()
+        with self._lock:
+            self.stream.write(text + "\n")
+            self.stream.flush()
 
     def _record(self, event: str, msg: str, level: str = "info", **fields: Any) -> None:
         entry = {"time": _utc(), "level": level, "logger": "kanipy.build", "event": event,
                  "msg": msg, **fields}
-        self.stream.write(json.dumps(entry) + "\n")
-        self.stream.flush()
+        with self._lock:
+            self.stream.write(json.dumps(entry) + "\n")
+            self.stream.flush()
 
     def stage_started(self, number: int, count: int, name: str | None, base: str) -> None:
         label = f" {name}" if name else ""
         text = f"[{number}/{count}] STAGE{label} FROM {base}"
+        self._running[number] = None
+        self._stage_labels[number] = f"[{number}/{count}] STAGE{label}"
         if self.json_lines:
             self._record("stage", text, stage=number, stages=count, stage_name=name,
                          base=base)
@@ -311,7 +323,7 @@ class ConsoleReporter:
             self._line(text)
 
     def step_started(self, step: StepInfo) -> None:
-        self._running = step
+        self._running[step.stage_number] = step
         text = f"{step.label}: {step.text}"
         if self.json_lines:
             self._record("step", text, **_step_fields(step))
@@ -327,7 +339,7 @@ class ConsoleReporter:
             self._line(f"{step.label}  | {text}")
 
     def step_finished(self, summary: StepSummary) -> None:
-        self._running = None
+        self._running.pop(summary.step.stage_number, None)
         if self.json_lines:
             self._record("step_done", f"{summary.step.label}: done in {summary.seconds:.2f}s",
                          **_summary_fields(summary))
@@ -337,6 +349,21 @@ class ConsoleReporter:
 
     def transfer(self, event: ProgressEvent) -> None:
         pass
+
+    def stage_stopped(self, number: int) -> None:
+        """A stage built at the same time as one that failed was stopped unfinished."""
+        step = self._running.pop(number, None)
+        if step is not None:
+            text = f"{step.label}: stopped (another stage failed)"
+            fields = _step_fields(step)
+        else:
+            text = f"{self._stage_labels.get(number, f'stage {number}')}: stopped (another " \
+                   "stage failed)"
+            fields = {"stage": number}
+        if self.json_lines:
+            self._record("stopped", text, **fields)
+        else:
+            self._line(text)
 
     def pushed(self, reference: str, digest: str) -> None:
         if self.json_lines:
@@ -376,8 +403,11 @@ class ConsoleReporter:
     def failed(self, failure: Failure) -> None:
         """The last line of a failed build: ``kanipy: error: …``, or its JSON record."""
         fields = dict(failure.fields)
-        if self._running is not None:
-            step = _step_fields(self._running)
+        # The step that failed: the one left under way (the stages stopped because
+        # of it were reported stopped); after a signal, the first of those interrupted.
+        running = next((step for step in self._running.values() if step is not None), None)
+        if running is not None:
+            step = _step_fields(running)
             # A Dockerfile error names its own line; keep it over the running step's.
             fields = {**step, **{k: v for k, v in fields.items() if v is not None}}
         if self.json_lines:

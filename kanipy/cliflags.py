@@ -235,6 +235,13 @@ FLAGS: tuple[Flag, ...] = (
     # -- snapshots and layers ---------------------------------------------------------
     _f("--single-snapshot", "single_snapshot", "bool", LAYERS,
        "One layer for the whole final stage."),
+    _f("--jobs", "jobs", "int", LAYERS,
+       "Stages built at the same time, at most (default: the CPUs kanipy may use, at least "
+       "2; 1 builds them one after another).", status=OWN,
+       note="as `buildah bud --jobs`: a stage starts once the stage it is built `FROM` is "
+            "built, and a `COPY --from` or `RUN --mount from=` step waits for the stage it "
+            "reads, so independent stages are built at once; the image is the same as with "
+            "`--jobs 1`"),
     _f("--reproducible", "reproducible", "bool", LAYERS,
        "Strip timestamps (SOURCE_DATE_EPOCH, else the epoch) for identical digests.",
        status=DIFFERS, note="honours `SOURCE_DATE_EPOCH` when it is set"),

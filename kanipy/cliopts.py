@@ -136,6 +136,7 @@ def options_from_flags(kw: dict[str, Any], env: Mapping[str, str] | None = None
         compression_level=level if level is not None and level > 0 else None,
         reproducible=bool(kw["reproducible"]),
         single_snapshot=bool(kw["single_snapshot"]),
+        jobs=kw["jobs"],
         tar_path=kw["tar_path"],
         oci_layout_path=kw["oci_layout_path"],
         digest_file=kw["digest_file"],

@@ -107,7 +107,9 @@ class TerminalReporter:
         self._started = time.monotonic()
         self._pending: list[str] = []  # lines to print once, above the live area
         self._drawn = 0  # lines of the live area now on the screen
-        self._running: _Running | None = None
+        # The entry under way in each stage, by stage number, in the order they
+        # started: stages may be built at the same time (--jobs).
+        self._running: dict[int, _Running] = {}
         self._blobs: dict[str, _Blob] = {}
         self._steps_done = 0
         self._steps_cached = 0
@@ -122,22 +124,22 @@ class TerminalReporter:
         label = f" {name}" if name else ""
         with self._lock:
             self._ensure_thread()
-            self._running = _Running(f"[{number}/{count}] STAGE{label} FROM {base}",
-                                     time.monotonic())
+            self._running[number] = _Running(f"[{number}/{count}] STAGE{label} FROM {base}",
+                                             time.monotonic())
 
     def step_started(self, step: StepInfo) -> None:
         with self._lock:
             self._ensure_thread()
             # The FROM step's time is the pull: keep the stage's clock for it.
             started = time.monotonic()
-            if step.step_number == 1 and self._running is not None \
-                    and self._running.step is None:
-                started = self._running.started
-            self._running = _Running(step_text(step), started, step)
+            stage = self._running.get(step.stage_number)
+            if step.step_number == 1 and stage is not None and stage.step is None:
+                started = stage.started
+            self._running[step.stage_number] = _Running(step_text(step), started, step)
 
     def step_output(self, step: StepInfo, line: bytes) -> None:
         with self._lock:
-            running = self._running
+            running = self._running.get(step.stage_number)
             if running is None:
                 return
             if len(running.output) == running.output.maxlen:
@@ -155,8 +157,26 @@ class TerminalReporter:
                 line = self._paint(f"=> {text}", "34")
             self._emit(self._with_time(line, len(f"=> {text}") + 7 * summary.cached,
                                        summary.seconds))
-            self._running = None
+            self._running.pop(summary.step.stage_number, None)
+            self._clear_blobs()
+
+    def stage_stopped(self, number: int) -> None:
+        """A stage stopped because another failed: ``=> CANCELED`` as BuildKit shows it."""
+        with self._lock:
+            running = self._running.pop(number, None)
+            if running is not None:
+                head = f"=> CANCELED {running.text}"
+                self._emit(self._with_time(self._paint(head, "33"), len(head),
+                                           time.monotonic() - running.started))
+            self._clear_blobs()
+
+    def _clear_blobs(self) -> None:
+        """Forget the finished transfers (all of them once no stage is under way)."""
+        if not self._running:
             self._blobs.clear()
+            return
+        for key in [k for k, blob in self._blobs.items() if blob.finished]:
+            del self._blobs[key]
 
     def transfer(self, event: ProgressEvent) -> None:
         with self._lock:
@@ -202,9 +222,10 @@ class TerminalReporter:
     def failed(self, failure: Any) -> None:
         """Leave the failed entry and its whole kept output on the screen, then the error."""
         with self._lock:
-            running = self._running
             self._stop_thread()
-            if running is not None:
+            # The failed entry: the one left under way (the stages stopped because of
+            # it were shown CANCELED); after a signal, every one it interrupted.
+            for running in self._running.values():
                 seconds = time.monotonic() - running.started
                 head = f"=> ERROR {running.text}"
                 self._emit(self._with_time(self._paint(head, "31"), len(head), seconds))
@@ -217,7 +238,7 @@ class TerminalReporter:
                     for text in running.output:
                         self._emit(f"   {text}")
                     self._emit("------")
-            self._running = None
+            self._running.clear()
             self._blobs.clear()
             traceback = failure.fields.get("traceback")
             if traceback:
@@ -232,7 +253,7 @@ class TerminalReporter:
             if self._closed:
                 return
             self._stop_thread()
-            self._running = None
+            self._running.clear()
             self._blobs.clear()
             if last_line:
                 self._emit(last_line)
@@ -282,14 +303,15 @@ class TerminalReporter:
         now = time.monotonic()
         room = max(1, width - 1)
         lines = [f"[+] Building {now - self._started:.1f}s ({_steps(self._steps_done)} done)"]
-        running = self._running
-        if running is not None:
+        # Stages built at once share the output lines under their steps.
+        tail = max(2, TAIL_LINES // len(self._running)) if self._running else 0
+        for running in self._running.values():
             head = f"=> {running.text}"
             stamp = f"{now - running.started:.1f}s"
             if len(head) + 2 + len(stamp) > room:
                 head = head[: max(1, room - len(stamp) - 3)] + "…"
             lines.append(f"{head}{' ' * (room - len(head) - len(stamp))}{stamp}")
-            for text in list(running.output)[-TAIL_LINES:]:
+            for text in list(running.output)[-tail:]:
                 lines.append(self._paint(f"=> => # {text}"[:room], "2"))
         blobs = [(key, blob) for key, blob in self._blobs.items()]
         active = [(k, b) for k, b in blobs if not b.finished]
@@ -301,7 +323,7 @@ class TerminalReporter:
             # Blobs already at the registry are "exists" or "mounted": a push all the
             # same when no step or stage is under way (pushes come after the last step).
             verb = "pushing" if "upload" in phases or (
-                "download" not in phases and running is None) else "pulling"
+                "download" not in phases and not self._running) else "pulling"
             lines.append(f"=> {verb} {finished}/{len(blobs)} blobs, {human_bytes(done)} / "
                          f"{human_bytes(total)}"[:room])
             for key, blob in active[:TAIL_LINES]:

@@ -121,6 +121,7 @@ class LayerCache:
         self.layer_settings = dict(layer_settings)
         self._queue: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self._pusher: threading.Thread | None = None
+        self._pusher_lock = threading.Lock()
         # Set when the repository itself failed: the rest of the build runs uncached.
         self.off = False
         self._refused = False  # the repository refused an entry: store no more
@@ -151,10 +152,11 @@ class LayerCache:
 
         def write() -> None:
             self.repository.store(image, tags, mount_sources)
-        if self._pusher is None:
-            self._pusher = threading.Thread(target=self._push_entries, name="kanipy-cache-push",
-                                            daemon=True)
-            self._pusher.start()
+        with self._pusher_lock:  # one pusher, also when stages are built at once (--jobs)
+            if self._pusher is None:
+                self._pusher = threading.Thread(target=self._push_entries,
+                                                name="kanipy-cache-push", daemon=True)
+                self._pusher.start()
         self._queue.put(write)
 
     def _push_entries(self) -> None:

@@ -10,6 +10,7 @@ tarball, an OCI layout, digest files. A failed build writes nothing anywhere.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import tempfile
@@ -36,6 +37,14 @@ from kanipy.executor.progress import BuildReporter, StepSummary
 from kanipy.executor.runner import ChrootRunner, Runner
 from kanipy.executor.sandbox_caps import require_build_privileges
 from kanipy.executor.stage import BuiltStage, LayerPolicy, StageBuilder
+from kanipy.executor.stagejobs import (
+    StageEvents,
+    StageRunner,
+    StagesStopped,
+    current_stage,
+    overlap_possible,
+    stage_jobs,
+)
 from kanipy.executor.step import StageContext, StageNames
 from kanipy.fs.diskspace import no_space_left, room_taken_since
 from kanipy.fs.rootfs import Rootfs
@@ -205,12 +214,22 @@ class Build:
         self.cache: LayerCache | None = None  # the layer cache (issue 10), made by _run
         # Builds a stage again without cache hits (a cached layer was lost), by index.
         self._rebuild: Callable[[int], BuiltStage] = lambda index: self.stages[index]
+        # Stages may be built at the same time (--jobs, kanipy.executor.stagejobs):
+        # ``_lock`` guards ``stages``, ``summaries`` and the client; a stage's root
+        # is filled (a lazy root, issue 10) under a lock of its own.
+        self._lock = threading.RLock()
+        self._root_locks: dict[int, threading.RLock] = {}
+        self._pull_locks: dict[str, threading.Lock] = {}  # by base image (``_pulling``)
+        self._built: dict[int, threading.Event] = {}
+        self._events = StageEvents(reporter)
+        self._stage_runner: StageRunner | None = None
 
     @property
     def client(self) -> RegistryClient:
-        if self._client is None:
-            self._client = RegistryClient(registry_options(self.options))
-        return self._client
+        with self._lock:
+            if self._client is None:
+                self._client = RegistryClient(registry_options(self.options))
+            return self._client
 
     def run(self) -> BuildResult:
         options = self.options
@@ -294,7 +313,7 @@ class Build:
         self.secrets = _read_secrets(options)
         bases = self.bases = StageBases(
             client=lambda: self.client, store=store, build_dir=build_dir,
-            reporter=self.reporter, target_platform=options.target_platform,
+            reporter=self._events, target_platform=options.target_platform,
             image_format=options.image_format, filename=self.filename,
             platform_asked=options.custom_platform is not None,
         )
@@ -304,7 +323,15 @@ class Build:
         in_image = _stages_in_image(plan)
 
         def build_stage(number: int, stage: Stage, hits: bool = True) -> BuiltStage:
-            self.reporter.stage_started(number, count, stage.name, _base_text(stage, plan))
+            # Log records name the stage they come from (the JSON log's "stage").
+            token = current_stage.set(number)
+            try:
+                return build_stage_now(number, stage, hits)
+            finally:
+                current_stage.reset(token)
+
+        def build_stage_now(number: int, stage: Stage, hits: bool) -> BuiltStage:
+            self._events.stage_started(number, count, stage.name, _base_text(stage, plan))
             started = time.monotonic()
             single = options.single_snapshot and stage is plan.stages[-1]
             with no_space_left([build_dir, store.root],
@@ -312,9 +339,10 @@ class Build:
                                needs=room_taken_since([build_dir, store.root])):
                 # layer cache hook: with the cache, the base is unpacked only when needed
                 try:
-                    base = bases.stage_base(stage, self.stages,
-                                            lazy=self.cache is not None and not single,
-                                            stage_root=self._stage_root)
+                    with self._pulling(stage):
+                        base = bases.stage_base(stage, self.stages,
+                                                lazy=self.cache is not None and not single,
+                                                stage_root=self._stage_root)
                 except Exception:
                     # A refused push is what the user hears of first (a signal is
                     # not waited on: the check may be what stalls).
@@ -326,7 +354,7 @@ class Build:
             builder = StageBuilder(
                 plan=plan, stage=stage, number=number, count=count, base=base,
                 ctx_factory=self._ctx_factory(plan, stage, context, build_dir, store),
-                store=store, policy=policy, reporter=self.reporter,
+                store=store, policy=policy, reporter=self._events,
                 single_snapshot=single,
                 base_seconds=time.monotonic() - started,
                 ignore_paths=frozenset(options.ignore_paths),
@@ -339,9 +367,14 @@ class Build:
                                f"building stage {number} (its root and its layers)",
                                needs=room_taken_since([build_dir, store.root])):
                 built = builder.build()
-            self.summaries = [s for s in self.summaries if s.step.stage_number != number]
-            self.summaries += builder.summaries
-            self.stages[stage.index] = built
+            with self._lock:
+                # In stage order whatever order the stages finished in (a stage
+                # built again after a lost cached layer replaces its own steps).
+                summaries = [s for s in self.summaries if s.step.stage_number != number]
+                self.summaries = sorted(summaries + builder.summaries,
+                                        key=lambda s: s.step.stage_number)
+                self.stages[stage.index] = built
+                self._built.setdefault(stage.index, threading.Event()).set()
             return built
 
         numbered = {stage.index: (number, stage)
@@ -351,12 +384,20 @@ class Build:
             push_check = _PushCheck(self.client, destinations)
             # Layers go up as they are made, once the check passed (it is waited for
             # before any step runs, so before any layer exists).
-            self._early = EarlyPush(self.client, destinations, store, self.reporter.transfer)
-        for number, stage in enumerate(plan.stages, start=1):
+            self._early = EarlyPush(self.client, destinations, store, self._events.transfer)
+
+        def build_one(number: int, stage: Stage) -> None:
             try:
                 build_stage(number, stage)
             except CachedLayerLost as exc:  # layer cache hook: build it again, uncached
                 self._without_hits(stage.index, exc)
+
+        jobs = stage_jobs(options.jobs)
+        if jobs == 1 or not overlap_possible(plan.stages):
+            for number, stage in enumerate(plan.stages, start=1):
+                build_one(number, stage)
+        else:
+            self._build_at_once(plan, build_one, jobs)
 
         final = self.stages[plan.stages[-1].index]
         remote: frozenset[Digest] = frozenset()
@@ -401,14 +442,76 @@ class Build:
         self.reporter.finished(self.summaries)
         return result
 
+    # -- stages built at the same time (--jobs) -------------------------------------------
+
+    def _build_at_once(self, plan: BuildPlan, build_one: Callable[[int, Stage], None],
+                       jobs: int) -> None:
+        """Build the stages on threads, each once the stage it is built FROM is built; a
+        step reading another stage waits for it (``_wait_for_stage``)."""
+        events = self._events
+
+        def stop() -> None:
+            events.stopping.set()
+            stop_runner = getattr(self.runner, "stop", None)  # ends running RUN steps
+            if stop_runner is not None:
+                stop_runner()
+
+        runner = self._stage_runner = StageRunner(plan.stages, build_one, jobs=jobs, stop=stop)
+        try:
+            runner.run()
+        except BaseException as exc:
+            # The stages stopped because of another's failure say so; the failed one
+            # stays the reporter's running step. After a signal every stage was
+            # stopped by it, and each is reported as the signal's, as today.
+            if not isinstance(exc, KeyboardInterrupt):
+                events.stopped(runner.failed_stage)
+            if isinstance(exc, StagesStopped):  # never the first failure; a bug if so
+                raise BuildError(str(exc)) from exc
+            raise
+        finally:
+            self._stage_runner = None
+
+    def _pulling(self, stage: Stage) -> threading.Lock | contextlib.nullcontext[None]:
+        """Held while a stage pulls its base image: two stages built at once FROM one
+        image pull it one after the other, the second finding its blobs in the store,
+        rather than both downloading every blob."""
+        if not isinstance(stage.base, str) or stage.base == "scratch":
+            return contextlib.nullcontext()
+        with self._lock:
+            return self._pull_locks.setdefault(stage.base, threading.Lock())
+
+    def _wait_for_stage(self, index: int) -> bool:
+        """Wait until stage ``index`` is built, when it is being built at the same time as
+        the caller's stage, whose step reads it (COPY --from, RUN --mount from=; also a
+        ``--from`` planning could not resolve, set by the base image's ENV or ONBUILD).
+        False when no such stage is coming."""
+        runner = self._stage_runner
+        if runner is None or index not in {s.index for s in runner.stages}:
+            return False
+        with self._lock:
+            built = self._built.setdefault(index, threading.Event())
+        with runner.waiting():
+            while not built.wait(0.2):
+                if runner.stopping.is_set():
+                    raise StagesStopped("the build is stopping: another stage failed")
+        return True
+
     # -- the layer cache's lazy roots ------------------------------------------------------
 
     def _stage_root(self, index: int) -> Path:
-        """The whole root of the earlier stage ``index`` (filled now if it was left lazy)."""
-        try:
-            return self.stages[index].ensure_root()
-        except CachedLayerLost as exc:
-            return self._without_hits(index, exc).root
+        """The whole root of the earlier stage ``index`` (filled now if it was left lazy).
+
+        Two stages built at once may read one earlier stage: its root is filled once,
+        under its own lock (a stage's lock is only ever taken before the locks of
+        the stages it reads, so no two threads wait for each other).
+        """
+        with self._lock:
+            lock = self._root_locks.setdefault(index, threading.RLock())
+        with lock:
+            try:
+                return self.stages[index].ensure_root()
+            except CachedLayerLost as exc:
+                return self._without_hits(index, exc).root
 
     def _without_hits(self, index: int, lost: CachedLayerLost) -> BuiltStage:
         """Build stage ``index`` again with every step run, after a cached layer was lost."""
@@ -416,7 +519,8 @@ class Build:
         bases = self.bases
         assert bases is not None
         shutil.rmtree(bases.stage_root_path(index), ignore_errors=True)
-        self.stages.pop(index, None)
+        with self._lock:
+            self.stages.pop(index, None)
         return self._rebuild(index)
 
     def _blobs_for_outputs(self, final: BuiltStage, destinations: list[Reference],
@@ -453,7 +557,7 @@ class Build:
                      ) -> Callable[[Rootfs, Callable[[bytes], None]], StageContext]:
         bases = self.bases
         assert bases is not None, "_run makes the bases before any stage"
-        roots = _SourceRoots(self.stages, bases, self._stage_root)
+        roots = _SourceRoots(self.stages, bases, self._stage_root, self._wait_for_stage)
         stages = StageNames.of(plan, stage)
         run_cache_dir = run_cache_root(self.options.cache_dir, self.options.kanipy_dir,
                                        build_dir)
@@ -526,18 +630,23 @@ class _SourceRoots:
     images pulled once per build (the ``SourceRoots`` of kanipy.executor.step)."""
 
     def __init__(self, stages: Mapping[int, BuiltStage], bases: StageBases,
-                 whole_root: Callable[[int], Path]) -> None:
+                 whole_root: Callable[[int], Path],
+                 wait_for: Callable[[int], bool] = lambda index: False) -> None:
         self.stages = stages
         self.bases = bases
         self.whole_root = whole_root
+        self.wait_for = wait_for
+        # Two stages built at once may COPY --from one image: pulled once.
+        self._image_lock = threading.Lock()
 
     def stage_root(self, index: int) -> Path:
-        if index not in self.stages:
+        if index not in self.stages and not self.wait_for(index):
             raise KeyError(index)
         return self.whole_root(index)  # a lazily built stage is filled now (layer cache)
 
     def image_root(self, text: str) -> Path:
-        return self.bases.image_root(text)
+        with self._image_lock:
+            return self.bases.image_root(text)
 
 
 def _layer_for_format(desc: Descriptor, image_format: str) -> Descriptor:
@@ -601,6 +710,7 @@ class _PushCheck:
     def __init__(self, client: RegistryClient, destinations: list[Reference]) -> None:
         self._error: BaseException | None = None
         self._done = False
+        self._lock = threading.Lock()  # stages built at once each ask for the result
         self._thread = threading.Thread(target=self._check, args=(client, destinations),
                                         name="kanipy-push-check", daemon=True)
         self._thread.start()
@@ -615,13 +725,15 @@ class _PushCheck:
 
     def result(self) -> None:
         """Wait for the check (once); raise its error if the push was refused."""
-        if self._done:
-            return
-        self._thread.join()
-        self._done = True
-        if self._error is not None:
-            error, self._error = self._error, None
-            raise error
+        with self._lock:
+            if self._done:
+                if self._error is not None:  # a stage built at the same time raised it
+                    raise StagesStopped("the push-permission check failed")
+                return
+            self._thread.join()
+            self._done = True
+            if self._error is not None:
+                raise self._error
 
 
 def _remove_work_dirs(paths: list[Path], cleaner: threading.Thread | None) -> None:

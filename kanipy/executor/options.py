@@ -46,6 +46,9 @@ class BuildOptions:
     compression_level: int | None = None
     reproducible: bool = False
     single_snapshot: bool = False
+    # --jobs N: at most N stages built at the same time; None: the CPUs this
+    # process may use, at least 2 (``stage_jobs``).
+    jobs: int | None = None
     tar_path: Path | None = None
     oci_layout_path: Path | None = None
     digest_file: Path | None = None

@@ -53,6 +53,11 @@ class BuildReporter(Protocol):
 
     def transfer(self, event: ProgressEvent) -> None: ...
 
+    def stage_stopped(self, number: int) -> None:
+        """Stage ``number`` was stopped unfinished because another stage failed (stages
+        built at the same time, ``--jobs``); its running step, if any, will not finish."""
+        ...
+
     def pushed(self, reference: str, digest: str) -> None: ...
 
     def finished(self, summaries: list[StepSummary]) -> None: ...
@@ -74,6 +79,9 @@ class NullReporter:
         pass
 
     def transfer(self, event: ProgressEvent) -> None:
+        pass
+
+    def stage_stopped(self, number: int) -> None:
         pass
 
     def pushed(self, reference: str, digest: str) -> None:

@@ -55,6 +55,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -195,6 +196,21 @@ class ChrootRunner:
         self.python = python
         self.mode: str | None = None
         self._warned: set[str] = set()
+        # Stages built at the same time run steps at once (--jobs): the helpers
+        # under way, so that ``stop`` can end them; the mode is detected once.
+        self._lock = threading.Lock()
+        self._helpers: set[subprocess.Popen[bytes]] = set()
+        self._stopped = False
+
+    def stop(self) -> None:
+        """End every step under way, as a signal does (SIGTERM to its helper, which ends
+        the step and cleans up), and refuse new ones: the build is stopping."""
+        with self._lock:
+            self._stopped = True
+            helpers = list(self._helpers)
+        for proc in helpers:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
 
     def run(self, spec: RunSpec, on_output: OnOutput) -> RunOutcome:
         _validate(spec)
@@ -258,6 +274,9 @@ class ChrootRunner:
         out_r, out_w = os.pipe()
         spec_r, spec_w = os.pipe()
         try:
+            with self._lock:
+                if self._stopped:
+                    raise BuildError("RUN not started: the build is stopping")
             proc = subprocess.Popen(
                 [self.python, *HELPER_FLAGS, "-c", HELPER_BOOT, package_parent, str(spec_r),
                  str(status_w)],
@@ -274,6 +293,10 @@ class ChrootRunner:
             os.close(out_w)
             os.close(status_w)
             os.close(spec_r)
+        with self._lock:
+            self._helpers.add(proc)
+            if self._stopped:  # stopped while it started
+                proc.send_signal(signal.SIGTERM)
         try:
             # The helper reads the whole spec before anything else, so a spec
             # larger than the pipe's buffer cannot block here for long.
@@ -286,6 +309,8 @@ class ChrootRunner:
             _stop(proc)
             raise
         finally:
+            with self._lock:
+                self._helpers.discard(proc)
             os.close(out_r)
             with os.fdopen(status_r, "rb") as f:
                 raw = f.read()
@@ -293,9 +318,12 @@ class ChrootRunner:
 
     def _conclude(self, status: dict[str, Any]) -> RunOutcome:
         mode = status.get("mode")
-        if mode and self.mode is None:
+        with self._lock:
+            first = bool(mode) and self.mode is None
+            if first:
+                self.mode = mode
+        if mode and first:
             # Detected once per build: later steps go straight to this mode.
-            self.mode = mode
             self.degraded = self.degraded or mode == "unprivileged"
             if mode == "unprivileged":
                 # No PID namespace hides kanipy from the steps: a root step
@@ -305,8 +333,10 @@ class ChrootRunner:
         missing = status.get("missing", [])
         if missing:
             message = "RUN steps run without: " + "; ".join(missing)
-            if message not in self._warned:
+            with self._lock:
+                new = message not in self._warned
                 self._warned.add(message)
+            if new:
                 log.warning("%s", message)
         for warning in status.get("warnings", []):
             log.warning("%s", warning)

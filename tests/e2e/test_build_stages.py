@@ -37,7 +37,9 @@ def _multi_stage(base: str) -> str:
 
 
 def _stage_lines(stderr: str) -> list[str]:
-    return re.findall(r"^\[\d+/\d+\] STAGE.*$", stderr, re.MULTILINE)
+    """The stage lines in stage order (stages built at once may start in any order)."""
+    lines = re.findall(r"^\[\d+/\d+\] STAGE.*$", stderr, re.MULTILINE)
+    return sorted(lines, key=lambda line: int(line[1:line.index("/")]))
 
 
 def test_multi_stage_builds_needed_stages_in_order(
