@@ -146,7 +146,7 @@ class BlobStore:
                     f"{what}: digest mismatch, expected {expected}, got {blob.digest}"
                 )
             final = self.path(blob.digest)
-            final.parent.mkdir(parents=True, exist_ok=True)
+            self._make_below_root(final.parent)
             os.replace(tmp, final)
             if self.durable:
                 _fsync_directory(final.parent)
@@ -160,8 +160,22 @@ class BlobStore:
         except FileNotFoundError:
             # Someone removed the empty ingest directory (a layout writer tidying
             # up after itself); make it again.
-            self._tmp.mkdir(parents=True, exist_ok=True)
+            self._make_below_root(self._tmp)
             return tempfile.mkstemp(dir=self._tmp, prefix=_INGEST_PREFIX)
+
+    def _make_below_root(self, directory: Path) -> None:
+        """Make ``directory`` and those between it and the root, never the root itself.
+
+        A store whose root is gone was removed on purpose (the per-build store goes
+        with its build's work directory): a download still running on an abandoned
+        thread then fails here rather than bring the work directory back.
+        """
+        missing: list[Path] = []
+        while directory != self.root and not directory.is_dir():
+            missing.append(directory)
+            directory = directory.parent
+        for path in reversed(missing):
+            path.mkdir(exist_ok=True)  # FileNotFoundError when the root is gone
 
     def put_bytes(self, data: bytes) -> Digest:
         digest = Digest.of_bytes(data)
@@ -184,7 +198,7 @@ class BlobStore:
         if self.has(digest):
             return
         dst = self.path(digest)
-        dst.parent.mkdir(parents=True, exist_ok=True)
+        self._make_below_root(dst.parent)
         try:
             os.link(other.path(digest), dst)
         except FileExistsError:
