@@ -331,6 +331,38 @@ class DockerIgnore:
         return False
 
 
+    def may_match_below(self, reldir: str) -> bool:
+        """Whether a pattern could match a path strictly inside directory ``reldir``
+        ("" is the context root).
+
+        When none can, every path below ``reldir`` is excluded exactly when ``reldir``
+        is (a path's parents are matched too), so a walk of a directory that is not
+        excluded can stop asking (issue 14: a COPY of 100,000 files asked per file).
+        """
+        if not self.patterns:
+            return False
+        path = _clean(reldir.lstrip("/")) if reldir else "."
+        if path == "." or self.excludes(path):
+            return True
+        parts = path.split("/")
+        return any(_may_match_deeper(p, parts) for p in self.patterns)
+
+
+def _may_match_deeper(pattern: IgnorePattern, parts: list[str]) -> bool:
+    """Whether ``pattern`` could match a path of more components than ``parts`` that
+    starts with them."""
+    if "[" in pattern.text or "\\" in pattern.text or pattern.text.startswith("/"):
+        return True  # a class or an escape can match "/": components do not line up
+    for depth, segment in enumerate(pattern.segments):
+        if segment is None:
+            return True  # "**" can stand for any depth
+        if depth == len(parts):
+            return True  # the pattern goes on below the directory
+        if not segment.matches(parts[depth]):
+            return False
+    return False  # it ends at the directory's depth or above
+
+
 def _could_match_inside(segments: tuple[GlobMatcher | None, ...], parts: list[str]) -> bool:
     for segment, part in zip(segments, parts, strict=False):
         if segment is None:
