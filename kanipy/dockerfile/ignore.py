@@ -34,6 +34,11 @@ _DEAD = -1  # the DFA state with no NFA node left: nothing can match any more
 # most one state is added per character matched, and past this many the cache
 # starts afresh (as RE2 does), so neither time nor memory can be driven up.
 _MAX_STATES = 10_000
+# Directory prefixes whose DFA state a matcher remembers (then it starts afresh), and
+# the two results a remembered prefix can have besides a state.
+_MAX_DIRS = 4096
+_UNSEEN = -2
+_PARENT_MATCHED = -3
 
 
 class GlobMatcher:
@@ -121,6 +126,9 @@ class GlobMatcher:
         return state
 
     def _reset(self) -> None:
+        # The states reached after each directory prefix, without and with ``parents``;
+        # dropped with the states they name.
+        self._after_dir: tuple[dict[str, int], dict[str, int]] = ({}, {})
         self._ids: dict[frozenset[int], int] = {}
         self._states: list[tuple[int, ...]] = []
         self._accepting: list[bool] = []
@@ -145,18 +153,41 @@ class GlobMatcher:
         if len(self._states) > _MAX_STATES:
             self._reset()
         state = self._start
+        cut = path.rfind("/") + 1
+        if cut:
+            # Paths come a directory at a time (a COPY asks about every file of a tree):
+            # where the DFA stands after "dir/" is remembered, so only the last name is
+            # run (issue 14: per-file costs).
+            key = path[:cut]
+            cache = self._after_dir[parents]
+            state = cache.get(key, _UNSEEN)
+            if state == _UNSEEN:
+                state = self._advance(self._start, key, parents)
+                if len(cache) >= _MAX_DIRS:
+                    cache.clear()
+                cache[key] = state
+            if state == _PARENT_MATCHED:
+                return True
+        state = self._advance(state, path[cut:], parents)
+        if state == _PARENT_MATCHED:
+            return True
+        return state != _DEAD and self._accepting[state]
+
+    def _advance(self, state: int, text: str, parents: bool) -> int:
+        """The DFA state after ``text`` from ``state``; _PARENT_MATCHED when, with
+        ``parents``, the path up to a "/" in ``text`` matched."""
         if state == _DEAD:
-            return False
+            return _DEAD
         accepting = self._accepting
         moves = self._moves
-        for ch in path:
+        for ch in text:
             if parents and ch == "/" and accepting[state]:
-                return True  # the directory so far matches: a parent is excluded
+                return _PARENT_MATCHED  # the directory so far matches: a parent is excluded
             nxt = moves[state].get(ch)
             state = self._move(state, ch) if nxt is None else nxt
             if state == _DEAD:
-                return False
-        return accepting[state]
+                return _DEAD
+        return state
 
     def matches(self, path: str) -> bool:
         """Whether the whole of ``path`` matches."""
@@ -329,6 +360,38 @@ class DockerIgnore:
             if _could_match_inside(pattern.segments, parts):
                 return True
         return False
+
+
+    def may_match_below(self, reldir: str) -> bool:
+        """Whether a pattern could match a path strictly inside directory ``reldir``
+        ("" is the context root).
+
+        When none can, every path below ``reldir`` is excluded exactly when ``reldir``
+        is (a path's parents are matched too), so a walk of a directory that is not
+        excluded can stop asking (issue 14: a COPY of 100,000 files asked per file).
+        """
+        if not self.patterns:
+            return False
+        path = _clean(reldir.lstrip("/")) if reldir else "."
+        if path == "." or self.excludes(path):
+            return True
+        parts = path.split("/")
+        return any(_may_match_deeper(p, parts) for p in self.patterns)
+
+
+def _may_match_deeper(pattern: IgnorePattern, parts: list[str]) -> bool:
+    """Whether ``pattern`` could match a path of more components than ``parts`` that
+    starts with them."""
+    if "[" in pattern.text or "\\" in pattern.text or pattern.text.startswith("/"):
+        return True  # a class or an escape can match "/": components do not line up
+    for depth, segment in enumerate(pattern.segments):
+        if segment is None:
+            return True  # "**" can stand for any depth
+        if depth == len(parts):
+            return True  # the pattern goes on below the directory
+        if not segment.matches(parts[depth]):
+            return False
+    return False  # it ends at the directory's depth or above
 
 
 def _could_match_inside(segments: tuple[GlobMatcher | None, ...], parts: list[str]) -> bool:

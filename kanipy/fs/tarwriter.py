@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import struct
 import sys
 from typing import Protocol
 
@@ -44,8 +45,11 @@ _FITS_12 = 8 ** 11
 # The header's constant parts, summed once: the checksum field counts as eight
 # spaces while summing, the magic and version, and NUL padding adds nothing.
 _FIXED_SUM = 8 * 32 + sum(b"ustar\x0000")
-_ZEROS_64 = b"\0" * 64  # uname and gname: empty, owners are numeric
-_ZEROS_12 = b"\0" * 12
+# name, mode to mtime, checksum, typeflag, linkname, magic and version, uname and
+# gname (empty: owners are numeric), devmajor and devminor, prefix, padding.
+_USTAR = struct.Struct("100s48s8s1s100s8s64s16s155s12s")
+_NO_DEVICES = b"0000000\x000000000\x00"
+_NO_DEVICES_SUM = sum(_NO_DEVICES)
 
 
 
@@ -90,17 +94,24 @@ def _header(
         size if 0 <= size < _FITS_12 else 0,
         mtime if 0 <= mtime < _FITS_12 else 0,
     )
-    devices = b"%07o\0%07o\0" % (devmajor if 0 <= devmajor < _FITS_8 else 0,
-                                   devminor if 0 <= devminor < _FITS_8 else 0)
     # The checksum is the sum of the header's bytes (POSIX ustar); summing the
-    # parts that vary is a fifth of summing the 512-byte block.
-    checksum = (_FIXED_SUM + sum(name) + sum(numbers) + typeflag[0] + sum(linkname)
-                + sum(devices) + sum(prefix))
-    return b"".join((
-        name.ljust(100, b"\0"), numbers, b"%06o\0 " % checksum, typeflag,
-        linkname.ljust(100, b"\0"), b"ustar\x0000", _ZEROS_64, devices,
-        prefix.ljust(155, b"\0"), _ZEROS_12,
-    ))
+    # parts that vary is a fifth of summing the 512-byte block, and most entries
+    # have no link name, no prefix and no device numbers.
+    checksum = _FIXED_SUM + sum(name) + sum(numbers) + typeflag[0]
+    if devmajor or devminor:
+        devices = b"%07o\0%07o\0" % (devmajor if 0 <= devmajor < _FITS_8 else 0,
+                                       devminor if 0 <= devminor < _FITS_8 else 0)
+        checksum += sum(devices)
+    else:
+        devices = _NO_DEVICES
+        checksum += _NO_DEVICES_SUM
+    if linkname:
+        checksum += sum(linkname)
+    if prefix:
+        checksum += sum(prefix)
+    # One pack: each "s" field is padded with NULs to its width.
+    return _USTAR.pack(name, numbers, b"%06o\0 " % checksum, typeflag, linkname,
+                       b"ustar\x0000", b"", devices, prefix, b"")
 
 
 class TarWriter:
@@ -136,6 +147,16 @@ class TarWriter:
         ``add_data`` (exactly ``size`` bytes)."""
         raw_name = name.encode(_FS_ENCODING, _FS_ERRORS)
         raw_link = linkname.encode(_FS_ENCODING, _FS_ERRORS) if linkname else b""
+        if (len(raw_name) <= 100 and not raw_link and not xattrs and raw_name.isascii()
+                and 0 <= uid < _FITS_8 and 0 <= gid < _FITS_8 and 0 <= size < _FITS_12
+                and 0 <= mtime < _FITS_12):
+            # Most entries: one ustar header, nothing for pax (issue 14: per entry).
+            self._buf += _header(raw_name, b"", mode, uid, gid, size, mtime, typeflag,
+                                 b"", devmajor, devminor)
+            self.entries += 1
+            if len(self._buf) >= _FLUSH_AT:
+                self._flush()
+            return
         pax: list[bytes] = []
         split = _split_ustar(raw_name) if raw_name.isascii() else None
         if split is None:

@@ -303,19 +303,10 @@ class _CopyStep:
         """Entries below a directory source to leave out: ``.dockerignore`` (paths from
         the context root) and ``--exclude`` (paths from the source directory)."""
         ignore = self.ctx.context.ignore if self.from_context else None
-        excludes = self.excludes
-        if (ignore is None or not ignore.patterns) and excludes is None:
-            return None
         base = "" if source_rel in ("", ".") else source_rel
-
-        def skip(rel: str, is_dir: bool) -> bool:
-            for rules, path in ((ignore, posixpath.join(base, rel)), (excludes, rel)):
-                if rules is not None and rules.patterns and rules.excludes(path):
-                    if not (is_dir and rules.must_walk(path)):
-                        return True
-            return False
-
-        return skip
+        rules = [(r, p) for r, p in ((ignore, base + "/" if base else ""), (self.excludes, ""))
+                 if r is not None and r.patterns]
+        return _IgnoreRules(rules) if rules else None
 
     def _extract(self, archive: Path) -> None:
         self._make_dirs(self.dest)
@@ -331,6 +322,25 @@ class _CopyStep:
         target = self._file_target(item.name)
         self.writer.write_file(target, item.path, 0o600, item.mtime_ns)
         self.touched.append(self.writer.image_path(target))
+
+
+class _IgnoreRules:
+    """A SkipRule from ignore matchers, each with the prefix that makes a path below
+    the copied source into the path its patterns are written against."""
+
+    def __init__(self, rules: list[tuple[DockerIgnore, str]]) -> None:
+        self.rules = rules
+
+    def __call__(self, rel: str, is_dir: bool) -> bool:
+        for rules, prefix in self.rules:
+            path = prefix + rel
+            if rules.excludes(path) and not (is_dir and rules.must_walk(path)):
+                return True
+        return False
+
+    def applies_below(self, rel: str) -> bool:
+        return any(rules.may_match_below((prefix + rel).rstrip("/"))
+                   for rules, prefix in self.rules)
 
 
 def _parents_pivot(pattern: str) -> str:
