@@ -58,14 +58,15 @@ def _wait_for(condition: Callable[[], bool], proc: subprocess.Popen[bytes],
 
 
 def _stop_and_check(proc: subprocess.Popen[bytes], signum: int, code: int, word: str,
-                    workdir: Path) -> str:
+                    workdir: Path, timeout: float = 20) -> str:
     proc.send_signal(signum)
     try:
-        _, err = proc.communicate(timeout=20)
+        _, err = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
-        raise AssertionError(f"kanipy still running 20 s after signal {signum}") from None
+        raise AssertionError(f"kanipy still running {timeout:g} s after signal {signum}") \
+            from None
     stderr = err.decode(errors="replace")
     assert proc.returncode == code, stderr
     assert f"kanipy: {word}" in stderr, stderr

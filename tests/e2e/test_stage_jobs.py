@@ -30,6 +30,7 @@ from tests.e2e.helpers import (
     unpack_image,
     write_tree,
 )
+from tests.e2e.test_signals import _stop_and_check
 from tests.fixtures.images import BaseImages
 from tests.fixtures.registry import Registry
 from tests.terminal import on_a_terminal
@@ -257,17 +258,8 @@ def test_a_signal_stops_every_stage(tmp_path: Path, base_images: BaseImages,
             raise AssertionError("both steps never ran: "
                                  f"{proc.communicate()[1].decode(errors='replace')}")
         time.sleep(0.1)
-    proc.send_signal(signum)
-    try:
-        _, err = proc.communicate(timeout=60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
-        raise AssertionError("kanipy still running 60 s after the signal") from None
-    stderr = err.decode(errors="replace")
-    assert proc.returncode == code, stderr
-    assert f"kanipy: {word}" in stderr and "Traceback" not in stderr, stderr
-    assert [p.name for p in workdir.iterdir() if p.name != "run-cache"] == []
+    # Exit code, message, no traceback, an empty work directory (two stages: a longer wait).
+    _stop_and_check(proc, signum, code, word, workdir, timeout=60)
     _assert_gone(markers)
 
 
