@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.build_support import tag_exists
 from tests.e2e.ci_container import CIContainer
 from tests.e2e.helpers import (
     build,
@@ -263,3 +264,57 @@ def test_a_run_mount_that_cannot_be_provided_names_its_line(
     message = result.stderr.strip().splitlines()[-1]
     assert message.startswith("kanipy: error: Dockerfile:3: "), message
     assert "tmpfs at /etc/passwd/x" in message and "not a directory" in message, message
+
+
+def test_stages_built_at_once_in_a_ci_container_give_the_host_image(
+        tmp_path: Path, registry: Registry, base_images: BaseImages,
+        ci_container: CIContainer) -> None:
+    """Issue 14 in the setting kanipy exists for: two independent builder stages run at
+    once in a CI step (unprivileged RUN, no mount rights) and its layers go up while
+    later steps run; the image equals a host build made one stage at a time."""
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": (
+        f"FROM {base_images.oci} AS one\n"
+        "RUN echo one > /one.txt && id -u >> /one.txt\n"
+        f"FROM {base_images.oci} AS two\n"
+        "RUN echo two > /two.txt && cat /proc/self/status > /dev/null\n"
+        f"FROM {base_images.oci}\n"
+        "COPY --from=one /one.txt /one.txt\n"
+        "RUN cat /one.txt > /seen\n"
+        "COPY --from=two /two.txt /two.txt\n")})
+    host_ref = registry.ref("ci/stages:host")
+    build(context, "-d", host_ref, "--reproducible", "--jobs", "1").check()
+
+    ci_ref = registry.ref("ci/stages:runc")
+    ci = ci_container.build(context, "-d", ci_ref, "--reproducible", "--jobs", "2",
+                            name="stages")
+    assert ci.returncode == 0, ci.stderr[-3000:]
+    assert "RUN steps run unprivileged" in ci.stderr
+    # The registry's own record of what was pushed, not kanipy's digest.
+    assert skopeo_manifest(ci_ref) == skopeo_manifest(host_ref)
+    root = unpack_image(ci_ref, tmp_path / "ci")
+    assert (root / "seen").read_text() == "one\n0\n"
+    assert (root / "two.txt").read_text() == "two\n"
+
+
+def test_a_failing_stage_in_a_ci_container_stops_the_build_and_pushes_nothing(
+        tmp_path: Path, registry: Registry, base_images: BaseImages,
+        ci_container: CIContainer) -> None:
+    """One stage fails while another runs a long step, unprivileged: the failure is what
+    the step reports (its line, its exit status), the other stage's step is ended
+    rather than waited for, and no manifest reaches the destination."""
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": (
+        f"FROM {base_images.oci} AS slow\n"
+        "RUN sleep 120 && echo slow-stage-$((40 + 2))\n"
+        f"FROM {base_images.oci} AS broken\n"
+        "RUN sleep 1 && exit 7\n"
+        f"FROM {base_images.oci}\n"
+        "COPY --from=slow /etc/passwd /a\n"
+        "COPY --from=broken /etc/passwd /b\n")})
+    ref = registry.ref("ci/stages-failed:1")
+    ci = ci_container.build(context, "-d", ref, "--jobs", "2", name="stages-failed")
+    assert ci.returncode == 1, ci.stderr[-3000:]
+    assert "Dockerfile:4" in ci.stderr and "exit code 7" in ci.stderr, ci.stderr[-3000:]
+    # Ended, not waited for: a step left to run would have printed this.
+    assert "slow-stage-42" not in ci.stderr
+    assert "stopped (another stage failed)" in ci.stderr, ci.stderr[-3000:]
+    assert not tag_exists(ref)
