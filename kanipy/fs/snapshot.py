@@ -92,6 +92,8 @@ def _normalize(paths: Iterable[str | PurePosixPath]) -> set[str]:
 
 
 def _record(st: os.stat_result, link: str | None) -> Record:
+    """An entry's record. ``_walk`` packs the same fields inline (its hot loop pays for
+    every call): a change to the record's layout changes both."""
     packed = _PACK.pack(st.st_mode, st.st_uid, st.st_gid, st.st_size, st.st_mtime_ns,
                         st.st_ctime_ns, st.st_ino)
     return packed if link is None else packed + os.fsencode(link)
