@@ -357,10 +357,9 @@ class DockerIgnore:
         for pattern in self.patterns:
             if not pattern.exclusion:
                 continue
-            if _could_match_inside(pattern.segments, parts):
+            if _could_match_inside(pattern, parts, ending_above=True):
                 return True
         return False
-
 
     def may_match_below(self, reldir: str) -> bool:
         """Whether a pattern could match a path strictly inside directory ``reldir``
@@ -376,12 +375,15 @@ class DockerIgnore:
         if path == "." or self.excludes(path):
             return True
         parts = path.split("/")
-        return any(_may_match_deeper(p, parts) for p in self.patterns)
+        return any(_could_match_inside(p, parts, ending_above=False) for p in self.patterns)
 
 
-def _may_match_deeper(pattern: IgnorePattern, parts: list[str]) -> bool:
+def _could_match_inside(pattern: IgnorePattern, parts: list[str], *,
+                        ending_above: bool) -> bool:
     """Whether ``pattern`` could match a path of more components than ``parts`` that
-    starts with them."""
+    starts with them; a pattern that ends at their depth or above counts as
+    ``ending_above`` says (a parent's match reaches inside for ``must_walk``'s
+    exceptions; ``may_match_below`` has those parents matched already)."""
     if "[" in pattern.text or "\\" in pattern.text or pattern.text.startswith("/"):
         return True  # a class or an escape can match "/": components do not line up
     for depth, segment in enumerate(pattern.segments):
@@ -391,16 +393,7 @@ def _may_match_deeper(pattern: IgnorePattern, parts: list[str]) -> bool:
             return True  # the pattern goes on below the directory
         if not segment.matches(parts[depth]):
             return False
-    return False  # it ends at the directory's depth or above
-
-
-def _could_match_inside(segments: tuple[GlobMatcher | None, ...], parts: list[str]) -> bool:
-    for segment, part in zip(segments, parts, strict=False):
-        if segment is None:
-            return True  # "**" can stand for any depth
-        if not segment.matches(part):
-            return False
-    return True
+    return ending_above
 
 
 def load_ignore(context_dir: str | Path, dockerfile_path: str | Path | None = None) -> DockerIgnore:

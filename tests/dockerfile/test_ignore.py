@@ -82,6 +82,14 @@ def test_must_walk(patterns: str, reldir: str, walk: bool) -> None:
     assert DockerIgnore.from_text(patterns).must_walk(reldir) is walk
 
 
+def test_a_file_re_included_through_a_class_is_walked_to() -> None:
+    """"[^a]" matches "/", so the exception re-includes build/keep.txt: the walk must
+    enter build/, or that file silently leaves the context."""
+    rules = DockerIgnore.from_text("build\n!build[^a]keep.txt")
+    assert rules.excludes("build") and not rules.excludes("build/keep.txt")
+    assert rules.must_walk("build")
+
+
 def test_dockerfile_specific_ignore_file_wins(tmp_path: Path) -> None:
     (tmp_path / ".dockerignore").write_text("a\n")
     sub = tmp_path / "docker"
