@@ -21,6 +21,7 @@ its blobs are fetched only where an output needs their bytes.
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import logging
 import posixpath
@@ -178,7 +179,8 @@ class PendingRoot:
             return {}
         pool = ThreadPoolExecutor(max_workers=min(_FETCHERS, len(missing)),
                                   thread_name_prefix="kanipy-layer-fetch")
-        futures = {id(layer): pool.submit(layer.fetch) for layer in missing}
+        futures = {id(layer): pool.submit(contextvars.copy_context().run, layer.fetch)
+                   for layer in missing}
         pool.shutdown(wait=False)
         return futures
 

@@ -27,6 +27,7 @@ any step, and no upload starts without that check.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from collections.abc import Sequence
@@ -110,7 +111,8 @@ class EarlyPush:
                 return
             self._offered.add(str(desc.digest))
             for ref in self._destinations:
-                future = self._pool.submit(self._upload, ref, desc)
+                future = self._pool.submit(contextvars.copy_context().run, self._upload, ref,
+                                           desc)
                 self._uploads.append((ref, desc, future))
         log.debug("uploading layer %s to %d destinations while the build goes on",
                   desc.digest, len(self._destinations))

@@ -25,6 +25,7 @@ by digest (HEAD): nothing is reported pushed that the registry does not serve.
 
 from __future__ import annotations
 
+import contextvars
 import io
 import logging
 import os
@@ -126,8 +127,9 @@ def push(
         # limit ends it (issue 11). On a failure the workers are not waited for.
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kanipy-push")
         try:
-            futures = [pool.submit(push_blob, client, reference, blob, scopes,
-                                   sources.get(blob.descriptor.digest), on_progress)
+            futures = [pool.submit(contextvars.copy_context().run, push_blob, client, reference,
+                                   blob, scopes, sources.get(blob.descriptor.digest),
+                                   on_progress)
                        for blob in blobs]
             for future in futures:
                 future.result()

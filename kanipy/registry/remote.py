@@ -11,6 +11,7 @@ once, several at a time.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 from collections.abc import Callable
@@ -115,8 +116,10 @@ class RemoteImage:
         cancel = threading.Event()
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kanipy-pull")
         try:
-            futures = [pool.submit(self.client.fetch_blob, self.source, d, store,
-                                   self._on_progress, cancel)
+            # In a copy of this thread's context: log records name the stage
+            # that pulls (contextvars do not follow a task to a pool thread).
+            futures = [pool.submit(contextvars.copy_context().run, self.client.fetch_blob,
+                                   self.source, d, store, self._on_progress, cancel)
                        for d in descriptors]
             for i, future in enumerate(futures):
                 future.result()

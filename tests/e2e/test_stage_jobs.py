@@ -33,6 +33,7 @@ from tests.e2e.helpers import (
 from tests.e2e.test_signals import _stop_and_check
 from tests.fixtures.images import BaseImages
 from tests.fixtures.registry import Registry
+from tests.registry.servers import FaultProxy
 from tests.terminal import on_a_terminal
 from tests.tools import require_root
 
@@ -349,3 +350,24 @@ def test_two_stages_from_one_cached_stage_with_its_layer_lost(
                    check=True, capture_output=True)
     assert (rootfs / "rootfs" / "out" / "left.txt").read_text() == "common\n2\n"
     assert (rootfs / "rootfs" / "out" / "right.txt").read_text() == "common\n2\n"
+
+
+def test_records_from_download_threads_name_their_stage(
+        tmp_path: Path, registry: Registry, fault_proxy: FaultProxy,
+        base_images: BaseImages) -> None:
+    """A retry logged by a pull's download thread carries the stage that pulls."""
+    upstream = fault_proxy.upstream.split("://", 1)[1]
+    via_proxy = base_images.oci.replace(upstream, fault_proxy.host)
+    # The layer, not the config: the config is read on the stage's own thread.
+    layer = skopeo_manifest(base_images.oci)["layers"][0]["digest"]
+    fault_proxy.inject_error("GET", f"/blobs/{layer}", 503, "UNAVAILABLE", "try again")
+    context = write_tree(tmp_path / "ctx", {"one": "one\n", "Dockerfile": (
+        "FROM scratch AS one\n"
+        "COPY one /one\n"
+        f"FROM {via_proxy}\n"
+        "COPY --from=one /one /one\n")})
+    result = build(context, "-d", registry.ref("e2e/jobs:log-stage"),
+                   "--log-format", "json").check()
+    retries = [r for r in _json_records(result.stderr) if "answered HTTP 503" in r["msg"]]
+    assert fault_proxy.count("GET", f"/blobs/{layer}") == 2
+    assert [r.get("stage") for r in retries] == [2], retries
