@@ -62,8 +62,8 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal, Protocol
 
 from kanipy.errors import BuildError
-from kanipy.executor.runner_init import DEFAULT_PATH
 from kanipy.executor.sandbox_caps import make_undumpable
+from kanipy.oci.config import DEFAULT_PATH  # runner_init's too; only the step helper loads that
 
 log = logging.getLogger(__name__)
 
