@@ -231,7 +231,7 @@ def _build(kw: dict[str, Any], env: dict[str, str],
 
 
 def _human_size(size: int | None) -> str:
-    from kanipy.console import human_bytes
+    from kanipy.executor.progress import human_bytes
 
     return "-" if size is None else human_bytes(size)
 

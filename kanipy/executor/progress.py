@@ -13,6 +13,16 @@ from kanipy.oci.digest import Digest
 from kanipy.registry.progress import ProgressEvent
 
 
+def human_bytes(size: float) -> str:
+    """``size`` for people: ``134 B``, ``2.5 MB`` (here, not in the terminal view, so a
+    plain log's summary does not load that view)."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"  # pragma: no cover - the loop returns
+
+
 @dataclass(frozen=True)
 class StepInfo:
     """One instruction of one stage, as shown to a user: ``[2/3] STEP 4/9: RUN make``."""
