@@ -94,3 +94,45 @@ def test_build_modules_do_not_load_the_git_context_or_the_cache(module: str) -> 
     modules = set(done.stdout.split())
     assert module in modules
     assert sorted(modules.intersection(NOT_FOR_A_PLAIN_BUILD)) == []
+
+
+COLLECTOR_AFTER = (
+    "import gc, runpy, sys\n"
+    "sys.argv = ['kanipy', *sys.argv[1:]]\n"
+    "try:\n"
+    "    runpy.run_module('kanipy', run_name='__main__')\n"
+    "except SystemExit as exc:\n"
+    "    print('EXIT', exc.code)\n"
+    "print('COLLECTOR', gc.isenabled(), gc.get_freeze_count())\n"
+)
+
+
+def test_the_command_collects_again_once_the_build_modules_are_loaded(tmp_path: Path) -> None:
+    # The collector is paused while `kanipy build` loads its modules, then runs
+    # again with them frozen; a long build must not run without it. The
+    # context is missing, so the build fails after that point, with no registry.
+    done = subprocess.run(
+        [sys.executable, "-c", COLLECTOR_AFTER, "build", "--context", str(tmp_path / "none"),
+         "--no-push", "--kanipy-dir", str(tmp_path / "work")],
+        cwd=REPO, capture_output=True, text=True, check=True)
+    lines = dict(line.split(" ", 1) for line in done.stdout.splitlines())
+    assert lines["EXIT"] != "0"
+    assert "no such directory" in done.stderr
+    enabled, frozen = lines["COLLECTOR"].split()
+    assert enabled == "True"
+    assert int(frozen) > 10_000  # the modules' objects, set aside from every collection
+
+
+def test_the_library_leaves_its_callers_collector_alone(tmp_path: Path) -> None:
+    import gc
+
+    from click.testing import CliRunner
+
+    from kanipy.cli import cli
+
+    frozen = gc.get_freeze_count()
+    result = CliRunner().invoke(cli, ["build", "--context", str(tmp_path / "none"),
+                                      "--no-push", "--kanipy-dir", str(tmp_path / "work")])
+    assert result.exit_code != 0
+    assert gc.isenabled()
+    assert gc.get_freeze_count() == frozen
