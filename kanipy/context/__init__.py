@@ -18,6 +18,7 @@ from typing import BinaryIO
 
 from kanipy.dockerfile.ignore import DockerIgnore, load_ignore
 from kanipy.errors import BuildError, ContextError, IntegrityError
+from kanipy.fieldwise import Fieldwise
 from kanipy.fs.compression import open_decompressed
 from kanipy.fs.rootfs import Rootfs
 from kanipy.fs.unpack import CONTEXT_RULES, extract_tar
@@ -29,8 +30,8 @@ log = logging.getLogger(__name__)
 _REMOTE_PREFIXES = ("git://", "git@", "https://", "http://")
 
 
-@dataclass(frozen=True)
-class BuildContext:
+@dataclass(frozen=True, repr=False, eq=False)
+class BuildContext(Fieldwise):
     """A context directory and its ignore rules.
 
     ``root`` is a real directory; paths inside are context-relative POSIX paths.

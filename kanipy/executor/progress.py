@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from kanipy.fieldwise import Fieldwise
 from kanipy.oci.digest import Digest
 from kanipy.registry.progress import ProgressEvent
 
@@ -23,8 +24,8 @@ def human_bytes(size: float) -> str:
     return f"{size:.1f} GB"  # pragma: no cover - the loop returns
 
 
-@dataclass(frozen=True)
-class StepInfo:
+@dataclass(frozen=True, repr=False, eq=False)
+class StepInfo(Fieldwise):
     """One instruction of one stage, as shown to a user: ``[2/3] STEP 4/9: RUN make``."""
 
     stage_number: int  # 1-based among the stages being built
@@ -40,8 +41,8 @@ class StepInfo:
         return f"[{self.stage_number}/{self.stage_count}] STEP {self.step_number}/{self.step_count}"
 
 
-@dataclass(frozen=True)
-class StepSummary:
+@dataclass(frozen=True, repr=False, eq=False)
+class StepSummary(Fieldwise):
     step: StepInfo
     seconds: float
     layer_size: int | None  # compressed bytes; None when the step added no layer

@@ -32,6 +32,7 @@ import requests
 import urllib3.exceptions
 
 from kanipy.errors import ConnectionFailed, RegistryError
+from kanipy.fieldwise import Fieldwise
 from kanipy.http import LowSpeed, low_speed_stall, make_session, redact_url
 from kanipy.registry.challenge import Challenge, parse_challenge
 from kanipy.registry.options import RegistryOptions
@@ -64,8 +65,8 @@ def registry_session(options: RegistryOptions) -> requests.Session:
                         low_speed=LowSpeed(options.low_speed_limit, options.low_speed_time))
 
 
-@dataclass(frozen=True)
-class Endpoint:
+@dataclass(frozen=True, repr=False, eq=False)
+class Endpoint(Fieldwise):
     """How a registry host answered the ping: its base URL and its auth challenge."""
 
     base_url: str

@@ -26,14 +26,15 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
 from kanipy.executor.step import StepError
+from kanipy.fieldwise import Fieldwise
 from kanipy.http import download_to_file, redact_url
 from kanipy.oci.digest import Digest
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Downloaded:
+@dataclass(frozen=True, repr=False, eq=False)
+class Downloaded(Fieldwise):
     """A verified download in a temporary file (the caller removes it)."""
 
     path: Path
