@@ -6,7 +6,9 @@ minbase from scripts/make_debian_base.sh, cached under ~/.cache/kanipy-bench),
 writes each workload's context and Dockerfile (seeded, so every run builds the
 same bytes), then for each workload runs, interleaved, N times each,
 
-    python -m kanipy build ... --destination REGISTRY/bench/NAME-kanipy
+    kanipy build ... --destination REGISTRY/bench/NAME-kanipy
+      (the console script of a virtual environment made for the run, as an
+      installed kanipy starts: not the editable install's import finder)
     buildah bud --isolation chroot ... && buildah push ... REGISTRY/bench/NAME-buildah
     (with --kanipy-before PATH: the kanipy of another checkout, the same way)
 
@@ -31,12 +33,15 @@ import argparse
 import os
 import random
 import shutil
+import site
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
+import venv
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -280,19 +285,56 @@ def measure(argv: list[str], log: Path, env: dict[str, str] | None = None,
     return Measure(elapsed, usage.ru_maxrss / 1024, peak / 1024)
 
 
+# An installed kanipy's console script, as pip writes one (less its argv[0] rewrite).
+CONSOLE_SCRIPT = """\
+import sys
+from kanipy.cli import main
+if __name__ == "__main__":
+    sys.exit(main())
+"""
+
+
+def installed_kanipy(work: Path) -> tuple[Path, Path]:
+    """A virtual environment that starts kanipy as an installed copy does: the
+    interpreter and the ``kanipy`` console script.
+
+    The development ``.venv`` has kanipy installed editable: its ``.pth`` runs
+    setuptools' import finder at every start, which an installed kanipy does
+    not have (and which loads pathlib, re and urllib.parse before the command
+    starts). This environment sees ``.venv``'s packages through a ``.pth`` that
+    lists the directory (a directory listed there has its own ``.pth`` files
+    ignored); kanipy itself comes from ``PYTHONPATH``, one checkout or the
+    other, each compiled beforehand as pip compiles an installed one.
+    """
+    env_dir = work / "installed-venv"
+    venv.EnvBuilder(with_pip=False, symlinks=True).create(env_dir)
+    purelib = Path(sysconfig.get_paths(vars={"base": str(env_dir),
+                                             "platbase": str(env_dir)})["purelib"])
+    (purelib / "kanipy-dependencies.pth").write_text(
+        "".join(f"{path}\n" for path in site.getsitepackages()))
+    script = env_dir / "bin" / "kanipy"
+    python = env_dir / "bin" / "python"
+    script.write_text(f"#!{python}\n{CONSOLE_SCRIPT}")
+    script.chmod(0o755)
+    return python, script
+
+
 def run_kanipy(ctx: Path, dest: str, registry: str, work: Path, log: Path,
                profile: Path | None, checkout: Path = ROOT) -> Measure:
-    """One cold ``kanipy build`` of ``checkout``'s kanipy (this one by default)."""
+    """One cold ``kanipy build`` of ``checkout``'s kanipy (this one by default),
+    started through the console script of ``installed_kanipy``."""
     kdir = work / "kanipy-dir"
     shutil.rmtree(kdir, ignore_errors=True)
-    head = [sys.executable]
+    python, script = work / "installed-venv" / "bin" / "python", \
+        work / "installed-venv" / "bin" / "kanipy"
+    head = [str(python)]
     if profile is not None:
         head += ["-m", "cProfile", "-o", str(profile)]
-    argv = head + ["-m", "kanipy", "build", "--context", str(ctx), "--destination", dest,
+    argv = head + [str(script), "build", "--context", str(ctx), "--destination", dest,
                    "--insecure-registry", registry, "--kanipy-dir", str(kdir),
                    "--verbosity", "warn"]
-    # cwd too: ``python -m`` puts the working directory before PYTHONPATH, so
-    # another checkout there would be benchmarked instead of this one.
+    # The script's directory, not the working directory, heads sys.path; the
+    # checkout is the working directory all the same, as before.
     env = {**os.environ, "PYTHONPATH": str(checkout)}
     try:
         return measure(argv, log, env, cwd=checkout)
@@ -529,6 +571,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="kanipy-bench-build-"))
     log = work / "build.log"
+    installed_kanipy(work)
     reg = Registry(work / "registry").start()
     rows: list[Row] = []
     driver = "-"

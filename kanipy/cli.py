@@ -11,6 +11,7 @@ line with ``--log-format json``, whatever ``--progress`` says.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -197,9 +198,44 @@ def build(**kw: Any) -> None:
         reporter.close()
 
 
+# Whether main() paused the cyclic garbage collector; _build resumes it once the
+# build's modules are loaded.
+_collector_paused = False
+
+
+def _pause_collector() -> None:
+    """Pause the cyclic garbage collector while the command loads its modules.
+
+    Loading them (for a build: the engine, the registry client and requests)
+    makes objects that live as long as the process: modules, classes,
+    functions, dataclasses' generated methods. Collecting while they are made
+    finds no garbage: a busybox build ran about 70 collections, 6 % of its
+    instructions (issue 14, fixed costs). Only ``main`` pauses it: the library,
+    and the command run in another program's process, leave that process's
+    collector alone.
+    """
+    global _collector_paused
+    if gc.isenabled():
+        gc.disable()
+        _collector_paused = True
+
+
+def _resume_collector() -> None:
+    """Collect again, with what is loaded so far frozen (``gc.freeze``): the
+    collections during the build do not walk the modules' objects each time."""
+    global _collector_paused
+    if _collector_paused:
+        _collector_paused = False
+        gc.freeze()
+        gc.enable()
+
+
 def _build(kw: dict[str, Any], env: dict[str, str],
            reporter: ConsoleReporter | TerminalReporter) -> None:
     from kanipy.cliopts import note_compat_flags, options_from_flags
+    from kanipy.executor import engine  # noqa: F401 - every build's modules, loaded before
+
+    _resume_collector()  # the collector runs again
 
     try:
         note_compat_flags(kw, env)
@@ -231,7 +267,7 @@ def _build(kw: dict[str, Any], env: dict[str, str],
 
 
 def _human_size(size: int | None) -> str:
-    from kanipy.console import human_bytes
+    from kanipy.executor.progress import human_bytes
 
     return "-" if size is None else human_bytes(size)
 
@@ -509,6 +545,7 @@ def main(argv: list[str] | None = None) -> None:
     reaches here failed before a log format was known (bad flags) or outside
     a build.
     """
+    _pause_collector()
     args = _kaniko_argv(argv if argv is not None else sys.argv[1:])
     debug = any(a == "--debug" or (a.startswith("--debug=") and a[8:] not in
                                    ("0", "f", "F", "false", "False", "FALSE")) for a in args)

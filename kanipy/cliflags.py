@@ -19,6 +19,8 @@ from typing import Any
 
 import click
 
+from kanipy.fieldwise import Fieldwise
+
 # Help groups, in the order --help shows them.
 CONTEXT = "Context and Dockerfile"
 OUTPUT = "Destinations and outputs"
@@ -57,8 +59,8 @@ class GoBool(click.ParamType):
         self.fail(f"{value!r} is not a boolean (true or false)", param, ctx)
 
 
-@dataclass(frozen=True)
-class Flag:
+@dataclass(frozen=True, repr=False, eq=False)
+class Flag(Fieldwise):
     """One flag of ``kanipy build``.
 
     ``kind``: ``bool`` (``--flag[=true|false]``), ``text``, ``int``, ``path``,

@@ -209,8 +209,6 @@ def _git_options(context: str, values: tuple[str, ...]) -> tuple[str, dict[str, 
     only the ref it needs and always checks out submodules, so
     ``single-branch`` and ``recurse-submodules`` need nothing.
     """
-    from kanipy.context.git import is_git_source
-
     settings: dict[str, str] = {}
     for value in values:
         for part in value.split(","):
@@ -226,6 +224,10 @@ def _git_options(context: str, values: tuple[str, ...]) -> tuple[str, dict[str, 
             settings[key] = setting
     if not settings:
         return context, {}
+    # Only here: the git context module brings the HTTP stack with it, which a
+    # build without --git would otherwise load before it needs it (issue 14).
+    from kanipy.context.git import is_git_source
+
     if not is_git_source(context):
         log.info("--git has no effect: the context %s is not a git repository", context)
         return context, {}

@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from kanipy.executor.progress import StepInfo, StepSummary
+from kanipy.executor.progress import StepInfo, StepSummary, human_bytes
 from kanipy.registry.progress import ProgressEvent
 
 TAIL_LINES = 6  # output lines shown under the running step
@@ -50,14 +50,6 @@ def clean_output(line: bytes) -> str:
     text = line.decode("utf-8", "replace").rstrip("\r\n")
     text = text.rsplit("\r", 1)[-1]
     return _CONTROL.sub("", text.expandtabs(4))
-
-
-def human_bytes(size: float) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    return f"{size:.1f} GB"  # pragma: no cover - the loop returns
 
 
 def step_text(step: StepInfo) -> str:

@@ -49,6 +49,7 @@ from urllib3.util.retry import Retry
 
 from kanipy import __version__
 from kanipy.errors import BuildError, KanipyError
+from kanipy.fieldwise import Fieldwise
 from kanipy.oci.digest import Digest, HashingWriter
 
 log = logging.getLogger(__name__)
@@ -70,8 +71,8 @@ _URL_PARTS = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)([^/?#]*)(.*)\Z", re.DOTAL
 _URL_IN_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
 
 
-@dataclass(frozen=True)
-class LowSpeed:
+@dataclass(frozen=True, repr=False, eq=False)
+class LowSpeed(Fieldwise):
     """A connection has stalled when fewer than ``limit`` bytes move in ``window`` seconds."""
 
     limit: int = 1024
@@ -293,8 +294,8 @@ def redact_urls_in(text: str) -> str:
     return _URL_IN_TEXT.sub(lambda m: redact_url(m.group(0)), text)
 
 
-@dataclass(frozen=True)
-class Download:
+@dataclass(frozen=True, repr=False, eq=False)
+class Download(Fieldwise):
     """A body saved to ``path`` (the caller removes it), its digest and size, and the
     response's ``Last-Modified`` header, if any."""
 

@@ -15,6 +15,7 @@ import re
 from dataclasses import dataclass, replace
 
 from kanipy.errors import InvalidReferenceError
+from kanipy.fieldwise import Fieldwise
 from kanipy.oci.digest import Digest
 
 log = logging.getLogger(__name__)
@@ -37,8 +38,8 @@ _TAG_RE = re.compile(r"[\w][\w.-]{0,127}")
 _HEX64_RE = re.compile(r"[a-f0-9]{64}")
 
 
-@dataclass(frozen=True)
-class Reference:
+@dataclass(frozen=True, repr=False, eq=False)
+class Reference(Fieldwise):
     """A parsed, normalized image reference such as ``docker.io/library/busybox:latest``.
 
     ``tag`` is None only when the reference names a digest alone.

@@ -16,19 +16,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from kanipy.context.git import checkout, is_git_source, parse_git_source
 from kanipy.dockerfile.ignore import DockerIgnore, load_ignore
 from kanipy.errors import BuildError, ContextError, IntegrityError
+from kanipy.fieldwise import Fieldwise
 from kanipy.fs.compression import open_decompressed
 from kanipy.fs.rootfs import Rootfs
 from kanipy.fs.unpack import CONTEXT_RULES, extract_tar
-from kanipy.http import download_to_file, redact_url
 
 log = logging.getLogger(__name__)
 
+# A git repository or a URL; nothing else is fetched, and a local context loads
+# neither the git module nor the HTTP stack for it (issue 14).
+_REMOTE_PREFIXES = ("git://", "git@", "https://", "http://")
 
-@dataclass(frozen=True)
-class BuildContext:
+
+@dataclass(frozen=True, repr=False, eq=False)
+class BuildContext(Fieldwise):
     """A context directory and its ignore rules.
 
     ``root`` is a real directory; paths inside are context-relative POSIX paths.
@@ -66,7 +69,7 @@ def open_context(
     env = os.environ if env is None else env
     root = _materialize(source, workdir, stdin, env)
     if not root.is_dir():
-        raise ContextError(f"--context {redact_url(source)!r}: no such directory")
+        raise ContextError(f"--context {_shown(source)!r}: no such directory")
     root = root.resolve()
     if sub_path:
         sub = (root / sub_path).resolve()
@@ -96,26 +99,12 @@ def _materialize(source: str, workdir: Path, stdin: BinaryIO | None,
         return unpacked
     if source.startswith("dir://"):
         return Path(source[len("dir://"):])
-    if is_git_source(source):
-        spec = parse_git_source(source, env)
-        return checkout(spec, unpacked, env)
-    if source.startswith(("https://", "http://")):
-        # Kaniko's "Https Context", BuildKit's remote tarball: saved to the work dir
-        # while it streams, then extracted like a local context tarball.
-        shown = redact_url(source)
-        log.info("downloading context %s", shown)
-        fetched = download_to_file(source, workdir, what=f"--context {shown}",
-                                   error=ContextError)
-        try:
-            with open(fetched.path, "rb") as fh:
-                _extract_tar(fh, unpacked, shown)
-        finally:
-            fetched.path.unlink()
-        return unpacked
+    if source.startswith(_REMOTE_PREFIXES):
+        return _fetch(source, workdir, unpacked, env)
     scheme = source.partition("://")[0]
     if "://" in source:
         raise ContextError(
-            f"--context {redact_url(source)!r}: {scheme}:// contexts are not supported; use a "
+            f"--context {_shown(source)!r}: {scheme}:// contexts are not supported; use a "
             "directory, a tarball (file, tar://-, https://) or a git repository"
         )
     if os.path.isfile(source):
@@ -123,6 +112,37 @@ def _materialize(source: str, workdir: Path, stdin: BinaryIO | None,
             _extract_tar(fh, unpacked, source)
         return unpacked
     return Path(source)
+
+
+def _shown(source: str) -> str:
+    """``source`` for a message, any password in a URL hidden."""
+    if "://" not in source:
+        return source
+    from kanipy.http import redact_url
+
+    return redact_url(source)
+
+
+def _fetch(source: str, workdir: Path, unpacked: Path, env: Mapping[str, str]) -> Path:
+    """A git repository checked out, or a tarball URL downloaded and extracted, in ``unpacked``."""
+    from kanipy.context.git import checkout, is_git_source, parse_git_source
+    from kanipy.http import download_to_file, redact_url
+
+    if is_git_source(source):
+        spec = parse_git_source(source, env)
+        return checkout(spec, unpacked, env)
+    # Kaniko's "Https Context", BuildKit's remote tarball: saved to the work dir
+    # while it streams, then extracted like a local context tarball.
+    shown = redact_url(source)
+    log.info("downloading context %s", shown)
+    fetched = download_to_file(source, workdir, what=f"--context {shown}",
+                               error=ContextError)
+    try:
+        with open(fetched.path, "rb") as fh:
+            _extract_tar(fh, unpacked, shown)
+    finally:
+        fetched.path.unlink()
+    return unpacked
 
 
 def _find_dockerfile(dockerfile: str, root: Path) -> Path:

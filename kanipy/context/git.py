@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kanipy.errors import ContextError, KanipyError
+from kanipy.fieldwise import Fieldwise
 from kanipy.http import redact_url, redact_urls_in
 
 log = logging.getLogger(__name__)
@@ -51,8 +52,8 @@ _CREDENTIAL_HELPER = (
 )
 
 
-@dataclass(frozen=True)
-class GitSource:
+@dataclass(frozen=True, repr=False, eq=False)
+class GitSource(Fieldwise):
     """A repository URL and what to check out of it."""
 
     url: str

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kanipy.errors import ContextError
+from kanipy.fieldwise import Fieldwise
 
 log = logging.getLogger(__name__)
 
@@ -248,8 +249,8 @@ def _pieces(pattern: str) -> list[tuple[str, object]]:
     return pieces
 
 
-@dataclass(frozen=True)
-class IgnorePattern:
+@dataclass(frozen=True, repr=False, eq=False)
+class IgnorePattern(Fieldwise):
     """One cleaned pattern: ``text`` without ``!``, ``exclusion`` for ``!`` exceptions."""
 
     text: str

@@ -15,11 +15,13 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from kanipy.fieldwise import Fieldwise
+
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, kw_only=True)
-class Instruction:
+@dataclass(frozen=True, repr=False, eq=False, kw_only=True)
+class Instruction(Fieldwise):
     """Common part: ``keyword`` upper-case, ``line`` 1-based, ``original`` as written."""
 
     keyword: str = ""  # each concrete class sets its own: ``Run.keyword == "RUN"``
@@ -31,8 +33,8 @@ class Instruction:
         return self.original
 
 
-@dataclass(frozen=True)
-class Heredoc:
+@dataclass(frozen=True, repr=False, eq=False)
+class Heredoc(Fieldwise):
     """One here-document: ``<<NAME``, ``<<-NAME`` (``chomp``), ``<<"NAME"`` (no expansion).
 
     ``content`` is the body as written, every line ending in a newline; ``chomp`` tells the
@@ -53,8 +55,8 @@ class Heredoc:
         return "".join(line.lstrip("\t") for line in self.content.splitlines(keepends=True))
 
 
-@dataclass(frozen=True)
-class Command:
+@dataclass(frozen=True, repr=False, eq=False)
+class Command(Fieldwise):
     """RUN/CMD/ENTRYPOINT/HEALTHCHECK command: exec form (JSON) or shell form.
 
     Shell form keeps the text as one element (``args == (text,)``): Docker passes it to the
@@ -68,8 +70,8 @@ class Command:
         return json.dumps(list(self.args)) if self.exec_form else self.args[0]
 
 
-@dataclass(frozen=True)
-class Mount:
+@dataclass(frozen=True, repr=False, eq=False)
+class Mount(Fieldwise):
     """One ``RUN --mount=...`` (Dockerfile reference, "RUN --mount").
 
     Defaults follow the reference: bind mounts are read-only unless ``rw``; cache mounts
@@ -93,7 +95,7 @@ class Mount:
     spec: str = ""
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, repr=False, eq=False, kw_only=True)
 class From(Instruction):
     """``FROM [--platform=P] image [AS name]``; ``name`` lower-cased (case-insensitive)."""
 
@@ -109,7 +111,7 @@ class From(Instruction):
         return f"{text} AS {self.name}" if self.name else text
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, repr=False, eq=False, kw_only=True)
 class Run(Instruction):
     """``RUN [--mount=...] [--network=...] [--security=...] command``.
 
@@ -170,7 +172,7 @@ def _is_lone_heredoc(text: str, doc: Heredoc) -> bool:
     return word.lstrip("0123456789").startswith("<<") and doc.name in word and " " not in word
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, repr=False, eq=False, kw_only=True)
 class Cmd(Instruction):
     """``CMD ["exe", "arg"]`` or ``CMD command`` (never expanded by the builder)."""
 
@@ -181,7 +183,7 @@ class Cmd(Instruction):
         return f"CMD {self.command.render()}"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, repr=False, eq=False, kw_only=True)
 class Entrypoint(Instruction):
     """``ENTRYPOINT ["exe", "arg"]`` or ``ENTRYPOINT command`` (never expanded)."""
 
@@ -192,7 +194,7 @@ class Entrypoint(Instruction):
         return f"ENTRYPOINT {self.command.render()}"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, repr=False, eq=False, kw_only=True)
 class Shell(Instruction):
     """``SHELL ["executable", "parameters"]`` (JSON form only)."""
 
@@ -203,7 +205,7 @@ class Shell(Instruction):
         return f"SHELL {json.dumps(list(self.args))}"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, repr=False, eq=False, kw_only=True)
 class Env(Instruction):
     """``ENV K=V ...`` or the legacy ``ENV K V``; all values see the state before the line."""
 
@@ -215,7 +217,7 @@ class Env(Instruction):
                                  for k, v in self.pairs)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, repr=False, eq=False, kw_only=True)
 class Arg(Instruction):
     """``ARG NAME[=default] ...``; a default of None means declared without one."""
 
@@ -229,7 +231,7 @@ class Arg(Instruction):
         )
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, repr=False, eq=False, kw_only=True)
 class Label(Instruction):
     """``LABEL k=v ...`` (or legacy ``LABEL k v``)."""
 
@@ -244,7 +246,7 @@ def _needs_quote(value: str) -> bool:
     return value == "" or any(c.isspace() or c in "\"'$\\" for c in value)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, repr=False, eq=False, kw_only=True)
 class Expose(Instruction):
     """``EXPOSE 80 443/tcp 8000-8010/udp``; after expansion see ``exposed_ports()``."""
 
@@ -266,7 +268,7 @@ class Expose(Instruction):
         return "EXPOSE " + " ".join(self.ports)
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, repr=False, eq=False, kw_only=True)
 class User(Instruction):
     """``USER user[:group]``."""
 
@@ -277,7 +279,7 @@ class User(Instruction):
         return f"USER {self.user}"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, repr=False, eq=False, kw_only=True)
 class Workdir(Instruction):
     """``WORKDIR /path`` (relative paths are relative to the previous WORKDIR)."""
 
@@ -288,7 +290,7 @@ class Workdir(Instruction):
         return f"WORKDIR {self.path}"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, repr=False, eq=False, kw_only=True)
 class Volume(Instruction):
     """``VOLUME ["/a", "/b"]`` or ``VOLUME /a /b``."""
 
@@ -299,7 +301,7 @@ class Volume(Instruction):
         return "VOLUME " + json.dumps(list(self.paths))
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, repr=False, eq=False, kw_only=True)
 class Copy(Instruction):
     """``COPY [--from] [--chown] [--chmod] [--link] [--parents] [--exclude] src... dest``.
 
@@ -342,7 +344,7 @@ class Copy(Instruction):
         return text
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, repr=False, eq=False, kw_only=True)
 class Add(Copy):
     """``ADD`` = COPY's flags plus ``--checksum``, ``--keep-git-dir``, ``--unpack``."""
 
@@ -362,7 +364,7 @@ class Add(Copy):
         return parts
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, repr=False, eq=False, kw_only=True)
 class Healthcheck(Instruction):
     """``HEALTHCHECK [flags] CMD command`` or ``HEALTHCHECK NONE``; durations in ns.
 
@@ -392,7 +394,7 @@ class Healthcheck(Instruction):
         return " ".join(["HEALTHCHECK", *flags, "CMD", cmd])
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, repr=False, eq=False, kw_only=True)
 class StopSignal(Instruction):
     """``STOPSIGNAL SIGTERM`` (a name or a number)."""
 
@@ -403,7 +405,7 @@ class StopSignal(Instruction):
         return f"STOPSIGNAL {self.signal}"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, repr=False, eq=False, kw_only=True)
 class Maintainer(Instruction):
     """``MAINTAINER name`` (deprecated; sets the config's Author)."""
 
@@ -414,7 +416,7 @@ class Maintainer(Instruction):
         return f"MAINTAINER {self.name}"
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True, repr=False, eq=False, kw_only=True)
 class Onbuild(Instruction):
     """``ONBUILD <instruction>``: ``expression`` is what goes into the config's OnBuild list."""
 

@@ -20,14 +20,15 @@ from kanipy.dockerfile.instructions import Heredoc
 from kanipy.dockerfile.lex import ShellLexer
 from kanipy.dockerfile.values import SyntaxProblem
 from kanipy.errors import DockerfileError
+from kanipy.fieldwise import Fieldwise
 
 log = logging.getLogger(__name__)
 
 _DIRECTIVE = re.compile(r"^#\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$")
 
 
-@dataclass(frozen=True)
-class LogicalLine:
+@dataclass(frozen=True, repr=False, eq=False)
+class LogicalLine(Fieldwise):
     """One instruction's text: continuation lines joined, heredoc bodies alongside."""
 
     line: int

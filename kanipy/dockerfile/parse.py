@@ -61,6 +61,7 @@ from kanipy.dockerfile.values import (
     parse_retries,
 )
 from kanipy.errors import DockerfileError
+from kanipy.fieldwise import Fieldwise
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +70,8 @@ _STAGE_NAME = re.compile(r"^[a-z][a-z0-9\-_.]*$")
 _NOT_TRIGGERS = (Onbuild.keyword, From.keyword, Maintainer.keyword)
 
 
-@dataclass(frozen=True)
-class ParsedDockerfile:
+@dataclass(frozen=True, repr=False, eq=False)
+class ParsedDockerfile(Fieldwise):
     """The whole file: its escape character and its instructions, in order."""
 
     escape: str
@@ -78,8 +79,8 @@ class ParsedDockerfile:
     filename: str = "Dockerfile"
 
 
-@dataclass(frozen=True)
-class Parts:
+@dataclass(frozen=True, repr=False, eq=False)
+class Parts(Fieldwise):
     """One instruction taken apart for its parser: flags checked, the text after them."""
 
     keyword: str
@@ -95,8 +96,8 @@ class Parts:
                 "original": self.logical.text}
 
 
-@dataclass(frozen=True)
-class Parser:
+@dataclass(frozen=True, repr=False, eq=False)
+class Parser(Fieldwise):
     """How one keyword is parsed: the flags it accepts and the function for the rest."""
 
     parse: Callable[[Parts], Instruction]

@@ -20,6 +20,7 @@ from kanipy.dockerfile.parse import parse_dockerfile
 from kanipy.dockerfile.scope import PROXY_ARGS, StageScope
 from kanipy.dockerfile.values import check_platform, decimal
 from kanipy.errors import DockerfileError
+from kanipy.fieldwise import Fieldwise
 from kanipy.oci.descriptor import Platform
 
 log = logging.getLogger(__name__)
@@ -28,8 +29,8 @@ log = logging.getLogger(__name__)
 _BUILTIN_ARGS = PROXY_ARGS | {"SOURCE_DATE_EPOCH"}
 
 
-@dataclass(frozen=True)
-class StageRef:
+@dataclass(frozen=True, repr=False, eq=False)
+class StageRef(Fieldwise):
     """A reference to an earlier stage, by its position in the file."""
 
     index: int

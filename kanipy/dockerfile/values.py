@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import re
-from fractions import Fraction
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +94,9 @@ def parse_duration(name: str, text: str) -> int:
     body = text[1:] if text[:1] in ("+", "-") else text
     if not body:
         raise SyntaxProblem(f"invalid duration --{name}={text} (e.g. 30s, 1m30s)")
+    # Only HEALTHCHECK has durations: fractions (and decimal) load with it (issue 14).
+    from fractions import Fraction
+
     pos, total = 0, Fraction(0)
     while pos < len(body):
         match = _DURATION_PART.match(body, pos)

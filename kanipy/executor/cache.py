@@ -46,6 +46,7 @@ from kanipy.executor.cache_store import (
     CacheUnavailable,
 )
 from kanipy.executor.step import StageContext, StageState, StepKind
+from kanipy.fieldwise import Fieldwise
 from kanipy.fs.rootfs import Rootfs
 from kanipy.oci.blobstore import BlobStore
 from kanipy.oci.config import HistoryEntry, ImageConfig
@@ -82,8 +83,8 @@ def parse_duration(text: str) -> float:
     return total
 
 
-@dataclass(frozen=True)
-class CacheSettings:
+@dataclass(frozen=True, repr=False, eq=False)
+class CacheSettings(Fieldwise):
     """Kaniko's cache flags, with Kaniko's defaults."""
 
     ttl_seconds: float = DEFAULT_TTL_SECONDS

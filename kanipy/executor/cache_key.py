@@ -44,6 +44,7 @@ from kanipy.executor.handlers.copy import copy_inputs, source_root_for
 from kanipy.executor.handlers.copy_sources import SourceFinder
 from kanipy.executor.handlers.download import is_git_url, is_url
 from kanipy.executor.step import StageContext, StageState, StepError
+from kanipy.fieldwise import Fieldwise
 
 KEY_VERSION = "kanipy-layer-cache-v1"
 # Per-file digests kept for explaining misses; beyond this only the total is kept.
@@ -65,8 +66,8 @@ class Uncacheable(Exception):
     """The step's result cannot be known before it runs; the message says why."""
 
 
-@dataclass(frozen=True)
-class ContentDigest:
+@dataclass(frozen=True, repr=False, eq=False)
+class ContentDigest(Fieldwise):
     """The content of a set of source paths: a total digest and (up to a bound) one per file."""
 
     total: str
@@ -132,8 +133,8 @@ def _file_digest(path: str) -> str:
     return h.hexdigest()
 
 
-@dataclass(frozen=True)
-class KeyInputs:
+@dataclass(frozen=True, repr=False, eq=False)
+class KeyInputs(Fieldwise):
     """What one step's key is made of, besides its parent and the layer settings."""
 
     instruction: str

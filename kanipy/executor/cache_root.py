@@ -32,7 +32,6 @@ from typing import BinaryIO
 
 from kanipy.dockerfile import Copy, Instruction, Workdir
 from kanipy.errors import IntegrityError
-from kanipy.executor.cache_key import workdir_path
 from kanipy.executor.step import StageState, StepKind
 from kanipy.fs.compression import Readable, open_decompressed
 from kanipy.fs.rootfs import Rootfs
@@ -101,6 +100,9 @@ def step_scope(ins: Instruction, state: StageState, kind: StepKind) -> list[str]
     if kind is StepKind.TREE:
         return None
     if isinstance(ins, Workdir):
+        # The key module loads with the layer cache, not with every build (issue 14).
+        from kanipy.executor.cache_key import workdir_path
+
         return [_clean(workdir_path(ins, state)), *_ALWAYS]
     if isinstance(ins, Copy):  # ADD is a Copy too
         dest = posixpath.join(state.workdir or "/", ins.dest)

@@ -12,22 +12,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kanipy.dockerfile import Stage
 from kanipy.errors import UsageError
-from kanipy.executor.cache import (
-    DEFAULT_TTL_SECONDS,
-    CacheSettings,
-    LayerCache,
-    StageCache,
-    parse_duration,
-)
 from kanipy.executor.cache_root import PendingRoot
-from kanipy.executor.cache_store import (
-    CacheRepository,
-    LayoutCacheRepository,
-    RegistryCacheRepository,
-)
 from kanipy.executor.options import BuildOptions
 from kanipy.executor.stage import BuiltStage, LayerPolicy
 from kanipy.fs.rootfs import Rootfs
@@ -35,12 +24,20 @@ from kanipy.oci.blobstore import BlobStore
 from kanipy.reference import Reference
 from kanipy.registry import RegistryClient
 
+# The cache's own modules load only with --cache (issue 14: a build without it
+# does not pay for their import).
+if TYPE_CHECKING:
+    from kanipy.executor.cache import LayerCache, StageCache
+    from kanipy.executor.cache_store import CacheRepository
+
 log = logging.getLogger(__name__)
 
 
 def cache_repository(options: BuildOptions, destinations: list[Reference],
                      client: Callable[[], RegistryClient]) -> CacheRepository | None:
     """Where entries live, per ``--cache-repo``; None when there is nowhere."""
+    from kanipy.executor.cache_store import LayoutCacheRepository, RegistryCacheRepository
+
     text = options.cache_repo
     if text and text.startswith("oci:"):
         return LayoutCacheRepository(Path(text[4:]).expanduser())
@@ -63,6 +60,8 @@ def open_layer_cache(options: BuildOptions, destinations: list[Reference],
     """The build's layer cache, or None without ``--cache``."""
     if not options.cache:
         return None
+    from kanipy.executor.cache import DEFAULT_TTL_SECONDS, CacheSettings, LayerCache, parse_duration
+
     settings = CacheSettings(
         ttl_seconds=parse_duration(options.cache_ttl) if options.cache_ttl
         else DEFAULT_TTL_SECONDS,
@@ -91,6 +90,8 @@ def stage_cache(cache: LayerCache | None, base: BuiltStage, stage: Stage,
     runs (a cached layer of the stage was lost), and makes its entry again."""
     if cache is None:
         return None
+    from kanipy.executor.cache import StageCache
+
     if base.pending is None:
         base.pending = PendingRoot(Rootfs(base.root), cache.store)
     return StageCache(cache=cache, base_id=base.base_id, stage_label=stage.label,

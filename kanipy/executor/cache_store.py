@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from kanipy.errors import IntegrityError, KanipyError, LayoutError, RegistryError
+from kanipy.fieldwise import Fieldwise
 from kanipy.oci.blobstore import BlobStore
 from kanipy.oci.descriptor import Descriptor
 from kanipy.oci.digest import Digest
@@ -49,8 +50,8 @@ class CacheUnavailable(Exception):
         self.whole_cache = whole_cache
 
 
-@dataclass(frozen=True)
-class CacheEntry:
+@dataclass(frozen=True, repr=False, eq=False)
+class CacheEntry(Fieldwise):
     """A verified entry: its config document and its layer (in the build's store)."""
 
     doc: dict[str, Any]

@@ -36,13 +36,15 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+from kanipy.fieldwise import Fieldwise
+
 log = logging.getLogger(__name__)
 
 SHARING_MODES = ("shared", "private", "locked")
 
 
-@dataclass(frozen=True)
-class CacheMountRequest:
+@dataclass(frozen=True, repr=False, eq=False)
+class CacheMountRequest(Fieldwise):
     """One ``--mount=type=cache``: its key (``id``, else the absolute target) and options."""
 
     key: str

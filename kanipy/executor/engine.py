@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kanipy.context import BuildContext, open_context
 from kanipy.context.dockerfile import dockerfile_in_context
@@ -27,7 +28,6 @@ from kanipy.dockerfile import BuildPlan, Stage, StageRef, format_plan, plan_buil
 from kanipy.errors import BuildError, DockerfileError, KanipyError, UsageError
 from kanipy.executor import outputs, preflight, workdirs
 from kanipy.executor.bases import StageBases, unreachable_hint
-from kanipy.executor.cache import LayerCache
 from kanipy.executor.cache_root import CachedLayerLost, FetchingImage
 from kanipy.executor.cache_setup import open_layer_cache, stage_cache
 from kanipy.executor.early_push import EarlyPush
@@ -55,6 +55,9 @@ from kanipy.oci.digest import Digest
 from kanipy.oci.image import StoredImage, store_image, validate_image
 from kanipy.reference import Reference
 from kanipy.registry import RegistryClient, RegistryOptions
+
+if TYPE_CHECKING:  # loaded with --cache only (kanipy.executor.cache_setup)
+    from kanipy.executor.cache import LayerCache
 
 log = logging.getLogger(__name__)
 

@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kanipy.errors import UsageError
+from kanipy.fieldwise import Fieldwise
 from kanipy.oci.descriptor import Platform
 
 
-@dataclass(frozen=True)
-class BuildOptions:
+@dataclass(frozen=True, repr=False, eq=False)
+class BuildOptions(Fieldwise):
     dockerfile: str = "Dockerfile"
     context: str = "."
     context_sub_path: str | None = None

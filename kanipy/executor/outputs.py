@@ -19,9 +19,7 @@ from kanipy.errors import RegistryError
 from kanipy.executor.progress import BuildReporter
 from kanipy.oci.blobstore import write_file_atomically
 from kanipy.oci.digest import Digest
-from kanipy.oci.dockerarchive import write_docker_archive
 from kanipy.oci.image import Image
-from kanipy.oci.layout import write_layout
 from kanipy.reference import DOCKER_HUB, Reference
 from kanipy.registry import RegistryClient
 from kanipy.registry.push import is_immutable_tag_refusal, push
@@ -91,6 +89,8 @@ def write_builder_output(image: Image, destinations: Sequence[str], directory: P
 
 def write_tarball(image: Image, path: Path, destinations: Sequence[Reference]) -> None:
     """``--tar-path``: a ``docker load`` archive tagged with every destination."""
+    from kanipy.oci.dockerarchive import write_docker_archive  # only for --tar-path
+
     # Kaniko names an image built with --no-push and no destination this way,
     # so its --tar-path archive still loads under a name.
     named = list(destinations) or [Reference.parse(UNSET_DESTINATION)]
@@ -104,6 +104,8 @@ def write_oci_layout(image: Image, path: Path, destinations: Sequence[Reference]
     # layout.AppendImage does the same), so the layout, the registry and
     # the digest file agree on one digest. skopeo and umoci read only OCI
     # manifests from a layout: --image-format oci gives them one.
+    from kanipy.oci.layout import write_layout  # only for --oci-layout-path
+
     tags = [r.tag for r in destinations if r.tag] or ["latest"]
     # A layout is complete with its index.json or not there at all (issue 11):
     # index.json is written last, atomically, so a layout that was there keeps

@@ -9,12 +9,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from kanipy.fieldwise import Fieldwise
 from kanipy.oci.digest import Digest
 from kanipy.registry.progress import ProgressEvent
 
 
-@dataclass(frozen=True)
-class StepInfo:
+def human_bytes(size: float) -> str:
+    """``size`` for people: ``134 B``, ``2.5 MB`` (here, not in the terminal view, so a
+    plain log's summary does not load that view)."""
+    for unit in ("B", "kB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    return f"{size:.1f} GB"  # pragma: no cover - the loop returns
+
+
+@dataclass(frozen=True, repr=False, eq=False)
+class StepInfo(Fieldwise):
     """One instruction of one stage, as shown to a user: ``[2/3] STEP 4/9: RUN make``."""
 
     stage_number: int  # 1-based among the stages being built
@@ -30,8 +41,8 @@ class StepInfo:
         return f"[{self.stage_number}/{self.stage_count}] STEP {self.step_number}/{self.step_count}"
 
 
-@dataclass(frozen=True)
-class StepSummary:
+@dataclass(frozen=True, repr=False, eq=False)
+class StepSummary(Fieldwise):
     step: StepInfo
     seconds: float
     layer_size: int | None  # compressed bytes; None when the step added no layer

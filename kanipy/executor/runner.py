@@ -62,8 +62,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Literal, Protocol
 
 from kanipy.errors import BuildError
-from kanipy.executor.runner_init import DEFAULT_PATH
 from kanipy.executor.sandbox_caps import make_undumpable
+from kanipy.fieldwise import Fieldwise
+from kanipy.oci.config import DEFAULT_PATH  # runner_init's too; only the step helper loads that
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +101,8 @@ MODE_LINES = {
 MAX_LINE = 64 * 1024
 
 
-@dataclass(frozen=True)
-class Mount:
+@dataclass(frozen=True, repr=False, eq=False)
+class Mount(Fieldwise):
     """An extra mount for a step (``RUN --mount``): a host path, a tmpfs, or a secret at
     an image path.
 
@@ -120,8 +121,8 @@ class Mount:
     mode: int = 0o400
 
 
-@dataclass(frozen=True)
-class RunSpec:
+@dataclass(frozen=True, repr=False, eq=False)
+class RunSpec(Fieldwise):
     """Everything a runner needs to execute one RUN step.
 
     ``argv`` is final: the engine has already put a shell-form command behind
@@ -142,8 +143,8 @@ class RunSpec:
     extra_mounts: Sequence[Mount] = ()
 
 
-@dataclass(frozen=True)
-class RunOutcome:
+@dataclass(frozen=True, repr=False, eq=False)
+class RunOutcome(Fieldwise):
     """How a step ended: its exit status (128+N for signal N) and ``excluded``, the
     image paths the runner provided for the step (mount points, and in the
     unprivileged mode the files it placed in the root), which a snapshot must not

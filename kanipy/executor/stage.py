@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from kanipy.dockerfile import (
     BuildPlan,
@@ -26,7 +27,6 @@ from kanipy.dockerfile import (
     parse_instructions,
 )
 from kanipy.errors import DockerfileError
-from kanipy.executor.cache import HitResult, StageCache
 from kanipy.executor.cache_root import PendingRoot, step_scope
 from kanipy.executor.handlers import HANDLERS
 from kanipy.executor.progress import BuildReporter, StepInfo, StepSummary
@@ -41,6 +41,10 @@ from kanipy.oci.blobstore import BlobStore
 from kanipy.oci.config import HistoryEntry, ImageConfig
 from kanipy.oci.descriptor import Descriptor
 from kanipy.oci.digest import Digest
+
+# The layer cache loads only with --cache (kanipy.executor.cache_setup).
+if TYPE_CHECKING:
+    from kanipy.executor.cache import HitResult, StageCache
 
 log = logging.getLogger(__name__)
 

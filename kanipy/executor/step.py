@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from kanipy.context import BuildContext
 from kanipy.dockerfile import PROXY_ARGS, BuildPlan, Stage
 from kanipy.errors import BuildError, DockerfileError, KanipyError
+from kanipy.fieldwise import Fieldwise
 from kanipy.fs.rootfs import Rootfs
 from kanipy.oci.config import ImageConfig
 
@@ -37,8 +38,8 @@ if TYPE_CHECKING:
 NOTHING: frozenset[PurePosixPath] = frozenset()
 
 
-@dataclass(frozen=True)
-class StageState:
+@dataclass(frozen=True, repr=False, eq=False)
+class StageState(Fieldwise):
     """The image a stage has built so far, as far as instructions can see it.
 
     ``args`` are the ARGs this stage declared, with their values (None: declared
@@ -85,8 +86,8 @@ class StageState:
         return out
 
 
-@dataclass(frozen=True)
-class StepResult:
+@dataclass(frozen=True, repr=False, eq=False)
+class StepResult(Fieldwise):
     """Everything the stage loop needs from a handler (see the module docstring)."""
 
     state: StageState
@@ -120,8 +121,8 @@ class SourceRoots(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class StageNames:
+@dataclass(frozen=True, repr=False, eq=False)
+class StageNames(Fieldwise):
     """How a ``--from`` value names a stage: by index or (case-insensitive) name."""
 
     current: int  # the index of the stage being built
@@ -144,8 +145,8 @@ class StageNames:
         return self.names.get(text.lower())
 
 
-@dataclass(frozen=True)
-class StageContext:
+@dataclass(frozen=True, repr=False, eq=False)
+class StageContext(Fieldwise):
     """What handlers may use besides the instruction and the state; fixed for a stage.
 
     No file name or line: a handler raises ``StepError`` and the stage loop says
@@ -188,8 +189,8 @@ class StepError(KanipyError):
 Handler = Callable[[Any, StageState, StageContext], StepResult]
 
 
-@dataclass(frozen=True)
-class StepRule:
+@dataclass(frozen=True, repr=False, eq=False)
+class StepRule(Fieldwise):
     """One entry of the handler table: the handler and what the loop does around it."""
 
     handler: Handler

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from kanipy.errors import BuildError
 from kanipy.executor.passwdfile import entry_lines, fields, home_of_uid, to_id
+from kanipy.fieldwise import Fieldwise
 
 __all__ = ["ExecUser", "GroupEntry", "PasswdEntry", "home_of_uid", "parse_group",
            "parse_passwd", "resolve_exec_user", "resolve_user"]
@@ -36,8 +37,8 @@ __all__ = ["ExecUser", "GroupEntry", "PasswdEntry", "home_of_uid", "parse_group"
 MAX_ID = 2**31 - 1
 
 
-@dataclass(frozen=True)
-class PasswdEntry:
+@dataclass(frozen=True, repr=False, eq=False)
+class PasswdEntry(Fieldwise):
     """One line of /etc/passwd."""
 
     name: str
@@ -47,8 +48,8 @@ class PasswdEntry:
     shell: str
 
 
-@dataclass(frozen=True)
-class GroupEntry:
+@dataclass(frozen=True, repr=False, eq=False)
+class GroupEntry(Fieldwise):
     """One line of /etc/group."""
 
     name: str
@@ -56,8 +57,8 @@ class GroupEntry:
     members: tuple[str, ...]
 
 
-@dataclass(frozen=True)
-class ExecUser:
+@dataclass(frozen=True, repr=False, eq=False)
+class ExecUser(Fieldwise):
     """The identity a RUN step runs as."""
 
     uid: int

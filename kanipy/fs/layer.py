@@ -25,6 +25,7 @@ from typing import BinaryIO, cast
 
 from isal import isal_zlib
 
+from kanipy.fieldwise import Fieldwise
 from kanipy.fs.snapshot import Changes, path_sort_key
 from kanipy.fs.tarwriter import (
     BLKTYPE,
@@ -64,8 +65,8 @@ _HANDOFF = 1 << 20
 _QUEUED = 8
 
 
-@dataclass(frozen=True)
-class LayerBlob:
+@dataclass(frozen=True, repr=False, eq=False)
+class LayerBlob(Fieldwise):
     """A layer written into the blob store."""
 
     diff_id: Digest

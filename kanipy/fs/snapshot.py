@@ -22,6 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from kanipy.fieldwise import Fieldwise
+
 log = logging.getLogger(__name__)
 
 # One record is bytes: st_mode, uid, gid (u32 each), size, mtime_ns, ctime_ns,
@@ -42,8 +44,8 @@ def record_mode(record: Record) -> int:
     return int.from_bytes(record[:4], "little")
 
 
-@dataclass(frozen=True)
-class Snapshot:
+@dataclass(frozen=True, repr=False, eq=False)
+class Snapshot(Fieldwise):
     """The lstat records of every path under ``root`` (the root itself excluded)."""
 
     root: Path
@@ -53,8 +55,8 @@ class Snapshot:
         return len(self.records)
 
 
-@dataclass(frozen=True)
-class Changes:
+@dataclass(frozen=True, repr=False, eq=False)
+class Changes(Fieldwise):
     """What a layer must record: sorted image paths, parents before children.
 
     ``added`` and ``modified`` paths go into the layer as they are in the root;

@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from kanipy.errors import IntegrityError
+from kanipy.fieldwise import Fieldwise
 from kanipy.fs.tarformat import (  # noqa: F401 - re-exported for the reader's callers
     AREGTYPE,
     BLKTYPE,
@@ -99,8 +100,8 @@ class Readable(Protocol):
     def read(self, n: int = -1, /) -> bytes: ...
 
 
-@dataclass(frozen=True, slots=True)
-class TarEntry:
+@dataclass(frozen=True, repr=False, eq=False, slots=True)
+class TarEntry(Fieldwise):
     """One archive member, extended headers applied.
 
     ``type`` is the typeflag byte (``REGTYPE`` for every regular file: ``\\0``,

@@ -50,6 +50,7 @@ from pathlib import PurePosixPath
 from typing import BinaryIO
 
 from kanipy.errors import BuildError, ConfinementError, IntegrityError
+from kanipy.fieldwise import Fieldwise
 from kanipy.fs.compression import Readable, open_decompressed
 from kanipy.fs.rootfs import Rootfs, image_parts
 from kanipy.fs.tarreader import (
@@ -95,8 +96,8 @@ def _shown(name: str) -> str:
 _ROOT = PurePosixPath("/")
 
 
-@dataclass(frozen=True)
-class ExtractRules:
+@dataclass(frozen=True, repr=False, eq=False)
+class ExtractRules(Fieldwise):
     """How an archive's entries land in the root; the defaults are an image layer's."""
 
     # ``.wh.NAME`` and ``.wh..wh..opq`` delete from lower layers (layers only).
@@ -132,8 +133,8 @@ def add_archive_rules(uid: int | None, gid: int | None) -> ExtractRules:
                         uid=uid, gid=gid, xattrs=False, escape_is_error=False)
 
 
-@dataclass(frozen=True)
-class UnpackStats:
+@dataclass(frozen=True, repr=False, eq=False)
+class UnpackStats(Fieldwise):
     """What one extraction wrote; ``top`` holds the first component of every entry
     name (the names it created or changed directly under the destination)."""
 

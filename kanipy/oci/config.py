@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kanipy.errors import ConfigError
+from kanipy.fieldwise import Fieldwise
 from kanipy.oci.descriptor import Platform
 from kanipy.oci.digest import Digest
 
@@ -59,8 +60,8 @@ TOP_KEYS = {
 }
 
 
-@dataclass(frozen=True)
-class HistoryEntry:
+@dataclass(frozen=True, repr=False, eq=False)
+class HistoryEntry(Fieldwise):
     """One ``history`` record: which instruction made a layer, or made none."""
 
     created: str | None = None

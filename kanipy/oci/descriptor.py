@@ -5,11 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from kanipy.fieldwise import Fieldwise
 from kanipy.oci.digest import Digest
 
 
-@dataclass(frozen=True)
-class Platform:
+@dataclass(frozen=True, repr=False, eq=False)
+class Platform(Fieldwise):
     """An os/architecture/variant triple, as in an image index entry."""
 
     os: str = "linux"
@@ -90,8 +91,8 @@ class Platform:
         return f"{text}/{self.variant}" if self.variant else text
 
 
-@dataclass(frozen=True)
-class Descriptor:
+@dataclass(frozen=True, repr=False, eq=False)
+class Descriptor(Fieldwise):
     """What a manifest says about a piece of content: type, digest, size and extras."""
 
     media_type: str

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import BinaryIO, Protocol, cast
 
 from kanipy.errors import IntegrityError, ManifestError
+from kanipy.fieldwise import Fieldwise
 from kanipy.fs.compression import open_decompressed_file
 from kanipy.oci import mediatypes as mt
 from kanipy.oci.blobstore import BlobStore
@@ -193,8 +194,8 @@ def store_image(
     return StoredImage(store, manifest)
 
 
-@dataclass(frozen=True)
-class Blob:
+@dataclass(frozen=True, repr=False, eq=False)
+class Blob(Fieldwise):
     """One blob of an image (its config or a layer) and how to open a fresh stream of it."""
 
     descriptor: Descriptor

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kanipy.errors import ManifestError, PlatformNotFoundError
+from kanipy.fieldwise import Fieldwise
 from kanipy.oci import mediatypes as mt
 from kanipy.oci.descriptor import Descriptor, Platform
 from kanipy.oci.digest import Digest
@@ -26,8 +27,8 @@ log = logging.getLogger(__name__)
 _GENERIC_TYPES = frozenset({"", "application/json", "application/octet-stream", "text/plain"})
 
 
-@dataclass(frozen=True)
-class Manifest:
+@dataclass(frozen=True, repr=False, eq=False)
+class Manifest(Fieldwise):
     """One image: a config descriptor and its layers, with the bytes they came from."""
 
     raw: bytes
@@ -51,8 +52,8 @@ class Manifest:
         )
 
 
-@dataclass(frozen=True)
-class Index:
+@dataclass(frozen=True, repr=False, eq=False)
+class Index(Fieldwise):
     """A multi-platform image: an OCI image index or a Docker manifest list."""
 
     raw: bytes

@@ -7,11 +7,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from kanipy.fieldwise import Fieldwise
+
 _PARAM_RE = re.compile(r'([A-Za-z][\w-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))')
 
 
-@dataclass(frozen=True)
-class Challenge:
+@dataclass(frozen=True, repr=False, eq=False)
+class Challenge(Fieldwise):
     """One parsed ``WWW-Authenticate`` header: ``scheme`` is lowercase (bearer, basic)."""
 
     scheme: str

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from kanipy.errors import AuthError, UsageError
+from kanipy.fieldwise import Fieldwise
 from kanipy.reference import DOCKER_HUB, DOCKER_HUB_CONFIG_KEY, registry_of
 
 log = logging.getLogger(__name__)
@@ -34,8 +35,8 @@ IDENTITY_TOKEN_USER = "<token>"
 _HELPER_TIMEOUT = 60
 
 
-@dataclass(frozen=True)
-class Credential:
+@dataclass(frozen=True, repr=False, eq=False)
+class Credential(Fieldwise):
     """A username and secret for one registry, and where they were found."""
 
     username: str = field(repr=False, default="")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from kanipy import __version__
+from kanipy.fieldwise import Fieldwise
 from kanipy.reference import registry_of
 
 log = logging.getLogger(__name__)
@@ -22,8 +23,8 @@ log = logging.getLogger(__name__)
 MiB = 1 << 20
 
 
-@dataclass(frozen=True)
-class RegistryOptions:
+@dataclass(frozen=True, repr=False, eq=False)
+class RegistryOptions(Fieldwise):
     """How to reach registries. Hosts are written ``host[:port]``, as in references."""
 
     # Hosts that may be spoken to over plain HTTP (after HTTPS was tried), for

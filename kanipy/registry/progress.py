@@ -6,13 +6,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from kanipy.fieldwise import Fieldwise
 from kanipy.oci.digest import Digest
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class ProgressEvent:
+@dataclass(frozen=True, repr=False, eq=False)
+class ProgressEvent(Fieldwise):
     """One step of one blob.
 
     ``phase`` is ``download`` or ``upload`` while bytes move (``done`` of

@@ -32,6 +32,7 @@ import requests
 import urllib3.exceptions
 
 from kanipy.errors import ConnectionFailed, RegistryError
+from kanipy.fieldwise import Fieldwise
 from kanipy.http import LowSpeed, low_speed_stall, make_session, redact_url
 from kanipy.registry.challenge import Challenge, parse_challenge
 from kanipy.registry.options import RegistryOptions
@@ -64,8 +65,8 @@ def registry_session(options: RegistryOptions) -> requests.Session:
                         low_speed=LowSpeed(options.low_speed_limit, options.low_speed_time))
 
 
-@dataclass(frozen=True)
-class Endpoint:
+@dataclass(frozen=True, repr=False, eq=False)
+class Endpoint(Fieldwise):
     """How a registry host answered the ping: its base URL and its auth challenge."""
 
     base_url: str
@@ -80,6 +81,8 @@ class Transport:
         self.session = session or registry_session(options)
         self._endpoints: dict[tuple[str, bool, bool | str], Endpoint] = {}
         self._lock = threading.Lock()
+        # One ping at a time per endpoint key (see ``endpoint``).
+        self._pinging: dict[tuple[str, bool, bool | str], threading.RLock] = {}
         self.sleep: Callable[[float], None] = time.sleep
         unverified = [what for what, skip in (("pulls", options.skip_tls_verify_pull),
                                               ("pushes", options.skip_tls_verify_push)) if skip]
@@ -115,12 +118,22 @@ class Transport:
         key = (host, self.may_use_http(host, action), self.verify_for(host, action))
         with self._lock:
             known = self._endpoints.get(key)
-        if known is not None:
-            return known
-        found = self._ping(host, action)
-        with self._lock:
-            self._endpoints[key] = found
-        return found
+            if known is not None:
+                return known
+            pinging = self._pinging.setdefault(key, threading.RLock())
+        # The pull and the push-permission check start together on the same registry:
+        # the second waits for the first's answer instead of probing it again (with
+        # --insecure-registry, a TLS handshake that fails and its CA bundle load, issue
+        # 14). A ping that fails leaves nothing: the next caller pings for itself.
+        with pinging:
+            with self._lock:
+                known = self._endpoints.get(key)
+            if known is not None:
+                return known
+            found = self._ping(host, action)
+            with self._lock:
+                self._endpoints[key] = found
+            return found
 
     def forget(self, host: str) -> None:
         with self._lock:

@@ -21,13 +21,14 @@ from pathlib import Path
 
 from kanipy.context import BuildContext
 from kanipy.executor.step import StepError
+from kanipy.fieldwise import Fieldwise
 from kanipy.fs.rootfs import Rootfs
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Source:
+@dataclass(frozen=True, repr=False, eq=False)
+class Source(Fieldwise):
     """One thing to copy: ``host`` (inside its root, top-level links followed) and
     ``rel``, its path relative to that root as the user named it (for --parents)."""
 

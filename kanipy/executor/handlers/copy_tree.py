@@ -30,6 +30,7 @@ from pathlib import Path, PurePosixPath
 from typing import NamedTuple, Protocol
 
 from kanipy.executor.step import StepError
+from kanipy.fieldwise import Fieldwise
 from kanipy.fs.rootfs import Rootfs
 
 log = logging.getLogger(__name__)
@@ -61,8 +62,8 @@ class _NewFiles(NamedTuple):
     mode_changed_bits: int  # permission bits creation may not have set as asked
 
 
-@dataclass(frozen=True)
-class Ownership:
+@dataclass(frozen=True, repr=False, eq=False)
+class Ownership(Fieldwise):
     """Owner policy: fixed ids, or None to keep each source entry's own."""
 
     uid: int | None

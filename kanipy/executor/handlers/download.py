@@ -25,16 +25,16 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import unquote, urlsplit
 
-from kanipy.context.git import GitSource, fetch_repository
 from kanipy.executor.step import StepError
+from kanipy.fieldwise import Fieldwise
 from kanipy.http import download_to_file, redact_url
 from kanipy.oci.digest import Digest
 
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Downloaded:
+@dataclass(frozen=True, repr=False, eq=False)
+class Downloaded(Fieldwise):
     """A verified download in a temporary file (the caller removes it)."""
 
     path: Path
@@ -83,6 +83,8 @@ def _last_modified_ns(value: str | None) -> int | None:
 def clone_git(source: str, scratch: Path, keep_git_dir: bool) -> Path:
     """Clone ``URL[#ref][:subdir]`` into a new directory under ``scratch``; returns
     the directory to copy (the subdir when one is named)."""
+    from kanipy.context.git import GitSource, fetch_repository  # only for ADD of a git URL
+
     url, _, fragment = source.partition("#")
     ref, _, subdir = fragment.partition(":")
     target = Path(tempfile.mkdtemp(prefix="add-git-", dir=scratch)) / "repo"
