@@ -282,9 +282,13 @@ def measure(argv: list[str], log: Path, env: dict[str, str] | None = None,
 
 def run_kanipy(ctx: Path, dest: str, registry: str, work: Path, log: Path,
                profile: Path | None, checkout: Path = ROOT) -> Measure:
-    """One cold ``kanipy build`` of ``checkout``'s kanipy (this one by default)."""
-    kdir = work / "kanipy-dir"
-    shutil.rmtree(kdir, ignore_errors=True)
+    """One cold ``kanipy build`` of ``checkout``'s kanipy (this one by default).
+
+    Each build gets a work directory of its own, and the bench does not remove it:
+    kanipy does, and after a success it leaves that to a detached process that may
+    still be working while the next build runs, as on a CI runner that keeps its disk.
+    """
+    kdir = Path(tempfile.mkdtemp(prefix="kanipy-dir-", dir=work))
     head = [sys.executable]
     if profile is not None:
         head += ["-m", "cProfile", "-o", str(profile)]
@@ -294,10 +298,7 @@ def run_kanipy(ctx: Path, dest: str, registry: str, work: Path, log: Path,
     # cwd too: ``python -m`` puts the working directory before PYTHONPATH, so
     # another checkout there would be benchmarked instead of this one.
     env = {**os.environ, "PYTHONPATH": str(checkout)}
-    try:
-        return measure(argv, log, env, cwd=checkout)
-    finally:
-        shutil.rmtree(kdir, ignore_errors=True)
+    return measure(argv, log, env, cwd=checkout)
 
 
 # ----------------------------------------------------------------------------- floors
