@@ -322,9 +322,13 @@ def installed_kanipy(work: Path) -> tuple[Path, Path]:
 def run_kanipy(ctx: Path, dest: str, registry: str, work: Path, log: Path,
                profile: Path | None, checkout: Path = ROOT) -> Measure:
     """One cold ``kanipy build`` of ``checkout``'s kanipy (this one by default),
-    started through the console script of ``installed_kanipy``."""
-    kdir = work / "kanipy-dir"
-    shutil.rmtree(kdir, ignore_errors=True)
+    started through the console script of ``installed_kanipy``.
+
+    Each build gets a work directory of its own, and the bench does not remove it:
+    kanipy does, and after a success it leaves that to a detached process that may
+    still be working while the next build runs, as on a CI runner that keeps its disk.
+    """
+    kdir = Path(tempfile.mkdtemp(prefix="kanipy-dir-", dir=work))
     python, script = work / "installed-venv" / "bin" / "python", \
         work / "installed-venv" / "bin" / "kanipy"
     head = [str(python)]
@@ -336,10 +340,7 @@ def run_kanipy(ctx: Path, dest: str, registry: str, work: Path, log: Path,
     # The script's directory, not the working directory, heads sys.path; the
     # checkout is the working directory all the same, as before.
     env = {**os.environ, "PYTHONPATH": str(checkout)}
-    try:
-        return measure(argv, log, env, cwd=checkout)
-    finally:
-        shutil.rmtree(kdir, ignore_errors=True)
+    return measure(argv, log, env, cwd=checkout)
 
 
 # ----------------------------------------------------------------------------- floors

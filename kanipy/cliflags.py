@@ -286,8 +286,14 @@ FLAGS: tuple[Flag, ...] = (
        status=DIFFERS,
        note="`--kaniko-dir` and `KANIKO_DIR` name kanipy's work directory (default: a "
             "temporary one, removed afterwards)"),
-    _f("--cleanup", "cleanup", "bool", WORKDIR, "Kaniko's: clean the filesystem afterwards.",
-       status=NOOP, note="kanipy always removes what it unpacked"),
+    _f("--cleanup", "cleanup", "bool", WORKDIR,
+       "Remove the work directory before exiting, not in a process left to do it "
+       "(also KANIKO_CLEANUP).",
+       status=DIFFERS,
+       note="kanipy always removes its work directory: after a successful build a detached "
+            "process removes it while kanipy exits; with `--cleanup` (or `KANIKO_CLEANUP`) "
+            "kanipy removes it before it exits, for several builds in one container that "
+            "need the space back at once"),
     _f("--pre-cleanup", "pre_cleanup", "bool", WORKDIR,
        "Kaniko's fork: clean the filesystem before the build.", status=NOOP,
        note="every kanipy build starts in a new directory"),
@@ -336,7 +342,8 @@ ENVIRONMENT: tuple[tuple[str, str], ...] = (
     ("KANIKO_DIR", "`--kaniko-dir` when the flag is not given"),
     ("BUILDER_OUTPUT", "after a push, `BUILDER_OUTPUT/images` gets one JSON line "
                        "`{\"name\", \"digest\"}` per destination"),
-    ("KANIKO_CLEANUP, KANIKO_PRE_CLEANUP, KANIKO_PRESERVE_CONTEXT",
+    ("KANIKO_CLEANUP", "`--cleanup` when the flag is not given (Go booleans)"),
+    ("KANIKO_PRE_CLEANUP, KANIKO_PRESERVE_CONTEXT",
      "the fork's defaults for those flags: accepted, no effect (see the flags)"),
 )
 

@@ -129,6 +129,7 @@ def options_from_flags(kw: dict[str, Any], env: Mapping[str, str] | None = None
         push_retry=max(0, kw["push_retry"]),
         cache_dir=kw["cache_dir"],
         kanipy_dir=kanipy_dir,
+        cleanup=bool(kw["cleanup"]),
         custom_platform=platform,
         image_format=kw["image_format"],
         compression=kw["compression"],

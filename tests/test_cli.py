@@ -45,10 +45,10 @@ def test_bad_flags_exit_2_before_any_work(tmp_path: Path, args: list[str], messa
 
 def test_kaniko_compat_flags_are_accepted_and_say_they_do_nothing(tmp_path: Path) -> None:
     context = write_tree(tmp_path, {"Dockerfile": "FROM scratch\nENV A=1\n"})
-    result = kanipy("build", "-c", str(context), "--dry-run", "--cleanup",
+    result = kanipy("build", "-c", str(context), "--dry-run", "--force",
                     "--snapshot-mode=redo", "--use-new-run", "--compressed-caching=false")
     assert result.returncode == 0, result.stderr
-    for flag in ("--cleanup", "--snapshot-mode", "--use-new-run", "--compressed-caching"):
+    for flag in ("--force", "--snapshot-mode", "--use-new-run", "--compressed-caching"):
         assert result.stderr.count(f"INFO {flag} has no effect in kanipy: ") == 1, flag
     assert "ENV A=1" in result.stdout
 

@@ -284,7 +284,23 @@ def test_the_forks_environment_defaults_are_noted(recorder: Recorder, context: P
                                           "KANIKO_CLEANUP": "1"})
     assert result.exit_code == 0, result.stderr
     assert "--preserve-context has no effect in kanipy" in result.stderr
-    assert "--cleanup has no effect in kanipy" in result.stderr
+    # KANIKO_CLEANUP is --cleanup: remove the work directory before exiting.
+    assert "--cleanup has no effect" not in result.stderr
+    assert recorder.options[0].cleanup is True
+
+
+@pytest.mark.parametrize(("args", "env", "expected"), [
+    ([], {}, False),
+    (["--cleanup"], {}, True),
+    (["--cleanup=false"], {"KANIKO_CLEANUP": "true"}, False),
+    ([], {"KANIKO_CLEANUP": "false"}, False),
+], ids=["default", "flag", "flag-wins-over-env", "env-false"])
+def test_cleanup_from_the_flag_or_kaniko_cleanup(recorder: Recorder, context: Path,
+                                                 args: list[str], env: dict[str, str],
+                                                 expected: bool) -> None:
+    result = run(context, "-d", DEST, *args, env=env)
+    assert result.exit_code == 0, result.stderr
+    assert recorder.options[0].cleanup is expected
 
 
 @pytest.mark.parametrize(("context_url", "git", "expected"), [
@@ -369,7 +385,7 @@ def test_colour_on_a_terminal_as_asked_and_never_with_no_color(
 
 def test_log_timestamp_starts_every_line_with_utc_time(recorder: Recorder,
                                                        context: Path) -> None:
-    result = run(context, "-d", DEST, "--log-timestamp", "--cleanup=true")
+    result = run(context, "-d", DEST, "--log-timestamp", "--force=true")
     assert result.exit_code == 0, result.stderr
     lines = result.stderr.splitlines()
     assert lines

@@ -180,10 +180,10 @@ def test_the_live_area_never_outgrows_the_terminal() -> None:
 def test_colour_in_a_log_file_only_when_asked(tmp_path: Path, args: list[str], no_color: str,
                                               coloured: bool) -> None:
     context = write_tree(tmp_path / "ctx", {"Dockerfile": "FROM scratch\n"})
-    result = kanipy("build", "-c", str(context), "--dry-run", "--cleanup", *args,
+    result = kanipy("build", "-c", str(context), "--dry-run", "--force", *args,
                     env={"NO_COLOR": no_color})
     assert result.returncode == 0, result.stderr
-    assert ("\x1b[34mINFO\x1b[0m --cleanup has no effect" in result.stderr) is coloured
+    assert ("\x1b[34mINFO\x1b[0m --force has no effect" in result.stderr) is coloured
     assert ("\x1b" in result.stderr) is coloured
 
 

@@ -34,6 +34,7 @@ from kanipy.executor.early_push import EarlyPush
 from kanipy.executor.handlers.run import run_cache_root
 from kanipy.executor.options import BuildOptions, host_platform
 from kanipy.executor.progress import BuildReporter, StepSummary
+from kanipy.executor.remover import remove_tree
 from kanipy.executor.runner import ChrootRunner, Runner
 from kanipy.executor.sandbox_caps import require_build_privileges
 from kanipy.executor.stage import BuiltStage, LayerPolicy, StageBuilder
@@ -209,7 +210,8 @@ class Build:
         # Made by _run once the store and the Dockerfile's name are known.
         self.bases: StageBases | None = None
         self._client: RegistryClient | None = None
-        self._cleaner: threading.Thread | None = None
+        self._cleaner: threading.Thread | None = None  # removes the roots during the push
+        self._cleaner_stop = threading.Event()
         # Layer uploads while the build goes on (issue 14); made by _run once the
         # push-permission check is under way, None when nothing is pushed early.
         self._early: EarlyPush | None = None
@@ -248,10 +250,15 @@ class Build:
         build_dir = Path(tempfile.mkdtemp(prefix="build-", dir=workdir))
         # Held until the process ends: a later build removes what a killed one left.
         lock = workdirs.WorkdirLock(workdir if own_workdir else build_dir)
-        sweeper = workdirs.sweep(workdir.parent, "kanipy-") if own_workdir else \
-            workdirs.sweep(workdir, "build-")
+        # The directory kanipy made under $TMPDIR goes whole; in --kanipy-dir (the
+        # user's) only this build's own build-*. Its siblings are what killed builds left.
+        tree, prefix = (workdir, "kanipy-") if own_workdir else (build_dir, "build-")
+        sweeper = workdirs.sweep(tree.parent, prefix)
+        succeeded = False
         try:
-            return self._run(destinations, build_dir)
+            result = self._run(destinations, build_dir)
+            succeeded = True
+            return result
         except BaseException:
             if self._early is not None:  # uploads under way stop; no manifest goes up
                 self._early.abandon()
@@ -262,13 +269,30 @@ class Build:
         finally:
             if self.cache is not None:  # layer cache hook: entries still being pushed
                 self.cache.close()
+            handed_over = False
             try:
-                _remove_work_dirs([build_dir, workdir] if own_workdir else [build_dir],
-                                  self._cleaner)
+                self._stop_cleaner()
+                if succeeded and not options.cleanup:
+                    # Nothing is left to do but remove the tree (issue 14): a detached
+                    # process does it, holding the lock, and finishes the sweep.
+                    if sweeper is not None:
+                        sweeper.stop()
+                    handed_over = lock.hand_over(tree.parent, prefix) is not None
             finally:
-                lock.release()
-                if sweeper is not None:  # the remains of a killed build, removed meanwhile
-                    sweeper.join()
+                try:
+                    if not handed_over:
+                        _remove_work_dir(tree)
+                finally:
+                    lock.release()
+                    if sweeper is not None and not handed_over:  # a killed build's remains
+                        sweeper.join()
+
+    def _stop_cleaner(self) -> None:
+        """Stop removing the roots at the next entry: the rest of the removal, the roots'
+        remains included, is done in one place (here or in the detached remover)."""
+        self._cleaner_stop.set()
+        if self._cleaner is not None:
+            self._cleaner.join()
 
     def _run(self, destinations: list[Reference], build_dir: Path) -> BuildResult:
         options = self.options
@@ -433,7 +457,8 @@ class Build:
         # outputs. Removing a large root costs one unlink per file (100,000 files:
         # 5-20 s here), so it runs while the image is pushed.
         roots = [s.root for s in self.stages.values()] + bases.image_roots
-        self._cleaner = threading.Thread(target=_remove_trees, args=(roots,),
+        self._cleaner = threading.Thread(target=_remove_trees,
+                                         args=(roots, self._cleaner_stop.is_set),
                                          name="kanipy-cleanup", daemon=True)
         self._cleaner.start()
         result = BuildResult(image=image, digest=str(image.digest), summaries=self.summaries)
@@ -739,28 +764,20 @@ class _PushCheck:
                 raise self._error
 
 
-def _remove_work_dirs(paths: list[Path], cleaner: threading.Thread | None) -> None:
-    """Remove the build's own directories, even when a signal interrupts the removal.
+def _remove_work_dir(tree: Path) -> None:
+    """Remove the build's own directory, even when a signal interrupts the removal.
 
     The CLI raises on the first SIGTERM/SIGINT only, so a removal cut short by
     it is simply done again before the interrupt goes on (issue 11: a stopped
-    build leaves nothing behind).
+    build leaves nothing behind). The lock file goes last (``remover``).
     """
     try:
-        if cleaner is not None:
-            cleaner.join()
-    finally:
-        interrupted: BaseException | None = None
-        for path in paths:
-            try:
-                shutil.rmtree(path, ignore_errors=True)
-            except BaseException as exc:
-                shutil.rmtree(path, ignore_errors=True)
-                interrupted = interrupted or exc
-        if interrupted is not None:
-            raise interrupted
+        remove_tree(tree, last=workdirs.LOCK_NAME)
+    except BaseException:
+        remove_tree(tree, last=workdirs.LOCK_NAME)
+        raise
 
 
-def _remove_trees(paths: list[Path]) -> None:
+def _remove_trees(paths: list[Path], stop: Callable[[], bool]) -> None:
     for path in paths:
-        shutil.rmtree(path, ignore_errors=True)
+        remove_tree(path, stop=stop)

@@ -40,6 +40,9 @@ class BuildOptions(Fieldwise):
     # Where kanipy keeps its files.
     cache_dir: Path | None = None
     kanipy_dir: Path | None = None
+    # --cleanup: remove the work directory before returning, even after a success
+    # (default: a detached process removes it, workdirs.WorkdirLock.hand_over).
+    cleanup: bool = False
     # Output image.
     custom_platform: Platform | None = None
     image_format: str | None = None  # "oci" | "docker" | None (follow the base image)

@@ -1,7 +1,8 @@
 """A build's work directory, and the ones killed builds left behind.
 
-A build removes its work directory when it ends, even on SIGTERM or SIGINT.
-Only SIGKILL (or the OOM killer, or a power cut) leaves one behind: a root
+A build's work directory is removed when it ends, even on SIGTERM or SIGINT.
+Only SIGKILL (or the OOM killer, a power cut, or the end of the container's
+init while the detached remover below works) leaves one behind: a root
 file system and a blob store, often gigabytes, in ``$TMPDIR`` or
 ``--kanipy-dir``. On a CI runner that keeps its disk, these pile up until the
 disk is full (issue 11: a killed build leaves nothing a later build could
@@ -17,8 +18,13 @@ made) is left alone, and so is anything not owned by this user or not private
 (mode 0700, as ``mkdtemp`` makes it): in a shared ``/tmp`` another user's
 directory is none of kanipy's business.
 
-The removal runs on a background thread while the build works; the build
-waits for it only before it exits, so no half-removed tree is left.
+The stage roots are removed on a background thread while the image is
+pushed. A successful build then hands the rest of its tree, and its lock, to a
+detached process (``executor/remover.py``) and exits without waiting for it
+(issue 14); a failed or stopped build, or one given ``--cleanup``, removes it
+before it exits. Whoever removes holds the lock until the tree is empty and
+removes the lock file last, so a removal cut short by a kill is finished by
+a later build.
 """
 
 from __future__ import annotations
@@ -26,14 +32,17 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
-import shutil
-import stat
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
+from kanipy.executor import remover
+from kanipy.executor.remover import LOCK_NAME
+
 log = logging.getLogger(__name__)
 
-LOCK_NAME = ".kanipy-build.lock"
+__all__ = ["LOCK_NAME", "Sweep", "WorkdirLock", "abandoned", "sweep"]
 
 
 class WorkdirLock:
@@ -50,6 +59,36 @@ class WorkdirLock:
             raise
         self._fd: int | None = fd
 
+    def hand_over(self, sweep_parent: Path, prefix: str) -> int | None:
+        """Give the directory's removal, and the lock with it, to a detached process.
+
+        The process gets the locked descriptor itself, so the lock is never free
+        while files remain; it starts a session of its own (a Ctrl-C at the
+        terminal or a signal to kanipy's process group does not reach it) with
+        nothing of kanipy's open but that descriptor, and after the tree it
+        sweeps ``sweep_parent`` for ``prefix*`` directories killed builds left.
+        Its pid, or None when it could not be started (the caller removes).
+        """
+        if self._fd is None or not sys.executable:
+            return None
+        tree = self.path.parent
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-I", "-S", remover.__file__, str(self._fd),
+                 os.fsencode(tree), os.fsencode(sweep_parent), os.fsencode(prefix)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, pass_fds=(self._fd,), close_fds=True,
+                start_new_session=True, cwd="/", env={})
+        except OSError as exc:
+            log.debug("could not start the work directory's remover: %s", exc)
+            return None
+        # In a process that lives on (the Python API), the remover is reaped when it
+        # ends; the command exits first and leaves it to init.
+        threading.Thread(target=proc.wait, name="kanipy-remover-wait", daemon=True).start()
+        log.debug("removing %s in process %d", tree, proc.pid)
+        self.release()
+        return proc.pid
+
     def release(self) -> None:
         if self._fd is not None:
             os.close(self._fd)
@@ -59,56 +98,38 @@ class WorkdirLock:
 def abandoned(parent: Path, prefix: str) -> list[Path]:
     """The directories named ``prefix*`` in ``parent`` that a killed build left."""
     found: list[Path] = []
-    try:
-        entries = list(os.scandir(parent))
-    except OSError:
-        return found
-    uid = os.getuid()
-    for entry in entries:
-        if not entry.name.startswith(prefix):
-            continue
-        try:
-            info = entry.stat(follow_symlinks=False)
-        except OSError:
-            continue
-        if not stat.S_ISDIR(info.st_mode) or info.st_uid != uid or \
-                stat.S_IMODE(info.st_mode) != 0o700:
-            continue
-        if _dead(Path(entry.path) / LOCK_NAME):
-            found.append(Path(entry.path))
+    for path in remover.abandoned_names(str(parent), prefix):
+        fd = remover.take_abandoned(path)
+        if fd is not None:
+            os.close(fd)
+            found.append(Path(path))
     return found
 
 
-def _dead(lock: Path) -> bool:
-    """Whether ``lock`` was written by a build that no longer holds it."""
-    try:
-        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
-    except OSError:
-        return False
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError:
-            return False  # a running build holds it
-        return os.read(fd, 32).strip().isdigit()
-    finally:
-        os.close(fd)
+class Sweep:
+    """The removal of what killed builds left, on a daemon thread."""
+
+    def __init__(self, parent: Path, prefix: str) -> None:
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(
+            target=remover.sweep_now, args=(str(parent), prefix, self._stopping.is_set),
+            name="kanipy-sweep", daemon=True)
+        self._thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        self._thread.join(timeout)
+
+    def stop(self) -> None:
+        """End the sweep at its next entry; what is left stays locked-last for the next."""
+        self._stopping.set()
+        self._thread.join()
 
 
-def sweep(parent: Path, prefix: str) -> threading.Thread | None:
-    """Remove what killed builds left in ``parent``, on a daemon thread; the thread."""
+def sweep(parent: Path, prefix: str) -> Sweep | None:
+    """Remove what killed builds left in ``parent``, on a daemon thread; None if nothing."""
     leftovers = abandoned(parent, prefix)
     if not leftovers:
         return None
     for path in leftovers:
         log.info("removing %s, left by a build that was killed", path)
-
-    def remove() -> None:
-        for path in leftovers:
-            shutil.rmtree(path, ignore_errors=True)
-
-    thread = threading.Thread(target=remove, name="kanipy-sweep", daemon=True)
-    thread.start()
-    return thread
+    return Sweep(parent, prefix)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from kanipy.executor.workdirs import abandoned
 from tests.e2e.build_support import tag_exists
 from tests.e2e.ci_container import CIContainer
 from tests.e2e.helpers import (
@@ -318,3 +319,23 @@ def test_a_failing_stage_in_a_ci_container_stops_the_build_and_pushes_nothing(
     assert "slow-stage-42" not in ci.stderr
     assert "stopped (another stage failed)" in ci.stderr, ci.stderr[-3000:]
     assert not tag_exists(ref)
+
+
+def test_the_remover_ends_with_the_ci_step_and_a_later_build_sweeps_what_it_left(
+        tmp_path: Path, base_images: BaseImages, ci_container: CIContainer) -> None:
+    """kanipy is the container's init: when it exits after a success the kernel kills its
+    detached remover (issue 14). The step still succeeds and ends; what the remover left
+    is recognisably a dead build's, and a later build in the same root removes it."""
+    context = write_tree(tmp_path / "ctx", {"Dockerfile": (
+        f"FROM {base_images.oci}\n"
+        "RUN mkdir /many && cd /many && for i in $(seq 1 50); do mkdir $i && "
+        "(cd $i && seq 1 100 | xargs touch); done\n")})
+    tmp = ci_container.rootfs / "tmp"
+    ci = ci_container.build(context, "--no-push", name="remover-killed")
+    assert ci.returncode == 0, ci.stderr[-3000:]
+    left = sorted(p for p in tmp.iterdir() if p.name.startswith("kanipy-"))
+    assert abandoned(tmp, "kanipy-") == left, "every leftover is a dead build's, lock and pid"
+    # --cleanup waits for the sweep and its own removal: nothing of either is left.
+    ci = ci_container.build(context, "--no-push", "--cleanup", name="remover-swept")
+    assert ci.returncode == 0, ci.stderr[-3000:]
+    assert [p.name for p in tmp.iterdir() if p.name.startswith("kanipy-")] == []

@@ -199,10 +199,10 @@ def test_colour_on_a_terminal_only_as_asked(tmp_path: Path, log_format: str,
     if no_color is None:
         env["NO_COLOR"] = ""  # present but empty: colour stays on (no-color.org)
     run = on_a_terminal(
-        ["build", "-c", str(context), "--dry-run", "--cleanup", f"--log-format={log_format}",
+        ["build", "-c", str(context), "--dry-run", "--force", f"--log-format={log_format}",
          "--progress=plain"], env, timeout=60)
     status, drawn = run.status, run.raw.decode(errors="replace")
     assert status == 0, drawn
-    assert ("\x1b[34mINFO\x1b[0m --cleanup has no effect" in drawn) is coloured, drawn
+    assert ("\x1b[34mINFO\x1b[0m --force has no effect" in drawn) is coloured, drawn
     if not coloured:
         assert "\x1b[" not in drawn, drawn

@@ -169,19 +169,20 @@ def test_work_dirs_are_removed_even_when_a_signal_cuts_the_removal_short(
     done again before the interrupt goes on, so nothing is left behind (issue 11)."""
     from kanipy.executor import engine
 
-    dirs = [tmp_path / "build", tmp_path / "work"]
-    for d in dirs:
-        (d / "sub").mkdir(parents=True)
-    real_rmtree = engine.shutil.rmtree
+    work = tmp_path / "work"
+    (work / "build" / "sub").mkdir(parents=True)
+    (work / ".kanipy-build.lock").write_text("1\n")
+    real_remove = engine.remove_tree
     calls: list[Path] = []
 
-    def interrupted_once(path: Path, ignore_errors: bool = False) -> None:
+    def interrupted_once(path: Path, last: str | None = None) -> bool:
         calls.append(path)
         if len(calls) == 1:
             raise KeyboardInterrupt
-        real_rmtree(path, ignore_errors=ignore_errors)
+        return real_remove(path, last=last)
 
-    monkeypatch.setattr(engine.shutil, "rmtree", interrupted_once)
+    monkeypatch.setattr(engine, "remove_tree", interrupted_once)
     with pytest.raises(KeyboardInterrupt):
-        engine._remove_work_dirs(dirs, None)
-    assert not any(d.exists() for d in dirs)
+        engine._remove_work_dir(work)
+    assert calls == [work, work]
+    assert not work.exists()
