@@ -40,6 +40,16 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
+def _remover_named_in(lock: Path) -> int | None:
+    """The pid in ``lock`` if it is a live remover's."""
+    try:
+        pid = int(lock.read_text())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return None
+    return pid if _alive(pid) and b"remover.py" in cmdline else None
+
+
 def test_a_build_exits_while_its_remover_works_and_a_killed_remover_is_swept(
         tmp_path: Path, base_images: BaseImages) -> None:
     context = write_tree(tmp_path / "ctx", {"Dockerfile": f"FROM {base_images.oci}\n"
@@ -51,9 +61,11 @@ def test_a_build_exits_while_its_remover_works_and_a_killed_remover_is_swept(
     # kanipy has exited; its build directory is still there, locked by the remover.
     left = [p for p in work.iterdir() if p.name.startswith("build-")]
     assert len(left) == 1, "the tree is removed after the build, not before it exits"
-    pid = int((left[0] / LOCK_NAME).read_text())
-    assert _alive(pid)
-    assert b"remover.py" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    # The lock names kanipy's pid until the remover, starting, writes its own (under
+    # load that can be after kanipy has exited; the flock is held all along).
+    _wait_for(lambda: _remover_named_in(left[0] / LOCK_NAME) is not None, 60)
+    pid = _remover_named_in(left[0] / LOCK_NAME)
+    assert pid is not None, "the lock never named a live remover"
     assert abandoned(work, "build-") == [], "the remover holds the build's lock"
     # Killed half-way: what is left is recognisably abandoned, lock file and all...
     os.kill(pid, signal.SIGKILL)
