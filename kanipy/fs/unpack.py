@@ -63,6 +63,7 @@ from kanipy.fs.tarreader import (
     TarEntry,
     TarReader,
 )
+from kanipy.fs.workers import MAX_FILE, FileJobs, Job, file_threads
 
 log = logging.getLogger(__name__)
 
@@ -174,19 +175,27 @@ def extract_tar(rootfs: Rootfs, stream: Readable, *, what: str,
     # Our own reader, not tarfile: its header parsing cost four times GNU tar's
     # whole unpack on a layer of small files (see kanipy/fs/tarreader.py).
     reader = TarReader(stream, what)
-    for entry in reader:
-        if select is not None and not select(entry):
-            continue
-        try:
-            unpacker.apply(entry, reader)
-        except OSError as exc:
-            # What the filesystem refused (ENAMETOOLONG under a long root,
-            # ENOSPC, EMLINK...) is about this entry; say which.
-            raise BuildError(f"{what}: entry {_shown(entry.name)} cannot be applied: "
-                             f"{exc.strerror or exc}") from exc
-    unpacker.finish()
+    try:
+        for entry in reader:
+            if select is not None and not select(entry):
+                continue
+            try:
+                unpacker.apply(entry, reader)
+            except OSError as exc:
+                # What the filesystem refused (ENAMETOOLONG under a long root,
+                # ENOSPC, EMLINK...) is about this entry; say which.
+                raise _cannot_apply(what, entry.name, exc) from exc
+        unpacker.finish()
+    finally:
+        # On an error too: no file thread may write once we have returned.
+        unpacker.close()
     log.debug("extracted %s: %d entries", what, unpacker.entries)
     return UnpackStats(unpacker.entries, unpacker.file_bytes, frozenset(unpacker.top))
+
+
+def _cannot_apply(what: str, name: str, exc: OSError) -> BuildError:
+    return BuildError(f"{what}: entry {_shown(name)} cannot be applied: "
+                      f"{exc.strerror or exc}")
 
 
 def is_tar_stream(stream: Readable, what: str) -> bool:
@@ -199,7 +208,28 @@ def is_tar_stream(stream: Readable, what: str) -> bool:
 
 
 class _Unpacker:
-    """The state of one archive being extracted: resolved directories and what it added."""
+    """The state of one archive being extracted: resolved directories and what it added.
+
+    Small regular files are created and written on file threads (``FileJobs``,
+    issue 14) while this thread reads on; everything else happens here, in
+    entry order. A file job never lands outside the root, and the result is
+    the one a serial extraction gives, because of four rules kept here:
+
+    * a job's path is its parent's host directory, resolved and checked by
+      this thread (a real directory inside the root, no symlink in it), plus a
+      name the job opens with ``O_NOFOLLOW|O_EXCL``; it unlinks only a regular
+      file in its way, and reports anything else back (``_drain`` replaces it);
+    * nothing is removed (a replaced entry, a whiteout, an opaque directory)
+      before every job has ended (``_drain`` in ``_remove`` and ``_opaque``), so
+      no directory on a job's path can become a symlink or disappear while the
+      job runs: a directory is only ever replaced after its removal;
+    * an entry at a path still in flight, a hardlink to one, a parent looked
+      up anew (a cache miss, which may meet a file not made yet) and
+      ``finish`` all wait for the jobs first, so the last entry still wins and
+      a hardlink finds its target;
+    * a file over a directory this archive has looked up, a sparse file, one
+      with xattrs or over ``MAX_FILE`` is made on this thread, as before.
+    """
 
     def __init__(self, rootfs: Rootfs, what: str, rules: ExtractRules,
                  dest: PurePosixPath) -> None:
@@ -227,6 +257,29 @@ class _Unpacker:
         # Set by every removal (a replaced entry, a whiteout, an opaque directory):
         # until then every directory this archive made or merged is still one.
         self._removed_any = False
+        # Host directories ever cached in _dirs (a superset: never pruned).
+        self._dir_hosts: set[str] = {self.root}
+        self._threads = file_threads()
+        self._jobs: FileJobs | None = None  # started with the first small file
+
+    def _job_failed(self, job: Job, exc: OSError) -> Exception:
+        return _cannot_apply(self.what, job.name, exc)
+
+    def _drain(self) -> None:
+        """Wait for every file job; make the files that found something in the way."""
+        jobs = self._jobs
+        if jobs is None or not jobs.busy:
+            return
+        for job in jobs.wait_all():
+            try:
+                self._replace(job.path, os.lstat(job.path), job.name)
+                _write_small_file(*job.payload)
+            except OSError as exc:
+                raise _cannot_apply(self.what, job.name, exc) from exc
+
+    def close(self) -> None:
+        if self._jobs is not None:
+            self._jobs.close()
 
     def _fail(self, name: str, reason: str) -> ConfinementError:
         return ConfinementError(f"{self.what}: entry {_shown(name)} {reason}")
@@ -285,6 +338,8 @@ class _Unpacker:
         hit = self._dirs.get(key)
         if hit is not None:
             return hit
+        # Looking on disk: a file in flight may be on the way (it must be found).
+        self._drain()
         try:
             host = str(self.rootfs.resolve(self.dest.joinpath(*parts),
                                            escape_is_error=self.rules.escape_is_error))
@@ -319,6 +374,7 @@ class _Unpacker:
                     f"{self.what}: entry {name!r}: a parent is not a directory"
                 )
         self._dirs[key] = host
+        self._dir_hosts.add(host)
         return host
 
     def _too_deep(self, name: str) -> BuildError:
@@ -333,6 +389,7 @@ class _Unpacker:
             del self._dirs[key]
 
     def _remove(self, host: str, st: os.stat_result) -> None:
+        self._drain()
         self._removed_any = True
         if stat.S_ISDIR(st.st_mode):
             self._forget(host)
@@ -363,6 +420,8 @@ class _Unpacker:
         path = parent + "/" + base
         if path.count("/") - self._root_slashes > _MAX_DEPTH:
             raise self._too_deep(name)
+        if self._jobs is not None and path in self._jobs.pending:
+            self._drain()  # the same path again: the earlier entry first
         kind = member.type
         if kind == REGTYPE:
             self._regular_file(path, member, reader)
@@ -421,6 +480,7 @@ class _Unpacker:
         mtime_ns = member.mtime_ns
         if is_dir:
             self._dirs["/".join(parts)] = path
+            self._dir_hosts.add(path)
             self._dir_meta.append((path, member.mode & 0o7777, mtime_ns))
             return
         if kind != SYMTYPE:
@@ -461,6 +521,8 @@ class _Unpacker:
             raise self._fail(member.name, "is a hardlink to the root directory")
         parent = self._parent_dir(parts[:-1], member.name, create=False)
         target = None if parent is None else parent + "/" + parts[-1]
+        if self._jobs is not None and target in self._jobs.pending:
+            self._drain()
         try:
             st = None if target is None else os.lstat(target)
         except FileNotFoundError:
@@ -519,8 +581,15 @@ class _Unpacker:
 
         Most paths are new (a base layer), so creating first and looking at what
         is there only when that fails saves an lstat per file, and metadata set
-        through the descriptor saves a path lookup per call.
+        through the descriptor saves a path lookup per call. A small one is
+        handed to the file threads (see the class's rules).
         """
+        size = member.size
+        if (self._threads > 1 and size <= MAX_FILE and not member.sparse
+                and not (member.xattrs and self.rules.xattrs)
+                and path not in self._dir_hosts):
+            self._submit_file(path, member, reader)
+            return
         try:
             fd = os.open(path, _OPEN_FLAGS, 0o600)
         except FileExistsError:
@@ -540,6 +609,26 @@ class _Unpacker:
             os.utime(fd, ns=(member.mtime_ns, member.mtime_ns))
         finally:
             os.close(fd)
+
+    def _submit_file(self, path: str, member: TarEntry, reader: TarReader) -> None:
+        jobs = self._jobs
+        if jobs is None:
+            jobs = self._jobs = FileJobs(self._threads, self._job_failed)
+        size = member.size
+        view = reader.read(size) if size else b""
+        if len(view) == size:
+            data = bytes(view)
+        else:
+            pieces = [bytes(view)]
+            while piece := reader.read(size):
+                pieces.append(bytes(piece))
+            data = b"".join(pieces)
+        self.entries += 1
+        self.file_bytes += len(data)
+        self._added.add(path)
+        owner = self._owner(member) if self.rules.chown else None
+        args = (path, data, member.mode & 0o7777, member.mtime_ns, owner)
+        jobs.submit(path, member.name, len(data), args, _write_small_file, *args)
 
     def _write_file(self, fd: int, member: TarEntry, reader: TarReader) -> None:
         if member.sparse:
@@ -608,6 +697,7 @@ class _Unpacker:
         if directory in self._opaqued:
             return
         self._opaqued.add(directory)
+        self._drain()
         with os.scandir(directory) as it:
             children = list(it)
         removed = False
@@ -624,9 +714,11 @@ class _Unpacker:
         if removed:
             # Removed directories or symlinks may be cached; start afresh (rare).
             self._dirs = {"": self.root}
+            self._dir_hosts = {self.root}
 
     def finish(self) -> None:
         """Directory modes and mtimes, last: writing into a directory changes its mtime."""
+        self._drain()
         for path, mode, mtime_ns in self._dir_meta:
             try:
                 # Replaced by a non-directory later in the same layer (chmod would
@@ -637,3 +729,35 @@ class _Unpacker:
                 os.utime(path, ns=(mtime_ns, mtime_ns))
             except FileNotFoundError:
                 pass  # removed later in the same layer
+
+
+_SOMETHING_IN_THE_WAY = "in the way"
+
+
+def _write_small_file(path: str, data: bytes, mode: int, mtime_ns: int,
+                      owner: tuple[int, int] | None) -> str | None:
+    """Make the regular file ``path`` (on a file thread): created ``O_EXCL``, written,
+    owner, mode and times set through its descriptor, as ``_regular_file`` does.
+
+    A regular file in the way (a lower layer's, or an earlier entry's already
+    made) is unlinked: nothing below it can be cached or in flight. Anything
+    else there is the extracting thread's to replace: returns a mark for it.
+    """
+    try:
+        fd = os.open(path, _OPEN_FLAGS, 0o600)
+    except FileExistsError:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return _SOMETHING_IN_THE_WAY
+        os.unlink(path)
+        fd = os.open(path, _OPEN_FLAGS, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if owner is not None:
+            os.fchown(fd, *owner)
+        os.fchmod(fd, mode)
+        os.utime(fd, ns=(mtime_ns, mtime_ns))
+    finally:
+        os.close(fd)
+    return None
