@@ -71,8 +71,8 @@ class FileJobs:
     """A bounded window of file jobs on ``threads`` worker threads.
 
     ``fail(job, exc)`` makes the exception raised for a job that raised
-    OSError (the caller's message, naming the entry). Not thread-safe: one
-    thread submits and waits.
+    OSError (the caller's message, naming the entry; or ``exc`` itself). Not
+    thread-safe: one thread submits and waits.
     """
 
     def __init__(self, threads: int, fail: Callable[[Job, OSError], Exception], *,
@@ -110,7 +110,10 @@ class FileJobs:
             job.result = job.future.result()
         except OSError as exc:
             self._unpend(job)
-            raise self._fail(job, exc) from exc
+            error = self._fail(job, exc)
+            if error is exc:
+                raise
+            raise error from exc
         if job.result is not None:
             self._reported.append(job)
         else:
