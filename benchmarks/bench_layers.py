@@ -222,10 +222,14 @@ def bench_bases(scratch: Path, rounds: int, before: str | None,
         floor = statistics.median(times["GNU tar -xpf"])
         for tool, _ in tools:
             median = statistics.median(times[tool])
+            # The ratio to GNU tar within each round, then its median: steadier than
+            # the ratio of medians while other work on the machine comes and goes.
+            paired = statistics.median(
+                t / g for t, g in zip(times[tool], times["GNU tar -xpf"], strict=True))
             # CPU: the whole child, kanipy's interpreter start and imports (about
             # 0.05 s of user time) included.
             print(f"  {tool:<14} {median:7.3f} s  {entries / median:9.0f} entries/s  "
-                  f"{median / floor:5.2f} x GNU tar  "
+                  f"{median / floor:5.2f} x GNU tar (paired {paired:4.2f})  "
                   f"{statistics.median(u for u, _ in cpus[tool]):6.3f} usr "
                   f"{statistics.median(s for _, s in cpus[tool]):6.3f} sys  "
                   f"(runs: {' '.join(f'{t:.3f}' for t in times[tool])})", flush=True)

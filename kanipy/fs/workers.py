@@ -33,9 +33,9 @@ from typing import Any
 _MAX_THREADS = 8
 _MIN_THREADS = 4
 # A file larger than this is written by the caller's thread, as before.
-MAX_FILE = 1 << 20
-_MAX_BYTES = 16 << 20
-_MAX_JOBS = 256
+MAX_FILE = 256 << 10
+_MAX_BYTES = 4 << 20
+_MAX_JOBS = 128
 
 
 def file_threads() -> int:
