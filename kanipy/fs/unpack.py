@@ -210,15 +210,16 @@ def is_tar_stream(stream: Readable, what: str) -> bool:
 class _Unpacker:
     """The state of one archive being extracted: resolved directories and what it added.
 
-    Small regular files are created and written on file threads (``FileJobs``,
-    issue 14) while this thread reads on; everything else happens here, in
-    entry order. A file job never lands outside the root, and the result is
+    Small regular files and symbolic links are made on file threads
+    (``FileJobs``, issue 14) while this thread reads on; everything else happens
+    here, in entry order. A file job never lands outside the root, and the result is
     the one a serial extraction gives, because of four rules kept here:
 
     * a job's path is its parent's host directory, resolved and checked by
       this thread (a real directory inside the root, no symlink in it), plus a
-      name the job opens with ``O_NOFOLLOW|O_EXCL``; it unlinks only a regular
-      file in its way, and reports anything else back (``_drain`` replaces it);
+      name the job creates without following (``O_NOFOLLOW|O_EXCL``, symlink);
+      it unlinks a non-directory in its way and reports a directory back
+      (``_drain`` replaces it; see ``_make_symlink``);
     * nothing is removed (a replaced entry, a whiteout, an opaque directory)
       before every job has ended (``_drain`` in ``_remove`` and ``_opaque``), so
       no directory on a job's path can become a symlink or disappear while the
@@ -227,8 +228,9 @@ class _Unpacker:
       up anew (a cache miss, which may meet a file not made yet) and
       ``finish`` all wait for the jobs first, so the last entry still wins and
       a hardlink finds its target;
-    * a file over a directory this archive has looked up, a sparse file, one
-      with xattrs or over ``MAX_FILE`` is made on this thread, as before.
+    * a file or link over a directory this archive has looked up, one with
+      xattrs, a sparse file or one over ``MAX_FILE`` is made on this thread, as
+      before.
     """
 
     def __init__(self, rootfs: Rootfs, what: str, rules: ExtractRules,
@@ -271,9 +273,10 @@ class _Unpacker:
         if jobs is None or not jobs.busy:
             return
         for job in jobs.wait_all():
+            work, args = job.payload
             try:
                 self._replace(job.path, os.lstat(job.path), job.name)
-                _write_small_file(*job.payload)
+                work(job.path, *args)
             except OSError as exc:
                 raise _cannot_apply(self.what, job.name, exc) from exc
 
@@ -429,6 +432,14 @@ class _Unpacker:
         is_dir = kind == DIRTYPE
         if kind == SYMTYPE and self.rules.confine_symlinks:
             self._check_symlink(parts, member)
+        if kind == SYMTYPE and self._threads > 1 and path not in self._dir_hosts and not (
+                member.xattrs and self.rules.xattrs):
+            self.entries += 1
+            self._added.add(path)
+            owner = self._owner(member) if self.rules.chown else None
+            self._submit(path, name, 0, _make_symlink, member.linkname, owner,
+                         member.mtime_ns)
+            return
         if is_dir or kind == SYMTYPE:
             # Create first and look at what is there only when that fails, as for
             # regular files: a base layer's paths are new, and the lstat before each
@@ -610,10 +621,16 @@ class _Unpacker:
         finally:
             os.close(fd)
 
-    def _submit_file(self, path: str, member: TarEntry, reader: TarReader) -> None:
+    def _submit(self, path: str, name: str, nbytes: int,
+                work: Callable[..., str | None], *args: object) -> None:
+        """``work(path, *args)`` on a file thread; it returns a mark when something it
+        must not remove is in the way, and ``_drain`` then replaces that and runs it again."""
         jobs = self._jobs
         if jobs is None:
             jobs = self._jobs = FileJobs(self._threads, self._job_failed)
+        jobs.submit(path, name, nbytes, (work, args), work, path, *args)
+
+    def _submit_file(self, path: str, member: TarEntry, reader: TarReader) -> None:
         size = member.size
         view = reader.read(size) if size else b""
         if len(view) == size:
@@ -627,8 +644,8 @@ class _Unpacker:
         self.file_bytes += len(data)
         self._added.add(path)
         owner = self._owner(member) if self.rules.chown else None
-        args = (path, data, member.mode & 0o7777, member.mtime_ns, owner)
-        jobs.submit(path, member.name, len(data), args, _write_small_file, *args)
+        self._submit(path, member.name, len(data), _write_small_file, data,
+                     member.mode & 0o7777, member.mtime_ns, owner)
 
     def _write_file(self, fd: int, member: TarEntry, reader: TarReader) -> None:
         if member.sparse:
@@ -731,23 +748,25 @@ class _Unpacker:
                 pass  # removed later in the same layer
 
 
-_SOMETHING_IN_THE_WAY = "in the way"
+_DIRECTORY_IN_THE_WAY = "directory"
+
+# On a file thread, a non-directory in the way (a lower layer's, or an earlier
+# entry's already made) is unlinked, as _replace would: no directory the
+# extracting thread has cached is one (they are real, symlink-free paths), and
+# nothing in flight is at or below it. A directory is the extracting thread's to
+# remove (it may hold files in flight, its cached entries must go): the job
+# returns a mark and _drain replaces it and runs the job again.
 
 
 def _write_small_file(path: str, data: bytes, mode: int, mtime_ns: int,
                       owner: tuple[int, int] | None) -> str | None:
     """Make the regular file ``path`` (on a file thread): created ``O_EXCL``, written,
-    owner, mode and times set through its descriptor, as ``_regular_file`` does.
-
-    A regular file in the way (a lower layer's, or an earlier entry's already
-    made) is unlinked: nothing below it can be cached or in flight. Anything
-    else there is the extracting thread's to replace: returns a mark for it.
-    """
+    owner, mode and times set through its descriptor, as ``_regular_file`` does."""
     try:
         fd = os.open(path, _OPEN_FLAGS, 0o600)
     except FileExistsError:
-        if not stat.S_ISREG(os.lstat(path).st_mode):
-            return _SOMETHING_IN_THE_WAY
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            return _DIRECTORY_IN_THE_WAY
         os.unlink(path)
         fd = os.open(path, _OPEN_FLAGS, 0o600)
     try:
@@ -760,4 +779,21 @@ def _write_small_file(path: str, data: bytes, mode: int, mtime_ns: int,
         os.utime(fd, ns=(mtime_ns, mtime_ns))
     finally:
         os.close(fd)
+    return None
+
+
+def _make_symlink(path: str, target: str, owner: tuple[int, int] | None,
+                  mtime_ns: int) -> str | None:
+    """Make the symbolic link ``path`` -> ``target`` (on a file thread), its owner and
+    times set without following it, as ``apply`` does."""
+    try:
+        os.symlink(target, path)
+    except FileExistsError:
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            return _DIRECTORY_IN_THE_WAY
+        os.unlink(path)
+        os.symlink(target, path)
+    if owner is not None:
+        os.chown(path, *owner, follow_symlinks=False)
+    os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
     return None

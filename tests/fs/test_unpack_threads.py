@@ -159,6 +159,18 @@ CASES: dict[str, tuple[bytes | None, Callable[[str], bytes]]] = {
     "opaque-after-files-explicit-dirs": (LOWER, lambda out: layer(
         entry("d/", DIR), entry("d/new", data=b"new"), entry("d/sub/", DIR),
         entry("d/sub/new", data=b"new"), entry("d/.wh..wh..opq"))),
+    "symlink-then-file-through-it": (None, lambda out: layer(
+        entry("real/", DIR), entry("l", SYM, linkname="real"), entry("l/x", data=b"x"))),
+    "symlink-out-then-file-through-it": (None, lambda out: layer(
+        entry("l", SYM, linkname=out), entry("l/x", data=b"x"))),
+    "symlink-then-file-at-its-name": (None, lambda out: layer(
+        entry("m", SYM, linkname="x"), entry("m", data=b"file"))),
+    "symlink-then-hardlink-to-it": (None, lambda out: layer(
+        entry("t", data=b"t"), entry("s", SYM, linkname="t"), entry("h", LNK, linkname="s"))),
+    "symlinks-over-lower-entries": (LOWER, lambda out: layer(
+        entry("d", SYM, linkname=out), entry("f", SYM, linkname="d"), entry("s", SYM,
+                                                                        linkname="f"),
+        entry("d/x", data=b"x"))),
     "many-files-then-parent-replaced": (None, lambda out: layer(
         *[entry(f"w/{i:03d}", data=b"%d" % i) for i in range(300)],
         entry("w", SYM, linkname=out), entry("w/after", data=b"after"))),
