@@ -63,7 +63,7 @@ from kanipy.fs.tarreader import (
     TarEntry,
     TarReader,
 )
-from kanipy.fs.workers import MAX_FILE, FileJobs, Job, file_threads
+from kanipy.fs.workers import MAX_FILE, FileJobs, Job, ThreadChoice
 
 log = logging.getLogger(__name__)
 
@@ -230,7 +230,8 @@ class _Unpacker:
       a hardlink finds its target;
     * a file or link over a directory this archive has looked up, one with
       xattrs, a sparse file or one over ``MAX_FILE`` is made on this thread, as
-      before.
+      before, and so is everything until ``ThreadChoice`` has found file
+      creation slow here (never, on tmpfs).
     """
 
     def __init__(self, rootfs: Rootfs, what: str, rules: ExtractRules,
@@ -261,7 +262,7 @@ class _Unpacker:
         self._removed_any = False
         # Host directories ever cached in _dirs (a superset: never pruned).
         self._dir_hosts: set[str] = {self.root}
-        self._threads = file_threads()
+        self._choice = ThreadChoice()
         self._jobs: FileJobs | None = None  # started with the first small file
 
     def _job_failed(self, job: Job, exc: OSError) -> Exception:
@@ -432,7 +433,7 @@ class _Unpacker:
         is_dir = kind == DIRTYPE
         if kind == SYMTYPE and self.rules.confine_symlinks:
             self._check_symlink(parts, member)
-        if kind == SYMTYPE and self._threads > 1 and path not in self._dir_hosts and not (
+        if kind == SYMTYPE and self._choice.use_pool and path not in self._dir_hosts and not (
                 member.xattrs and self.rules.xattrs):
             self.entries += 1
             self._added.add(path)
@@ -596,13 +597,13 @@ class _Unpacker:
         handed to the file threads (see the class's rules).
         """
         size = member.size
-        if (self._threads > 1 and size <= MAX_FILE and not member.sparse
+        if (self._choice.use_pool and size <= MAX_FILE and not member.sparse
                 and not (member.xattrs and self.rules.xattrs)
                 and path not in self._dir_hosts):
             self._submit_file(path, member, reader)
             return
         try:
-            fd = os.open(path, _OPEN_FLAGS, 0o600)
+            fd = self._choice.open_new(path, _OPEN_FLAGS, 0o600)
         except FileExistsError:
             self._replace(path, os.lstat(path), member.name)
             fd = os.open(path, _OPEN_FLAGS, 0o600)
@@ -627,7 +628,7 @@ class _Unpacker:
         must not remove is in the way, and ``_drain`` then replaces that and runs it again."""
         jobs = self._jobs
         if jobs is None:
-            jobs = self._jobs = FileJobs(self._threads, self._job_failed)
+            jobs = self._jobs = FileJobs(self._choice.threads, self._job_failed)
         jobs.submit(path, name, nbytes, (work, args), work, path, *args)
 
     def _submit_file(self, path: str, member: TarEntry, reader: TarReader) -> None:

@@ -19,23 +19,30 @@ must not touch was in the way) is the caller's to handle after ``wait_all``.
 from __future__ import annotations
 
 import os
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-# The default number of threads: the CPUs this process may use, at most 8.
-# Each thread spends most of its time in the kernel; on the 2-CPU development
-# machine 4 threads beat 2 and 8 gave no more (docs/architecture.md, "Where a
-# build's time goes"). ``KANIPY_FILE_THREADS`` overrides it (1 turns the pool off):
-# for the tests and for A/B measurements.
+# The default number of threads: the CPUs this process may use, at least 4, at
+# most 8. Each thread spends most of its time in the kernel; on the 2-CPU
+# development machine 4 threads beat 2 and 8 gave no more (docs/architecture.md,
+# "Where a build's time goes"). ``KANIPY_FILE_THREADS`` overrides it and skips
+# the probe below (1 turns the pool off): for the tests and for A/B measurements.
 _MAX_THREADS = 8
 _MIN_THREADS = 4
 # A file larger than this is written by the caller's thread, as before.
 MAX_FILE = 256 << 10
 _MAX_BYTES = 4 << 20
 _MAX_JOBS = 128
+# The probe: the first files are created on the caller's thread and timed; the
+# pool starts only when their creation took over 100 us each on average. On tmpfs
+# (about 10 us a file) the pool's hand-offs made the Debian unpack 1.8 times
+# slower; on this ext4 (200-900 us a file) it made it 0.8 times as long.
+_PROBE_FILES = 32
+_SLOW_CREATE_NS = 100_000
 
 
 def file_threads() -> int:
@@ -53,6 +60,33 @@ def file_threads() -> int:
     if cpus < 2:
         return 1
     return min(_MAX_THREADS, max(_MIN_THREADS, cpus))
+
+
+class ThreadChoice:
+    """Whether the files of one archive or one copy go to file threads, and how many.
+
+    ``open_new`` is ``os.open`` for a file being created; while the choice is
+    open it times the call, and after ``_PROBE_FILES`` of them ``use_pool`` says
+    whether creation is slow enough here for threads to pay.
+    """
+
+    def __init__(self) -> None:
+        forced = bool(os.environ.get("KANIPY_FILE_THREADS"))
+        self.threads = file_threads()
+        self.use_pool = self.threads > 1 and forced
+        self._left = _PROBE_FILES if self.threads > 1 and not forced else 0
+        self._spent_ns = 0
+
+    def open_new(self, path: str, flags: int, mode: int) -> int:
+        if not self._left:
+            return os.open(path, flags, mode)
+        start = time.perf_counter_ns()
+        fd = os.open(path, flags, mode)
+        self._spent_ns += time.perf_counter_ns() - start
+        self._left -= 1
+        if not self._left:
+            self.use_pool = self._spent_ns > _PROBE_FILES * _SLOW_CREATE_NS
+        return fd
 
 
 @dataclass

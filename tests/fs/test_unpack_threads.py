@@ -263,3 +263,19 @@ def test_file_threads_setting(monkeypatch: pytest.MonkeyPatch, given: str,
         assert 1 <= count <= 8
     else:
         assert count == expected
+
+
+def test_without_a_setting_the_first_files_are_made_on_this_thread(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The probe: until the first files have shown that creation is slow here, nothing
+    goes to the pool (on tmpfs, nothing ever does)."""
+    require_root()
+    monkeypatch.delenv("KANIPY_FILE_THREADS", raising=False)
+    monkeypatch.setattr(workers, "ThreadPoolExecutor", LatestFirstPool)
+    LatestFirstPool.submitted = 0
+    root = tmp_path / "root"
+    root.mkdir()
+    files = [entry(f"f{i:02d}", data=b"%d" % i) for i in range(workers._PROBE_FILES)]
+    unpack_layer(Rootfs(root), io.BytesIO(layer(*files)), layer_name="probe")
+    assert LatestFirstPool.submitted == 0
+    assert (root / "f07").read_bytes() == b"7"

@@ -19,7 +19,8 @@ directories this module has ``lstat``-ed as real directories, so no symlink in
 the image can redirect a write outside the root.
 
 Small regular files are created and written on file threads (issue 14,
-``kanipy.fs.workers``) while this thread walks on. That keeps the confinement
+``kanipy.fs.workers``, once ``ThreadChoice`` has found file creation slow here)
+while this thread walks on. That keeps the confinement
 above: a copy never removes or replaces a directory (a directory in the way of
 a file is an error, and a file is unlinked only when it is not one), so the
 real directory a queued file's path was joined onto stays one until the file
@@ -41,7 +42,7 @@ from typing import NamedTuple, Protocol
 
 from kanipy.executor.step import StepError
 from kanipy.fs.rootfs import Rootfs
-from kanipy.fs.workers import MAX_FILE, FileJobs, Job, file_threads
+from kanipy.fs.workers import MAX_FILE, FileJobs, Job, ThreadChoice
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ class TreeWriter:
     chmod: str | None
     _links: dict[tuple[int, int], str] = field(default_factory=dict)
     _umask: int | None = field(default_factory=lambda: _process_umask())
-    _threads: int = field(default_factory=file_threads)
+    _choice: ThreadChoice = field(default_factory=ThreadChoice)
     # During a public call: its file jobs (started with the first small file) and
     # the directories whose metadata waits for them, children first.
     _jobs: FileJobs | None = None
@@ -234,10 +235,10 @@ class TreeWriter:
         perm = stat.S_IMODE(st.st_mode)
         if self.chmod:
             perm = apply_chmod(self.chmod, perm, False)
-        if self._threads > 1 and st.st_size <= MAX_FILE:
+        if self._choice.use_pool and st.st_size <= MAX_FILE:
             jobs = self._jobs
             if jobs is None:
-                jobs = self._jobs = FileJobs(self._threads, _as_raised)
+                jobs = self._jobs = FileJobs(self._choice.threads, _as_raised)
             uid = st.st_uid if self.owner.uid is None else self.owner.uid
             gid = st.st_gid if self.owner.gid is None else self.owner.gid
             jobs.submit(dest, dest, st.st_size, None, _write_copy, src, dest, st.st_size,
@@ -245,7 +246,7 @@ class TreeWriter:
                         perm & new_files.mode_changed_bits, st.st_atime_ns, st.st_mtime_ns)
             return
         try:
-            out = os.open(dest, _CREATE_FLAGS, perm & 0o777)
+            out = self._choice.open_new(dest, _CREATE_FLAGS, perm & 0o777)
         except FileExistsError:
             self.clear_for_file(dest)  # a directory in the way is an error
             out = os.open(dest, _CREATE_FLAGS, perm & 0o777)
