@@ -17,17 +17,6 @@ The rules, as BuildKit's copier applies them and Docker users see them:
 Confinement: host paths below the destination are only ever joined onto
 directories this module has ``lstat``-ed as real directories, so no symlink in
 the image can redirect a write outside the root.
-
-Small regular files are created and written on file threads (issue 14,
-``kanipy.fs.workers``, once ``ThreadChoice`` has found file creation slow here)
-while this thread walks on. That keeps the confinement
-above: a copy never removes or replaces a directory (a directory in the way of
-a file is an error, and a file is unlinked only when it is not one), so the
-real directory a queued file's path was joined onto stays one until the file
-is made. A hardlink to a file still queued waits for it, and every public
-call waits for all its files before it sets the metadata of the directories
-it wrote into (deferred to its end: a file made inside moves their mtimes)
-and returns.
 """
 
 from __future__ import annotations
@@ -42,7 +31,6 @@ from typing import NamedTuple, Protocol
 
 from kanipy.executor.step import StepError
 from kanipy.fs.rootfs import Rootfs
-from kanipy.fs.workers import MAX_FILE, FileJobs, Job, ThreadChoice
 
 log = logging.getLogger(__name__)
 
@@ -98,11 +86,6 @@ class TreeWriter:
     chmod: str | None
     _links: dict[tuple[int, int], str] = field(default_factory=dict)
     _umask: int | None = field(default_factory=lambda: _process_umask())
-    _choice: ThreadChoice = field(default_factory=ThreadChoice)
-    # During a public call: its file jobs (started with the first small file) and
-    # the directories whose metadata waits for them, children first.
-    _jobs: FileJobs | None = None
-    _dir_meta: list[tuple[str, os.stat_result]] = field(default_factory=list)
 
     # --- directories the copy makes --------------------------------------------------
 
@@ -127,12 +110,7 @@ class TreeWriter:
         may hold much more than this copy wrote, e.g. ``COPY overlay/ /``)."""
         if skip is not None and not skip.applies_below(rel):
             skip = None
-        try:
-            written = self._copy_dir(os.fspath(src), os.fspath(dest), skip, rel)
-            self._finish()
-        finally:
-            self._close()
-        return [Path(p) for p in written]
+        return [Path(p) for p in self._copy_dir(os.fspath(src), os.fspath(dest), skip, rel)]
 
     def copy_entry(self, src: Path, dest: Path, skip: SkipRule | None = None,
                    rel: str = "", st: os.stat_result | None = None) -> list[Path]:
@@ -140,33 +118,9 @@ class TreeWriter:
         ``dest``, whose parent is a real directory; returns what to snapshot."""
         dest_str = os.fspath(dest)
         new_files = self._new_file_defaults(os.path.dirname(dest_str))
-        try:
-            written = self._copy_entry(os.fspath(src), dest_str, skip, rel,
-                                       st or os.lstat(src), new_files)
-            self._finish()
-        finally:
-            self._close()
+        written = self._copy_entry(os.fspath(src), dest_str, skip, rel,
+                                   st or os.lstat(src), new_files)
         return [Path(p) for p in written]
-
-    def _drain(self) -> None:
-        """Wait for every file job; a directory one found in its way is an error."""
-        if self._jobs is None or not self._jobs.busy:
-            return
-        for job in self._jobs.wait_all():
-            raise StepError(f"cannot replace the directory {self.image_path(job.path)} "
-                            "with a file")
-
-    def _finish(self) -> None:
-        self._drain()
-        for dest, st in self._dir_meta:
-            self.set_metadata(dest, st)
-        self._dir_meta.clear()
-
-    def _close(self) -> None:
-        if self._jobs is not None:
-            self._jobs.close()
-            self._jobs = None
-        self._dir_meta.clear()
 
     # Issue 14: a COPY of 100,000 small files spends its Python time here, so paths are
     # strings (no pathlib objects per entry), a regular file is written through one
@@ -193,8 +147,6 @@ class TreeWriter:
             if st.st_nlink > 1:
                 key = (st.st_dev, st.st_ino)
                 first = self._links.get(key)
-                if first is not None and self._jobs is not None and first in self._jobs.pending:
-                    self._drain()
                 if first is not None and os.path.lexists(first):
                     self.clear_for_file(dest)
                     os.link(first, dest)
@@ -209,8 +161,7 @@ class TreeWriter:
             created = self._ensure_dir(dest)
             inner = skip if skip is not None and skip.applies_below(rel) else None
             below = self._copy_dir(src, dest, inner, rel)
-            # After every file in it is made (_finish): writing entries moves its mtime.
-            self._dir_meta.append((dest, st))
+            self.set_metadata(dest, st)  # last: writing entries moved its mtime
             return [dest] if created or not below else below
         if stat.S_ISSOCK(mode):
             log.debug("skipping socket %s", src)  # not content; Docker skips them too
@@ -235,18 +186,8 @@ class TreeWriter:
         perm = stat.S_IMODE(st.st_mode)
         if self.chmod:
             perm = apply_chmod(self.chmod, perm, False)
-        if self._choice.use_pool and st.st_size <= MAX_FILE:
-            jobs = self._jobs
-            if jobs is None:
-                jobs = self._jobs = FileJobs(self._choice.threads, _as_raised)
-            uid = st.st_uid if self.owner.uid is None else self.owner.uid
-            gid = st.st_gid if self.owner.gid is None else self.owner.gid
-            jobs.submit(dest, dest, st.st_size, None, _write_copy, src, dest, st.st_size,
-                        perm, (uid, gid) if (uid, gid) != new_files[:2] else None,
-                        perm & new_files.mode_changed_bits, st.st_atime_ns, st.st_mtime_ns)
-            return
         try:
-            out = self._choice.open_new(dest, _CREATE_FLAGS, perm & 0o777)
+            out = os.open(dest, _CREATE_FLAGS, perm & 0o777)
         except FileExistsError:
             self.clear_for_file(dest)  # a directory in the way is an error
             out = os.open(dest, _CREATE_FLAGS, perm & 0o777)
@@ -325,37 +266,6 @@ class TreeWriter:
                 perm = apply_chmod(self.chmod, perm, stat.S_ISDIR(st.st_mode))
             os.chmod(dest, perm)
         os.utime(dest, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
-
-
-def _as_raised(job: Job, exc: OSError) -> OSError:
-    return exc  # as the copy on one thread raises it
-
-
-_DIRECTORY_IN_THE_WAY = "directory"
-
-
-def _write_copy(src: str, dest: str, size: int, perm: int, owner: tuple[int, int] | None,
-                chmod: int, atime_ns: int, mtime_ns: int) -> str | None:
-    """``TreeWriter._copy_file`` on a file thread: the file ``dest`` created ``O_EXCL``
-    with ``perm``, filled from ``src``, ``fchown`` to ``owner`` and ``fchmod`` when
-    given, times set; a file or link in the way is unlinked, a directory reported."""
-    try:
-        out = os.open(dest, _CREATE_FLAGS, perm & 0o777)
-    except FileExistsError:
-        if stat.S_ISDIR(os.lstat(dest).st_mode):
-            return _DIRECTORY_IN_THE_WAY
-        os.unlink(dest)
-        out = os.open(dest, _CREATE_FLAGS, perm & 0o777)
-    try:
-        _copy_bytes(src, out, size)
-        if owner is not None:
-            os.fchown(out, *owner)
-        if chmod:
-            os.fchmod(out, perm)
-        os.utime(out, ns=(atime_ns, mtime_ns))
-    finally:
-        os.close(out)
-    return None
 
 
 def _sorted_entries(path: str) -> list[os.DirEntry[str]]:
