@@ -168,11 +168,15 @@ def base_layers(scratch: Path) -> dict[str, Path]:
     return layers
 
 
-def unpack_once(tree: str | None, layer: Path,
-                target: Path) -> tuple[float, tuple[float, float]]:
+def unpack_once(tree: str | None, layer: Path, target: Path,
+                threads: str | None = None) -> tuple[float, tuple[float, float]]:
     """(wall seconds of the unpack, (user, system) CPU seconds of the child) for one
     tool on one layer;
-    ``tree`` is a kanipy checkout, None for GNU tar."""
+    ``tree`` is a kanipy checkout, None for GNU tar; ``threads`` its file threads
+    (``KANIPY_FILE_THREADS``; None: its default)."""
+    env = dict(os.environ)
+    if threads is not None:
+        env["KANIPY_FILE_THREADS"] = threads
     target.mkdir()
     try:
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -181,7 +185,8 @@ def unpack_once(tree: str | None, layer: Path,
             argv = ["tar", "-C", str(target), "-xpf", str(layer)]
         else:
             argv = [sys.executable, "-c", _UNPACK_CHILD, tree, str(layer), str(target)]
-        out = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True).stdout
+        out = subprocess.run(argv, check=True, stdout=subprocess.PIPE, text=True,
+                             env=env).stdout
         wall = time.perf_counter() - start if tree is None else float(out.split()[0])
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         return wall, (after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime)
@@ -189,10 +194,16 @@ def unpack_once(tree: str | None, layer: Path,
         shutil.rmtree(target)
 
 
-def bench_bases(scratch: Path, rounds: int, before: str | None) -> None:
-    """Interleaved unpack of each base: every tool once per round, order rotated."""
-    tools: list[tuple[str, str | None]] = [
-        ("kanipy", str(Path(__file__).resolve().parent.parent)), ("GNU tar -xpf", None)]
+def bench_bases(scratch: Path, rounds: int, before: str | None,
+                threads: list[str] | None = None) -> None:
+    """Interleaved unpack of each base: every tool once per round, order rotated;
+    with ``threads``, this tree once per file-thread count."""
+    here = str(Path(__file__).resolve().parent.parent)
+    tools: list[tuple[str, str | None]] = [("kanipy", here), ("GNU tar -xpf", None)]
+    counts: dict[str, str] = {}
+    for count in threads or []:
+        counts[f"kanipy t={count}"] = count
+        tools.insert(1, (f"kanipy t={count}", here))
     if before:
         tools.insert(1, ("kanipy-before", str(Path(before).resolve())))
     for base, layer in base_layers(scratch).items():
@@ -203,7 +214,7 @@ def bench_bases(scratch: Path, rounds: int, before: str | None) -> None:
         for round_ in range(rounds):
             shift = round_ % len(tools)
             for tool, tree in tools[shift:] + tools[:shift]:
-                wall, cpu = unpack_once(tree, layer, scratch / "target")
+                wall, cpu = unpack_once(tree, layer, scratch / "target", counts.get(tool))
                 times[tool].append(wall)
                 cpus[tool].append(cpu)
         print(f"{base} ({entries} entries, {layer.stat().st_size >> 20} MB tar), "
@@ -211,10 +222,14 @@ def bench_bases(scratch: Path, rounds: int, before: str | None) -> None:
         floor = statistics.median(times["GNU tar -xpf"])
         for tool, _ in tools:
             median = statistics.median(times[tool])
+            # The ratio to GNU tar within each round, then its median: steadier than
+            # the ratio of medians while other work on the machine comes and goes.
+            paired = statistics.median(
+                t / g for t, g in zip(times[tool], times["GNU tar -xpf"], strict=True))
             # CPU: the whole child, kanipy's interpreter start and imports (about
             # 0.05 s of user time) included.
             print(f"  {tool:<14} {median:7.3f} s  {entries / median:9.0f} entries/s  "
-                  f"{median / floor:5.2f} x GNU tar  "
+                  f"{median / floor:5.2f} x GNU tar (paired {paired:4.2f})  "
                   f"{statistics.median(u for u, _ in cpus[tool]):6.3f} usr "
                   f"{statistics.median(s for _, s in cpus[tool]):6.3f} sys  "
                   f"(runs: {' '.join(f'{t:.3f}' for t in times[tool])})", flush=True)
@@ -231,11 +246,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="rounds for --bases")
     parser.add_argument("--kanipy-before", default=None, metavar="PATH",
                         help="a checkout of an earlier commit, measured with --bases")
+    parser.add_argument("--file-threads", default=None, metavar="N,N",
+                        help="with --bases: also this tree with each number of file "
+                             "threads (KANIPY_FILE_THREADS; 1: none)")
     args = parser.parse_args()
     scratch = Path(tempfile.mkdtemp(prefix="kanipy-bench-", dir=args.workdir))
     try:
         if args.bases:
-            bench_bases(scratch, args.rounds, args.kanipy_before)
+            bench_bases(scratch, args.rounds, args.kanipy_before,
+                        args.file_threads.split(",") if args.file_threads else None)
             return
         if args.files:
             small = scratch / "small"

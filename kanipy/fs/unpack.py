@@ -64,6 +64,7 @@ from kanipy.fs.tarreader import (
     TarEntry,
     TarReader,
 )
+from kanipy.fs.workers import MAX_FILE, FileJobs, Job, ThreadChoice
 
 log = logging.getLogger(__name__)
 
@@ -175,19 +176,27 @@ def extract_tar(rootfs: Rootfs, stream: Readable, *, what: str,
     # Our own reader, not tarfile: its header parsing cost four times GNU tar's
     # whole unpack on a layer of small files (see kanipy/fs/tarreader.py).
     reader = TarReader(stream, what)
-    for entry in reader:
-        if select is not None and not select(entry):
-            continue
-        try:
-            unpacker.apply(entry, reader)
-        except OSError as exc:
-            # What the filesystem refused (ENAMETOOLONG under a long root,
-            # ENOSPC, EMLINK...) is about this entry; say which.
-            raise BuildError(f"{what}: entry {_shown(entry.name)} cannot be applied: "
-                             f"{exc.strerror or exc}") from exc
-    unpacker.finish()
+    try:
+        for entry in reader:
+            if select is not None and not select(entry):
+                continue
+            try:
+                unpacker.apply(entry, reader)
+            except OSError as exc:
+                # What the filesystem refused (ENAMETOOLONG under a long root,
+                # ENOSPC, EMLINK...) is about this entry; say which.
+                raise _cannot_apply(what, entry.name, exc) from exc
+        unpacker.finish()
+    finally:
+        # On an error too: no file thread may write once we have returned.
+        unpacker.close()
     log.debug("extracted %s: %d entries", what, unpacker.entries)
     return UnpackStats(unpacker.entries, unpacker.file_bytes, frozenset(unpacker.top))
+
+
+def _cannot_apply(what: str, name: str, exc: OSError) -> BuildError:
+    return BuildError(f"{what}: entry {_shown(name)} cannot be applied: "
+                      f"{exc.strerror or exc}")
 
 
 def is_tar_stream(stream: Readable, what: str) -> bool:
@@ -200,7 +209,31 @@ def is_tar_stream(stream: Readable, what: str) -> bool:
 
 
 class _Unpacker:
-    """The state of one archive being extracted: resolved directories and what it added."""
+    """The state of one archive being extracted: resolved directories and what it added.
+
+    Small regular files and symbolic links are made on file threads
+    (``FileJobs``, issue 14) while this thread reads on; everything else happens
+    here, in entry order. A file job never lands outside the root, and the result is
+    the one a serial extraction gives, because of four rules kept here:
+
+    * a job's path is its parent's host directory, resolved and checked by
+      this thread (a real directory inside the root, no symlink in it), plus a
+      name the job creates without following (``O_NOFOLLOW|O_EXCL``, symlink);
+      it unlinks a non-directory in its way and reports a directory back
+      (``_drain`` replaces it; see ``_make_symlink``);
+    * nothing is removed (a replaced entry, a whiteout, an opaque directory)
+      before every job has ended (``_drain`` in ``_remove`` and ``_opaque``), so
+      no directory on a job's path can become a symlink or disappear while the
+      job runs: a directory is only ever replaced after its removal;
+    * an entry at a path still in flight, a hardlink to one, a parent looked
+      up anew (a cache miss, which may meet a file not made yet) and
+      ``finish`` all wait for the jobs first, so the last entry still wins and
+      a hardlink finds its target;
+    * a file or link over a directory this archive has looked up, one with
+      xattrs, a sparse file or one over ``MAX_FILE`` is made on this thread, as
+      before, and so is everything until ``ThreadChoice`` has found file
+      creation slow here (never, on tmpfs).
+    """
 
     def __init__(self, rootfs: Rootfs, what: str, rules: ExtractRules,
                  dest: PurePosixPath) -> None:
@@ -228,6 +261,30 @@ class _Unpacker:
         # Set by every removal (a replaced entry, a whiteout, an opaque directory):
         # until then every directory this archive made or merged is still one.
         self._removed_any = False
+        # Host directories ever cached in _dirs (a superset: never pruned).
+        self._dir_hosts: set[str] = {self.root}
+        self._choice = ThreadChoice()
+        self._jobs: FileJobs | None = None  # started with the first small file
+
+    def _job_failed(self, job: Job, exc: OSError) -> Exception:
+        return _cannot_apply(self.what, job.name, exc)
+
+    def _drain(self) -> None:
+        """Wait for every file job; make the files that found something in the way."""
+        jobs = self._jobs
+        if jobs is None or not jobs.busy:
+            return
+        for job in jobs.wait_all():
+            work, args = job.payload
+            try:
+                self._replace(job.path, os.lstat(job.path), job.name)
+                work(job.path, *args)
+            except OSError as exc:
+                raise _cannot_apply(self.what, job.name, exc) from exc
+
+    def close(self) -> None:
+        if self._jobs is not None:
+            self._jobs.close()
 
     def _fail(self, name: str, reason: str) -> ConfinementError:
         return ConfinementError(f"{self.what}: entry {_shown(name)} {reason}")
@@ -286,6 +343,8 @@ class _Unpacker:
         hit = self._dirs.get(key)
         if hit is not None:
             return hit
+        # Looking on disk: a file in flight may be on the way (it must be found).
+        self._drain()
         try:
             host = str(self.rootfs.resolve(self.dest.joinpath(*parts),
                                            escape_is_error=self.rules.escape_is_error))
@@ -320,6 +379,7 @@ class _Unpacker:
                     f"{self.what}: entry {name!r}: a parent is not a directory"
                 )
         self._dirs[key] = host
+        self._dir_hosts.add(host)
         return host
 
     def _too_deep(self, name: str) -> BuildError:
@@ -334,6 +394,7 @@ class _Unpacker:
             del self._dirs[key]
 
     def _remove(self, host: str, st: os.stat_result) -> None:
+        self._drain()
         self._removed_any = True
         if stat.S_ISDIR(st.st_mode):
             self._forget(host)
@@ -364,6 +425,8 @@ class _Unpacker:
         path = parent + "/" + base
         if path.count("/") - self._root_slashes > _MAX_DEPTH:
             raise self._too_deep(name)
+        if self._jobs is not None and path in self._jobs.pending:
+            self._drain()  # the same path again: the earlier entry first
         kind = member.type
         if kind == REGTYPE:
             self._regular_file(path, member, reader)
@@ -371,6 +434,14 @@ class _Unpacker:
         is_dir = kind == DIRTYPE
         if kind == SYMTYPE and self.rules.confine_symlinks:
             self._check_symlink(parts, member)
+        if kind == SYMTYPE and self._choice.use_pool and path not in self._dir_hosts and not (
+                member.xattrs and self.rules.xattrs):
+            self.entries += 1
+            self._added.add(path)
+            owner = self._owner(member) if self.rules.chown else None
+            self._submit(path, name, 0, _make_symlink, member.linkname, owner,
+                         member.mtime_ns)
+            return
         if is_dir or kind == SYMTYPE:
             # Create first and look at what is there only when that fails, as for
             # regular files: a base layer's paths are new, and the lstat before each
@@ -422,6 +493,7 @@ class _Unpacker:
         mtime_ns = member.mtime_ns
         if is_dir:
             self._dirs["/".join(parts)] = path
+            self._dir_hosts.add(path)
             self._dir_meta.append((path, member.mode & 0o7777, mtime_ns))
             return
         if kind != SYMTYPE:
@@ -462,6 +534,8 @@ class _Unpacker:
             raise self._fail(member.name, "is a hardlink to the root directory")
         parent = self._parent_dir(parts[:-1], member.name, create=False)
         target = None if parent is None else parent + "/" + parts[-1]
+        if self._jobs is not None and target in self._jobs.pending:
+            self._drain()
         try:
             st = None if target is None else os.lstat(target)
         except FileNotFoundError:
@@ -520,10 +594,17 @@ class _Unpacker:
 
         Most paths are new (a base layer), so creating first and looking at what
         is there only when that fails saves an lstat per file, and metadata set
-        through the descriptor saves a path lookup per call.
+        through the descriptor saves a path lookup per call. A small one is
+        handed to the file threads (see the class's rules).
         """
+        size = member.size
+        if (self._choice.use_pool and size <= MAX_FILE and not member.sparse
+                and not (member.xattrs and self.rules.xattrs)
+                and path not in self._dir_hosts):
+            self._submit_file(path, member, reader)
+            return
         try:
-            fd = os.open(path, _OPEN_FLAGS, 0o600)
+            fd = self._choice.open_new(path, _OPEN_FLAGS, 0o600)
         except FileExistsError:
             self._replace(path, os.lstat(path), member.name)
             fd = os.open(path, _OPEN_FLAGS, 0o600)
@@ -541,6 +622,32 @@ class _Unpacker:
             os.utime(fd, ns=(member.mtime_ns, member.mtime_ns))
         finally:
             os.close(fd)
+
+    def _submit(self, path: str, name: str, nbytes: int,
+                work: Callable[..., str | None], *args: object) -> None:
+        """``work(path, *args)`` on a file thread; it returns a mark when something it
+        must not remove is in the way, and ``_drain`` then replaces that and runs it again."""
+        jobs = self._jobs
+        if jobs is None:
+            jobs = self._jobs = FileJobs(self._choice.threads, self._job_failed)
+        jobs.submit(path, name, nbytes, (work, args), work, path, *args)
+
+    def _submit_file(self, path: str, member: TarEntry, reader: TarReader) -> None:
+        size = member.size
+        view = reader.read(size) if size else b""
+        if len(view) == size:
+            data = bytes(view)
+        else:
+            pieces = [bytes(view)]
+            while piece := reader.read(size):
+                pieces.append(bytes(piece))
+            data = b"".join(pieces)
+        self.entries += 1
+        self.file_bytes += len(data)
+        self._added.add(path)
+        owner = self._owner(member) if self.rules.chown else None
+        self._submit(path, member.name, len(data), _write_small_file, data,
+                     member.mode & 0o7777, member.mtime_ns, owner)
 
     def _write_file(self, fd: int, member: TarEntry, reader: TarReader) -> None:
         if member.sparse:
@@ -609,6 +716,7 @@ class _Unpacker:
         if directory in self._opaqued:
             return
         self._opaqued.add(directory)
+        self._drain()
         with os.scandir(directory) as it:
             children = list(it)
         removed = False
@@ -625,9 +733,11 @@ class _Unpacker:
         if removed:
             # Removed directories or symlinks may be cached; start afresh (rare).
             self._dirs = {"": self.root}
+            self._dir_hosts = {self.root}
 
     def finish(self) -> None:
         """Directory modes and mtimes, last: writing into a directory changes its mtime."""
+        self._drain()
         for path, mode, mtime_ns in self._dir_meta:
             try:
                 # Replaced by a non-directory later in the same layer (chmod would
@@ -638,3 +748,54 @@ class _Unpacker:
                 os.utime(path, ns=(mtime_ns, mtime_ns))
             except FileNotFoundError:
                 pass  # removed later in the same layer
+
+
+_DIRECTORY_IN_THE_WAY = "directory"
+
+# On a file thread, a non-directory in the way (a lower layer's, or an earlier
+# entry's already made) is unlinked, as _replace would: no directory the
+# extracting thread has cached is one (they are real, symlink-free paths), and
+# nothing in flight is at or below it. A directory is the extracting thread's to
+# remove (it may hold files in flight, its cached entries must go): the job
+# returns a mark and _drain replaces it and runs the job again.
+
+
+def _write_small_file(path: str, data: bytes, mode: int, mtime_ns: int,
+                      owner: tuple[int, int] | None) -> str | None:
+    """Make the regular file ``path`` (on a file thread): created ``O_EXCL``, written,
+    owner, mode and times set through its descriptor, as ``_regular_file`` does."""
+    try:
+        fd = os.open(path, _OPEN_FLAGS, 0o600)
+    except FileExistsError:
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            return _DIRECTORY_IN_THE_WAY
+        os.unlink(path)
+        fd = os.open(path, _OPEN_FLAGS, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        if owner is not None:
+            os.fchown(fd, *owner)
+        os.fchmod(fd, mode)
+        os.utime(fd, ns=(mtime_ns, mtime_ns))
+    finally:
+        os.close(fd)
+    return None
+
+
+def _make_symlink(path: str, target: str, owner: tuple[int, int] | None,
+                  mtime_ns: int) -> str | None:
+    """Make the symbolic link ``path`` -> ``target`` (on a file thread), its owner and
+    times set without following it, as ``apply`` does."""
+    try:
+        os.symlink(target, path)
+    except FileExistsError:
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            return _DIRECTORY_IN_THE_WAY
+        os.unlink(path)
+        os.symlink(target, path)
+    if owner is not None:
+        os.chown(path, *owner, follow_symlinks=False)
+    os.utime(path, ns=(mtime_ns, mtime_ns), follow_symlinks=False)
+    return None
