@@ -234,7 +234,8 @@ class _Adapter(HTTPAdapter):
     pool's ``ssl_context``; the pool then loads nothing per connection. requests'
     own checks (a bundle that does not exist) still run first, with their messages.
     A client certificate (``cert``), or a context that cannot be made, goes the
-    ordinary per-connection way, so its errors read as they always have.
+    ordinary per-connection way, so its errors read as they always have; so does the
+    CA setting of a pool behind an HTTPS proxy, which urllib3 also uses for the proxy.
     """
 
     def build_connection_pool_key_attributes(
@@ -252,8 +253,12 @@ class _Adapter(HTTPAdapter):
     def cert_verify(self, conn: Any, url: str, verify: bool | str,
                     cert: str | tuple[str, str] | None) -> None:
         super().cert_verify(conn, url, verify, cert)
+        # Through an HTTPS proxy the pool's CA settings also verify the proxy: kept
+        # (the shared context is then loaded per connection, as without it).
+        proxy = getattr(conn, "proxy", None)
         if url.lower().startswith("https") and verify is not False and not cert and \
-                conn.conn_kw.get("ssl_context") is not None:
+                conn.conn_kw.get("ssl_context") is not None and \
+                (proxy is None or proxy.scheme != "https"):
             conn.ca_certs = conn.ca_cert_dir = None  # in the shared context already
 
 

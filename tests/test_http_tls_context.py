@@ -92,3 +92,21 @@ def test_a_missing_bundle_fails_as_requests_says(auth_registry: Registry,
     session = make_session(verify=str(tmp_path / "absent.pem"), trust_env=False)
     with pytest.raises(OSError, match="invalid path"):
         session.get(f"{auth_registry.url}/v2/", timeout=30)
+
+
+def test_a_pool_behind_an_https_proxy_keeps_its_ca_for_the_proxy(
+        tmp_path: Path, test_ca: CertificateAuthority) -> None:
+    """urllib3 verifies an HTTPS proxy with the pool's CA settings: they stay on that
+    pool (a plain-HTTP proxy's pool, like a direct one, leaves them to the shared context)."""
+    bundle = tmp_path / "ca.pem"
+    shutil.copy(test_ca.ca_cert, bundle)
+    session = make_session(verify=str(bundle), trust_env=False)
+    adapter = session.get_adapter("https://registry.example")
+    request = requests.Request("GET", "https://registry.example/v2/").prepare()
+    kept = {}
+    for proxy in (None, "http://127.0.0.1:9", "https://127.0.0.1:9"):
+        proxies = {"https": proxy} if proxy else {}
+        conn = adapter.get_connection_with_tls_context(request, str(bundle), proxies=proxies)
+        adapter.cert_verify(conn, request.url or "", str(bundle), None)
+        kept[proxy] = conn.ca_certs
+    assert kept == {None: None, "http://127.0.0.1:9": None, "https://127.0.0.1:9": str(bundle)}
