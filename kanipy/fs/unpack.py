@@ -229,7 +229,8 @@ class _Unpacker:
       up anew (a cache miss, which may meet a file not made yet) and
       ``finish`` all wait for the jobs first, so the last entry still wins and
       a hardlink finds its target;
-    * a file or link over a directory this archive has looked up, one with
+    * a file or link over a directory this archive has looked up (or over a
+      symlink, once a looked-up directory was reached through one), one with
       xattrs, a sparse file or one over ``MAX_FILE`` is made on this thread, as
       before, and so is everything until ``ThreadChoice`` has found file
       creation slow here (never, on tmpfs).
@@ -263,6 +264,10 @@ class _Unpacker:
         self._removed_any = False
         # Host directories ever cached in _dirs (a superset: never pruned).
         self._dir_hosts: set[str] = {self.root}
+        # Whether a cached directory was reached through a symlink ("usr/lib" -> the
+        # host's "lib"): removing any symlink then empties the cache, since _forget
+        # finds entries by the host path they lead to, not by the links on the way.
+        self._through_link = False
         self._choice = ThreadChoice()
         self._jobs: FileJobs | None = None  # started with the first small file
 
@@ -378,6 +383,8 @@ class _Unpacker:
                 raise BuildError(
                     f"{self.what}: entry {name!r}: a parent is not a directory"
                 )
+        if host != (self.root + "/" + key if key else self.root):
+            self._through_link = True
         self._dirs[key] = host
         self._dir_hosts.add(host)
         return host
@@ -402,6 +409,9 @@ class _Unpacker:
         else:
             if stat.S_ISLNK(st.st_mode):
                 self._forget(host)
+                if self._through_link:  # a cached path may lead through this one
+                    self._dirs = {"": self.root}
+                    self._through_link = False
             os.unlink(host)
 
     def apply(self, member: TarEntry, reader: TarReader) -> None:
@@ -434,7 +444,7 @@ class _Unpacker:
         is_dir = kind == DIRTYPE
         if kind == SYMTYPE and self.rules.confine_symlinks:
             self._check_symlink(parts, member)
-        if kind == SYMTYPE and self._choice.use_pool and path not in self._dir_hosts and not (
+        if kind == SYMTYPE and self._may_pool(path) and not (
                 member.xattrs and self.rules.xattrs):
             self.entries += 1
             self._added.add(path)
@@ -598,9 +608,8 @@ class _Unpacker:
         handed to the file threads (see the class's rules).
         """
         size = member.size
-        if (self._choice.use_pool and size <= MAX_FILE and not member.sparse
-                and not (member.xattrs and self.rules.xattrs)
-                and path not in self._dir_hosts):
+        if (size <= MAX_FILE and not member.sparse
+                and not (member.xattrs and self.rules.xattrs) and self._may_pool(path)):
             self._submit_file(path, member, reader)
             return
         try:
@@ -622,6 +631,14 @@ class _Unpacker:
             os.utime(fd, ns=(member.mtime_ns, member.mtime_ns))
         finally:
             os.close(fd)
+
+    def _may_pool(self, path: str) -> bool:
+        """Whether the file or link at ``path`` may be made on a file thread: not over a
+        directory this archive looked up, nor over a symlink a cached path may lead
+        through (its removal must empty the cache before the next entry looks)."""
+        if not self._choice.use_pool or path in self._dir_hosts:
+            return False
+        return not (self._through_link and os.path.islink(path))
 
     def _submit(self, path: str, name: str, nbytes: int,
                 work: Callable[..., str | None], *args: object) -> None:
@@ -734,6 +751,7 @@ class _Unpacker:
             # Removed directories or symlinks may be cached; start afresh (rare).
             self._dirs = {"": self.root}
             self._dir_hosts = {self.root}
+            self._through_link = False
 
     def finish(self) -> None:
         """Directory modes and mtimes, last: writing into a directory changes its mtime."""

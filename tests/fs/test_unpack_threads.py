@@ -279,3 +279,22 @@ def test_without_a_setting_the_first_files_are_made_on_this_thread(
     unpack_layer(Rootfs(root), io.BytesIO(layer(*files)), layer_name="probe")
     assert LatestFirstPool.submitted == 0
     assert (root / "f07").read_bytes() == b"7"
+
+
+@pytest.mark.parametrize("how", ["serial", "threads", "latest-first"])
+def test_below_a_symlink_replaced_by_a_file_is_not_a_directory(
+        tmp_path: Path, how: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``usr/lib -> ../lib`` was looked up through (``usr/lib/a`` went to ``lib/a``), then
+    replaced by a file: ``usr/lib/b`` has a file for a parent, as for Docker and GNU tar,
+    and does not follow the removed link into ``lib``."""
+    require_root()
+    lower = layer(entry("lib/", DIR), entry("usr/", DIR), entry("usr/lib", SYM,
+                                                                 linkname="../lib"))
+    upper = layer(entry("usr/lib/a", data=b"a"), entry("usr/lib", data=b"a file now"),
+                  entry("usr/lib/b", data=b"b"))
+    root, error = apply(tmp_path, how, [lower, upper], monkeypatch)
+    assert error is not None and str(error) == (
+        "layer upper: entry 'usr/lib/b': a parent is not a directory")
+    assert (root / "lib" / "a").read_bytes() == b"a"
+    assert not (root / "lib" / "b").exists()
+    assert (root / "usr" / "lib").read_bytes() == b"a file now"
